@@ -1,0 +1,356 @@
+"""The Python API: ``Model``, ``Response`` and ``ChatSession``.
+
+Example::
+
+    import llm4all
+    model = llm4all.Model()                      # the default model, pulled on first use
+    print(model.generate("Name three colours.", temperature=0))
+    chat = model.chat(system_prompt="Answer briefly.")
+    for piece in chat.send("What is the capital of France?"):
+        print(piece, end="", flush=True)
+    print(chat.send("And of Italy?").text())
+
+Everything streams: a :class:`Response` yields text pieces as they are
+sampled; its ``completion`` (usage, timings, finish reason) is there once the
+stream ends. Sampling knobs are the fields of :class:`GenerationParams`, given
+as keyword arguments wherever a prompt is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llm4all.chat.prompt import answer_reserve, fit_messages
+from llm4all.chat.template import PLAIN_STOPS, PLAIN_TEMPLATE, Message, render
+from llm4all.engine import Chunk, Completion, Engine, ModelInfo, Timings, Usage, load_engine
+from llm4all.errors import InvalidParameter
+from llm4all.params import GenerationParams, LoadParams
+
+if TYPE_CHECKING:
+    from llm4all.store import ChatStore
+
+log = logging.getLogger(__name__)
+
+_GEN_FIELDS = frozenset(f.name for f in dataclasses.fields(GenerationParams))
+_LOAD_FIELDS = frozenset(f.name for f in dataclasses.fields(LoadParams))
+
+
+def merge_params(base: GenerationParams, overrides: dict[str, Any]) -> GenerationParams:
+    """``base`` with keyword overrides; an unknown name is an error that names it."""
+    unknown = sorted(set(overrides) - _GEN_FIELDS)
+    if unknown:
+        raise InvalidParameter(
+            unknown[0], overrides[unknown[0]], f"one of {', '.join(sorted(_GEN_FIELDS))}"
+        )
+    return base.replace(**overrides) if overrides else base
+
+
+class Response:
+    """A streamed answer: iterate for text pieces; ``completion`` once done."""
+
+    def __init__(
+        self,
+        start: Callable[[Callable[[], bool]], Iterator[Chunk]],
+        on_done: Callable[[Completion], None] | None = None,
+        prompt_tokens: int = 0,
+    ) -> None:
+        self._start = start
+        self._on_done = on_done
+        self._prompt_tokens = prompt_tokens
+        self._cancelled = False
+        self._pieces: list[str] = []
+        self._started = False
+        self.completion: Completion | None = None
+
+    def cancel(self) -> None:
+        """Stop generating before the next token; the text so far is kept."""
+        self._cancelled = True
+
+    def __iter__(self) -> Iterator[str]:
+        if self._started:
+            yield from self._pieces if self.completion is not None else ()
+            return
+        self._started = True
+        final: Chunk | None = None
+        n_tokens = 0
+        try:
+            for chunk in self._start(lambda: not self._cancelled):
+                n_tokens += len(chunk.token_ids)
+                if chunk.finish_reason is not None:
+                    final = chunk
+                if chunk.text:
+                    self._pieces.append(chunk.text)
+                    yield chunk.text
+        finally:
+            # Also on Ctrl-C or an abandoned loop: keep what was said, marked cancelled.
+            self._finish(final, n_tokens)
+
+    def _finish(self, final: Chunk | None, n_tokens: int) -> None:
+        if final is not None and final.usage is not None and final.timings is not None:
+            reason, usage, timings = final.finish_reason or "stop", final.usage, final.timings
+        else:
+            reason = "cancelled"
+            usage = Usage(self._prompt_tokens, n_tokens)
+            timings = Timings(0.0, 0.0, 0.0, n_tokens)
+        self.completion = Completion("".join(self._pieces), reason, usage, timings)
+        if self._on_done is not None:
+            self._on_done(self.completion)
+
+    def text(self) -> str:
+        """The whole answer (runs the stream to the end if needed)."""
+        for _ in self:
+            pass
+        return "".join(self._pieces)
+
+    def __str__(self) -> str:
+        return self.text()
+
+
+class Model:
+    """A loaded local model.
+
+    ``name`` is a catalog name (``"qwen2.5-coder-0.5b-instruct"``), a file name
+    in the model store, or a path to any GGUF file; ``None`` means the default
+    model. A catalog model that is not installed yet is downloaded first when
+    ``allow_download`` is true. Load options are the fields of :class:`LoadParams`.
+    """
+
+    def __init__(
+        self,
+        name: str | Path | None = None,
+        *,
+        allow_download: bool = True,
+        backend: str = "llamacpp",
+        params: GenerationParams | None = None,
+        progress: Any = None,
+        **load_options: Any,
+    ) -> None:
+        from llm4all.models import ModelStore, ensure_fits_in_ram
+
+        unknown = sorted(set(load_options) - _LOAD_FIELDS)
+        if unknown:
+            raise InvalidParameter(
+                unknown[0], load_options[unknown[0]], f"one of {', '.join(sorted(_LOAD_FIELDS))}"
+            )
+        load = LoadParams(**load_options)
+        resolved = ModelStore().resolve(
+            None if name is None else str(name), allow_download=allow_download, progress=progress
+        )
+        self.path: Path = resolved.path
+        self.entry = resolved.entry
+        self.name: str = resolved.entry.name if resolved.entry else resolved.path.name
+        if load.check_memory:
+            ensure_fits_in_ram(self.path.stat().st_size)
+        self.engine: Engine = load_engine(self.path, load, backend)
+        self.params = params or GenerationParams()
+        self._template, self._default_stops = self._choose_template()
+
+    @classmethod
+    def from_engine(
+        cls, engine: Engine, name: str, params: GenerationParams | None = None
+    ) -> Model:
+        """Wrap an already loaded engine (tests, other backends)."""
+        self = cls.__new__(cls)
+        self.path, self.entry, self.name, self.engine = Path(name), None, name, engine
+        self.params = params or GenerationParams()
+        self._template, self._default_stops = self._choose_template()
+        return self
+
+    def _choose_template(self) -> tuple[str, tuple[str, ...]]:
+        override = getattr(self.entry, "chat_template", None)
+        if override:
+            return override, ()
+        if self.engine.info.chat_template:
+            return self.engine.info.chat_template, ()
+        log.info("%s has no chat template; using a plain transcript", self.name)
+        return PLAIN_TEMPLATE, PLAIN_STOPS
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.engine.info
+
+    @property
+    def has_chat_template(self) -> bool:
+        return self._template is not PLAIN_TEMPLATE
+
+    @property
+    def default_system_prompt(self) -> str | None:
+        return getattr(self.entry, "system_prompt", None) or None
+
+    # -- tokens and templates ------------------------------------------------------
+    def tokenize(self, text: str, *, special: bool = True) -> list[int]:
+        return self.engine.tokenize(text, add_special=special, parse_special=special)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenize(text))
+
+    def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
+        """The prompt text for ``messages`` in this model's chat format."""
+        info = self.engine.info
+        return render(
+            self._template,
+            messages,
+            bos_token=info.bos_token,
+            eos_token=info.eos_token,
+            add_generation_prompt=add_generation_prompt,
+        )
+
+    def chat_tokens(self, messages: Sequence[Message]) -> list[int]:
+        text = self.render(messages)
+        info = self.engine.info
+        # Templates that write the BOS token themselves must not get a second one.
+        add_bos = info.add_bos and not (info.bos_token and text.startswith(info.bos_token))
+        return self.engine.tokenize(text, add_special=add_bos, parse_special=True)
+
+    # -- generation --------------------------------------------------------------------
+    def stream_tokens(
+        self,
+        tokens: Sequence[int],
+        params: GenerationParams,
+        *,
+        slot: int = 0,
+        on_done: Callable[[Completion], None] | None = None,
+    ) -> Response:
+        """Stream an answer to already built prompt tokens."""
+        if self._default_stops:
+            params = params.replace(stop=tuple(dict.fromkeys(params.stop + self._default_stops)))
+        self.engine.check_fits(len(tokens))  # fail now, not on the first next()
+        return Response(
+            lambda go_on: self.engine.generate(tokens, params, should_continue=go_on, slot=slot),
+            on_done,
+            len(tokens),
+        )
+
+    def stream(
+        self, prompt: str, *, raw: bool = False, system_prompt: str | None = None, **params: Any
+    ) -> Response:
+        """Stream an answer to one prompt.
+
+        By default ``prompt`` is a user message in the model's chat format;
+        ``raw=True`` continues the text as is (plain completion).
+        """
+        p = merge_params(self.params, params)
+        if raw:
+            return self.stream_tokens(self.tokenize(prompt), p)
+        messages = [Message("system", system_prompt)] if system_prompt else []
+        messages.append(Message("user", prompt))
+        return self.stream_tokens(self.chat_tokens(messages), p)
+
+    def generate(
+        self, prompt: str, *, raw: bool = False, system_prompt: str | None = None, **params: Any
+    ) -> str:
+        """The whole answer to one prompt. See :meth:`stream`."""
+        return self.stream(prompt, raw=raw, system_prompt=system_prompt, **params).text()
+
+    def chat(self, system_prompt: str | None = None, **params: Any) -> ChatSession:
+        """Start a multi-turn conversation (kept in memory; see :class:`ChatSession`)."""
+        return ChatSession(
+            self, system_prompt=system_prompt, params=merge_params(self.params, params)
+        )
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Model({self.name!r})"
+
+
+class ChatSession:
+    """A conversation with a model: history, system prompt, context policy.
+
+    Each :meth:`send` renders the whole conversation with the model's chat
+    template; the engine reuses the KV cache for the part it has already seen,
+    so a long chat costs only its new tokens. When the conversation outgrows
+    the context window, the oldest turns are dropped (the system prompt stays).
+    With a ``store`` every message is saved the moment it exists.
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        *,
+        system_prompt: str | None = None,
+        params: GenerationParams | None = None,
+        messages: Sequence[Message] = (),
+        store: ChatStore | None = None,
+        chat_id: str | None = None,
+        slot: int = 0,
+    ) -> None:
+        self.model = model
+        self.system_prompt = (
+            system_prompt if system_prompt is not None else model.default_system_prompt
+        )
+        self.params = params or model.params
+        self.messages: list[Message] = [m for m in messages if m.role != "system"]
+        self.store = store
+        self.chat_id = chat_id
+        self.slot = slot
+        self.dropped = 0  # messages trimmed from the last prompt to fit the context
+
+    @property
+    def history(self) -> list[Message]:
+        """The conversation as the model sees it: system prompt first."""
+        head = [Message("system", self.system_prompt)] if self.system_prompt else []
+        return head + self.messages
+
+    def send(self, text: str, **params: Any) -> Response:
+        """Add a user message and stream the answer (added to the history when done)."""
+        p = merge_params(self.params, params)
+        user = Message("user", text)
+        n_ctx = self.model.info.n_ctx
+        prompt = fit_messages(
+            [*self.history, user],
+            self.model.chat_tokens,
+            n_ctx,
+            answer_reserve(p.max_tokens, n_ctx),
+        )
+        response = self.model.stream_tokens(
+            prompt.tokens, p, slot=self.slot, on_done=self._answered
+        )
+        self.dropped = prompt.dropped
+        self.messages.append(user)
+        self._save(user)
+        return response
+
+    def _answered(self, completion: Completion) -> None:
+        answer = Message("assistant", completion.text)
+        self.messages.append(answer)
+        self._save(answer, completion)
+
+    def _save(self, message: Message, completion: Completion | None = None) -> None:
+        if self.store is None:
+            return
+        if self.chat_id is None:
+            chat = self.store.create_chat(
+                model=self.model.name,
+                system_prompt=self.system_prompt,
+                params=dataclasses.asdict(self.params),
+            )
+            self.chat_id = chat.id
+        extra: dict[str, Any] = {}
+        if completion is not None:
+            extra = {
+                "finish_reason": completion.finish_reason,
+                "prompt_tokens": completion.usage.prompt_tokens,
+                "completion_tokens": completion.usage.completion_tokens,
+                "tokens_per_second": completion.timings.tokens_per_second,
+                "time_to_first_token": completion.timings.time_to_first_token,
+            }
+        self.store.add_message(
+            self.chat_id, message.role, message.content, model=self.model.name, **extra
+        )
+
+    def reset(self) -> None:
+        """Forget the conversation (the system prompt stays); a stored chat starts anew."""
+        self.messages.clear()
+        self.chat_id = None

@@ -1,0 +1,92 @@
+"""Click options derived from the parameter dataclasses (declared once, in params.py).
+
+``@generation_options`` adds one flag per :class:`GenerationParams` field
+(``--top-k``, ``--min-p``, …, with ``--temp`` as the familiar short name);
+``@load_options`` does the same for the load knobs users touch. The command
+then calls :func:`generation_overrides` / :func:`load_overrides` to get only
+the values the user actually gave.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from llm4all.params import GenerationParams, LoadParams
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Flag spellings users know from llama.cpp and GPT4All, where they differ from the field name.
+_ALIASES = {
+    "temperature": ["--temp"],
+    "max_tokens": ["-n"],
+    "n_ctx": ["--ctx"],
+    "n_threads": ["-t", "--threads"],
+    "n_gpu_layers": ["--ngl", "--gpu-layers"],
+}
+_LOAD_FLAGS = ("n_ctx", "n_threads", "n_batch", "n_gpu_layers")
+_PREFIX = "gen_"
+_LOAD_PREFIX = "load_"
+
+
+def _field_option(f: dataclasses.Field[Any], prefix: str) -> Callable[[F], F]:
+    flag = "--" + f.name.replace("_", "-")
+    names = [flag, *_ALIASES.get(f.name, []), prefix + f.name]
+    help_text = str(f.metadata.get("help", ""))
+    if f.name == "stop":
+        return click.option(*names, multiple=True, help=help_text + " (repeatable)")
+    if f.name in ("grammar", "json_schema"):
+        return click.option(*names, metavar="TEXT|@FILE", help=help_text + "; @path reads a file")
+    kind: type = float if isinstance(f.default, float) else int
+    return click.option(*names, type=kind, default=None, help=help_text)
+
+
+def generation_options(func: F) -> F:
+    """Add a flag for every generation parameter."""
+    for f in reversed(dataclasses.fields(GenerationParams)):
+        func = _field_option(f, _PREFIX)(func)
+    return func
+
+
+def load_options(func: F) -> F:
+    """Add flags for the load parameters users commonly set."""
+    fields = {f.name: f for f in dataclasses.fields(LoadParams)}
+    for name in reversed(_LOAD_FLAGS):
+        func = _field_option(fields[name], _LOAD_PREFIX)(func)
+    return func
+
+
+def _read_at_file(value: str) -> str:
+    if value.startswith("@"):
+        path = Path(value[1:]).expanduser()
+        try:
+            return path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read {path}: {exc.strerror}") from None
+    return value
+
+
+def generation_overrides(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Pop the generation flags out of a command's kwargs; keep those the user set."""
+    out: dict[str, Any] = {}
+    for key in [k for k in kwargs if k.startswith(_PREFIX)]:
+        value = kwargs.pop(key)
+        name = key[len(_PREFIX) :]
+        if value is None or value == ():
+            continue
+        out[name] = _read_at_file(value) if name in ("grammar", "json_schema") else value
+    return out
+
+
+def load_overrides(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Pop the load flags out of a command's kwargs; keep those the user set."""
+    out: dict[str, Any] = {}
+    for key in [k for k in kwargs if k.startswith(_LOAD_PREFIX)]:
+        value = kwargs.pop(key)
+        if value is not None:
+            out[key[len(_LOAD_PREFIX) :]] = value
+    return out

@@ -1,0 +1,107 @@
+"""``llm4all run``: one prompt, one streamed answer on stdout.
+
+Only the answer goes to stdout (so it pipes cleanly); progress, statistics
+and errors go to stderr. Ctrl-C stops the answer and exits with code 130.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from llm4all.api import merge_params
+from llm4all.cli._common import err_console, load_model
+from llm4all.cli.options import (
+    generation_options,
+    generation_overrides,
+    load_options,
+    load_overrides,
+)
+from llm4all.params import GenerationParams
+
+
+@click.command("run")
+@click.argument("prompt", required=False)
+@click.option(
+    "-m",
+    "--model",
+    "model_name",
+    help="Model name, file name or path (default: the default model).",
+)
+@click.option("-s", "--system", help="System prompt.")
+@click.option("--raw", is_flag=True, help="Plain completion: no chat template.")
+@click.option("--stats", is_flag=True, help="Print tokens/s and token counts to stderr.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object (text, usage, timings) instead of streaming.",
+)
+@generation_options
+@load_options
+@click.pass_context
+def run_command(
+    ctx: click.Context,
+    /,
+    prompt: str | None,
+    model_name: str | None,
+    system: str | None,
+    raw: bool,
+    stats: bool,
+    as_json: bool,
+    **kwargs: Any,
+) -> None:
+    """Answer PROMPT (or standard input) and exit.
+
+    Example: llm4all run "Write a haiku about autumn" --temp 0.2
+    """
+    params = generation_overrides(kwargs)
+    load = load_overrides(kwargs)
+    merge_params(GenerationParams(), params)  # a bad value fails before the model loads
+    if prompt is None:
+        if sys.stdin.isatty():
+            raise click.UsageError("give a PROMPT or pipe one on standard input")
+        prompt = sys.stdin.read()
+    model = load_model(model_name, load)
+    response = model.stream(prompt, raw=raw, system_prompt=system, **params)
+    if as_json:
+        text = response.text()
+        done = response.completion
+        assert done is not None
+        click.echo(
+            json.dumps(
+                {
+                    "model": model.name,
+                    "text": text,
+                    "finish_reason": done.finish_reason,
+                    "usage": {
+                        "prompt_tokens": done.usage.prompt_tokens,
+                        "completion_tokens": done.usage.completion_tokens,
+                    },
+                    "timings": {
+                        "time_to_first_token": done.timings.time_to_first_token,
+                        "tokens_per_second": done.timings.tokens_per_second,
+                    },
+                },
+                ensure_ascii=False,
+            )
+        )
+        return
+    try:
+        for piece in response:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        sys.stdout.write("\n")
+        ctx.exit(130)
+    sys.stdout.write("\n")
+    if stats and response.completion is not None:
+        c = response.completion
+        err_console.print(
+            f"[dim]{c.usage.prompt_tokens} prompt + {c.usage.completion_tokens} tokens, "
+            f"{c.timings.tokens_per_second:.1f} tok/s, first token {c.timings.time_to_first_token * 1000:.0f} ms, "
+            f"finish: {c.finish_reason}[/dim]"
+        )

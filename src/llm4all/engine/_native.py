@@ -1,0 +1,298 @@
+"""Thin owners of llama.cpp's native handles (model, context, batch, sampler).
+
+This is the only module that calls llama-cpp-python's low-level ctypes API.
+Each wrapper frees its handle exactly once, through an ``ExitStack`` owned by
+:class:`NativeModel`, so an engine that fails half-way through loading leaks
+nothing. llama.cpp's own log is routed into Python logging here, once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import llama_cpp as ll
+
+from llm4all.errors import GrammarError, ModelLoadError
+from llm4all.params import GenerationParams, LoadParams
+
+log = logging.getLogger(__name__)
+native_log = logging.getLogger("llm4all.llama_cpp")
+
+# ggml_log_level: NONE=0 DEBUG=1 INFO=2 WARN=3 ERROR=4 CONT=5 (continues the last line)
+_LEVELS = {
+    0: logging.DEBUG,
+    1: logging.DEBUG,
+    2: logging.INFO,
+    3: logging.WARNING,
+    4: logging.ERROR,
+}
+_last_level = logging.DEBUG
+_errors: list[str] = []  # llama.cpp's error lines since the last load began
+_init_lock = threading.Lock()
+_initialised = False
+
+
+@ll.llama_log_callback  # type: ignore[untyped-decorator]
+def _log_callback(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+    global _last_level
+    lvl = _LEVELS.get(level, _last_level)
+    _last_level = lvl
+    message = text.decode("utf-8", errors="replace").rstrip()
+    if lvl >= logging.ERROR and message:
+        _errors.append(message)
+    if message and native_log.isEnabledFor(lvl):
+        native_log.log(lvl, "%s", message)
+
+
+def init_backend() -> None:
+    """Initialise llama.cpp once per process and route its log into logging."""
+    global _initialised
+    with _init_lock:
+        if _initialised:
+            return
+        ll.llama_log_set(_log_callback, ctypes.c_void_p(0))
+        ll.llama_backend_init()
+        _initialised = True
+
+
+def supports_gpu_offload() -> bool:
+    init_backend()
+    return bool(ll.llama_supports_gpu_offload())
+
+
+class NativeModel:
+    """A loaded model and one context on it, freed together by :meth:`close`."""
+
+    def __init__(self, path: Path, params: LoadParams, n_threads: int) -> None:
+        init_backend()
+        self._stack = ExitStack()
+        try:
+            self._load(path, params, n_threads)
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def _load(self, path: Path, params: LoadParams, n_threads: int) -> None:
+        mparams = ll.llama_model_default_params()
+        mparams.n_gpu_layers = params.n_gpu_layers
+        if not path.is_file():
+            raise ModelLoadError(str(path), "no such file")
+        _errors.clear()
+        model = ll.llama_model_load_from_file(str(path).encode(), mparams)
+        if not model:
+            raise ModelLoadError(str(path), _load_failure_reason())
+        self._stack.callback(ll.llama_model_free, model)
+        self.model = model
+        self.vocab = ll.llama_model_get_vocab(model)
+
+        cparams = ll.llama_context_default_params()
+        cparams.n_ctx = params.n_ctx
+        cparams.n_batch = params.n_batch
+        cparams.n_ubatch = params.n_batch
+        cparams.n_seq_max = params.n_seq_max
+        cparams.n_threads = n_threads
+        cparams.n_threads_batch = n_threads
+        cparams.no_perf = True
+        # One shared KV buffer: sequences that share a system prompt share its cells.
+        cparams.kv_unified = params.n_seq_max > 1
+        if params.embedding:
+            cparams.embeddings = True
+            cparams.pooling_type = ll.LLAMA_POOLING_TYPE_MEAN
+        ctx = ll.llama_init_from_model(model, cparams)
+        if not ctx:
+            raise ModelLoadError(str(path), "llama.cpp could not create a context (out of memory?)")
+        self._stack.callback(ll.llama_free, ctx)
+        self.ctx = ctx
+        self.memory = ll.llama_get_memory(ctx)
+        self.n_ctx = int(ll.llama_n_ctx(ctx))
+        self.n_batch = params.n_batch
+        self.batch = Batch(params.n_batch, params.n_seq_max)
+        self._stack.callback(self.batch.free)
+
+    def close(self) -> None:
+        self._stack.close()
+
+    # -- metadata ---------------------------------------------------------------
+    def metadata(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        buf = ctypes.create_string_buffer(4096)
+        for i in range(ll.llama_model_meta_count(self.model)):
+            n = ll.llama_model_meta_key_by_index(self.model, i, buf, len(buf))
+            key = buf.value.decode("utf-8", "replace") if n >= 0 else ""
+            if not key or (
+                key.startswith("tokenizer.ggml.")
+                and key.endswith(("tokens", "merges", "scores", "token_type"))
+            ):
+                continue
+            size = ll.llama_model_meta_val_str_by_index(self.model, i, None, 0)
+            if size < 0:
+                continue
+            vbuf = ctypes.create_string_buffer(size + 1)
+            ll.llama_model_meta_val_str_by_index(self.model, i, vbuf, size + 1)
+            out[key] = vbuf.value.decode("utf-8", "replace")
+        return out
+
+    def chat_template(self) -> str | None:
+        raw = ll.llama_model_chat_template(self.model, None)
+        return raw.decode("utf-8", "replace") if raw else None
+
+    # -- tokens -----------------------------------------------------------------
+    def tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        buf = (ll.llama_token * cap)()
+        n = ll.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
+        if n < 0:  # buffer too small: -n is the size needed
+            cap = -n
+            buf = (ll.llama_token * cap)()
+            n = ll.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
+        return list(buf[:n])
+
+    def piece(self, token: int, special: bool = False) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = ll.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = ll.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
+        return buf.raw[:n]
+
+    def token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return self.piece(token, special=True).decode("utf-8", "replace")
+
+    def is_eog(self, token: int) -> bool:
+        return bool(ll.llama_vocab_is_eog(self.vocab, token))
+
+    # -- KV cache ---------------------------------------------------------------
+    def forget(self, seq_id: int, from_pos: int) -> bool:
+        """Drop KV entries of ``seq_id`` from position ``from_pos`` on."""
+        return bool(ll.llama_memory_seq_rm(self.memory, seq_id, from_pos, -1))
+
+    def decode(self) -> None:
+        rc = ll.llama_decode(self.ctx, self.batch.raw)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode failed with code {rc} (KV cache full or aborted)")
+
+
+class Batch:
+    """A reusable ``llama_batch`` of up to ``capacity`` tokens."""
+
+    def __init__(self, capacity: int, n_seq_max: int) -> None:
+        self.capacity = capacity
+        self.raw = ll.llama_batch_init(capacity, 0, n_seq_max)
+        self._freed = False
+
+    def clear(self) -> None:
+        self.raw.n_tokens = 0
+
+    def add(self, token: int, pos: int, seq_id: int, want_logits: bool) -> int:
+        """Append one token; returns its index (the index to sample from)."""
+        i: int = self.raw.n_tokens
+        if i >= self.capacity:
+            raise OverflowError("batch is full")
+        self.raw.token[i] = token
+        self.raw.pos[i] = pos
+        self.raw.n_seq_id[i] = 1
+        self.raw.seq_id[i][0] = seq_id
+        self.raw.logits[i] = want_logits
+        self.raw.n_tokens = i + 1
+        return i
+
+    def free(self) -> None:
+        if not self._freed:
+            ll.llama_batch_free(self.raw)
+            self._freed = True
+
+
+class Sampler:
+    """llama.cpp's native sampler chain built from :class:`GenerationParams`."""
+
+    def __init__(self, native: NativeModel, params: GenerationParams, seed: int) -> None:
+        self._chain: Any = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
+        try:
+            self._build(native, params, seed)
+        except BaseException:
+            self.free()
+            raise
+
+    def _add(self, sampler: Any) -> None:
+        ll.llama_sampler_chain_add(self._chain, sampler)
+
+    def _build(self, native: NativeModel, params: GenerationParams, seed: int) -> None:
+        grammar = grammar_text(params)
+        if grammar is not None:
+            s = ll.llama_sampler_init_grammar(native.vocab, grammar.encode(), b"root")
+            if not s:
+                raise GrammarError("llama.cpp rejected the grammar (see the log with --debug)")
+            self._add(s)
+        n_vocab = ll.llama_vocab_n_tokens(native.vocab)
+        last_n = native.n_ctx if params.repeat_last_n == -1 else params.repeat_last_n
+        if params.repeat_penalty != 1.0 or params.presence_penalty or params.frequency_penalty:
+            self._add(
+                ll.llama_sampler_init_penalties(
+                    n_vocab,
+                    last_n,
+                    params.repeat_penalty,
+                    params.frequency_penalty,
+                    params.presence_penalty,
+                )
+            )
+        if params.greedy:
+            self._add(ll.llama_sampler_init_greedy())
+            return
+        if params.top_k > 0:
+            self._add(ll.llama_sampler_init_top_k(params.top_k))
+        if params.top_p < 1.0:
+            self._add(ll.llama_sampler_init_top_p(params.top_p, 1))
+        if params.min_p > 0.0:
+            self._add(ll.llama_sampler_init_min_p(params.min_p, 1))
+        self._add(ll.llama_sampler_init_temp(params.temperature))
+        self._add(ll.llama_sampler_init_dist(seed))
+
+    def sample(self, native: NativeModel, index: int) -> int:
+        """Sample (and accept) a token from the logits at batch ``index``."""
+        return int(ll.llama_sampler_sample(self._chain, native.ctx, index))
+
+    def free(self) -> None:
+        if self._chain is not None:
+            ll.llama_sampler_free(self._chain)
+            self._chain = None
+
+
+def grammar_text(params: GenerationParams) -> str | None:
+    """The GBNF grammar for these params: given directly or compiled from a JSON schema."""
+    if params.grammar is not None:
+        return params.grammar
+    if params.json_schema is None:
+        return None
+    from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+
+    if params.json_schema.strip() in ("", "{}"):
+        return str(JSON_GBNF)  # any JSON value (OpenAI's json_object mode)
+    try:
+        return str(json_schema_to_gbnf(params.json_schema))
+    except Exception as exc:  # the converter raises bare Exceptions/ValueErrors
+        raise GrammarError(f"cannot convert the JSON schema: {exc}") from exc
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the shared prefix of two token lists. Example: ``([1,2,3],[1,2,4]) -> 2``."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def _load_failure_reason() -> str:
+    # The first error line names the cause; llama.cpp prefixes it with a function name.
+    detail = _errors[0].split(": ", 1)[-1] if _errors else ""
+    generic = "not a valid GGUF model, truncated, or an unsupported architecture"
+    return f"{generic} ({detail})" if detail else generic

@@ -1,0 +1,163 @@
+"""The one error hierarchy of llm4all.
+
+Every error a user can cause or meet derives from :class:`Llm4allError` and
+carries structured fields, so that the two edges that translate errors (the
+CLI's one-line message and the HTTP layer's OpenAI-style JSON) need no string
+parsing. ``str(error)`` is always one complete sentence a user can act on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class Llm4allError(Exception):
+    """Base class of every error llm4all raises on purpose."""
+
+
+class ModelNotFound(Llm4allError):
+    """A model name matched nothing in the catalog, the store or the file system."""
+
+    def __init__(self, name: str, suggestions: Sequence[str] = ()) -> None:
+        self.name = name
+        self.suggestions = list(suggestions)
+        hint = (
+            f"; did you mean {', '.join(repr(s) for s in self.suggestions)}?" if suggestions else ""
+        )
+        super().__init__(f"unknown model {name!r}{hint} (see `llm4all models list`)")
+
+
+class ModelNotInstalled(Llm4allError):
+    """A catalog model is known but its file is not in the store and downloads are off."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"model {name!r} is not installed; run `llm4all models pull {name}`")
+
+
+class ModelLoadError(Llm4allError):
+    """A model file could not be loaded (corrupt, truncated, not a GGUF, unsupported)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"cannot load model {path}: {reason}")
+
+
+class InsufficientMemory(Llm4allError):
+    """Loading the model would need more RAM than the machine has free."""
+
+    def __init__(self, needed_bytes: int, available_bytes: int) -> None:
+        self.needed_bytes = needed_bytes
+        self.available_bytes = available_bytes
+        super().__init__(
+            f"model needs about {needed_bytes / 2**30:.1f} GiB of RAM "
+            f"but only {available_bytes / 2**30:.1f} GiB is available"
+        )
+
+
+class ChecksumMismatch(Llm4allError):
+    """A downloaded or assembled file did not match its catalog size or sha256."""
+
+    def __init__(self, path: str, expected: str, actual: str, removed: bool = True) -> None:
+        self.path = path
+        self.expected = expected
+        self.actual = actual
+        self.removed = removed
+        tail = "; the file was removed, pull it again" if removed else ""
+        super().__init__(f"checksum mismatch for {path}: expected {expected}, got {actual}{tail}")
+
+
+class DownloadError(Llm4allError):
+    """A model source failed to deliver its file (HTTP error, pip failure, no space)."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        self.source = source
+        self.reason = reason
+        super().__init__(f"download from {source} failed: {reason}")
+
+
+class InsufficientDisk(DownloadError):
+    """There is not enough free space for a download."""
+
+    def __init__(self, path: str, needed_bytes: int, free_bytes: int) -> None:
+        self.needed_bytes = needed_bytes
+        self.free_bytes = free_bytes
+        super().__init__(
+            path,
+            f"needs {needed_bytes / 2**20:.0f} MiB of free disk but only "
+            f"{free_bytes / 2**20:.0f} MiB is free",
+        )
+
+
+class ContextOverflow(Llm4allError):
+    """A prompt does not fit in the model's context window."""
+
+    def __init__(self, prompt_tokens: int, n_ctx: int) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.n_ctx = n_ctx
+        super().__init__(
+            f"the prompt is {prompt_tokens} tokens but the context window holds {n_ctx}; "
+            "shorten it or load the model with a larger n_ctx"
+        )
+
+
+class InvalidParameter(Llm4allError, ValueError):
+    """A generation or load parameter is out of range; ``field`` names it."""
+
+    def __init__(self, field: str, value: object, expected: str) -> None:
+        self.field = field
+        self.value = value
+        self.expected = expected
+        super().__init__(f"invalid {field}={value!r}: expected {expected}")
+
+
+class TemplateError(Llm4allError):
+    """A chat template failed to render (or the model has none and no override)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"chat template error: {reason}")
+
+
+class GrammarError(Llm4allError):
+    """A grammar or JSON schema could not be compiled into a sampler."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"invalid grammar: {reason}")
+
+
+class ChatNotFound(Llm4allError):
+    """A stored chat id does not exist."""
+
+    def __init__(self, chat_id: str) -> None:
+        self.chat_id = chat_id
+        super().__init__(f"no chat with id {chat_id!r} (see `llm4all chats list`)")
+
+
+class StoreError(Llm4allError):
+    """The SQLite store could not be opened or written."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"chat store {path}: {reason}")
+
+
+class AmbiguousChatId(ChatNotFound):
+    """A chat id prefix matches more than one chat; ``matches`` lists some of them."""
+
+    def __init__(self, prefix: str, matches: Sequence[str]) -> None:
+        super().__init__(prefix)
+        self.matches = list(matches)
+        shown = ", ".join(self.matches[:5])
+        self.args = (f"chat id {prefix!r} is ambiguous: it matches {shown}; type more of the id",)
+
+
+class MessageNotFound(Llm4allError):
+    """A stored message id does not exist."""
+
+    def __init__(self, message_id: str) -> None:
+        self.message_id = message_id
+        super().__init__(f"no message with id {message_id!r}")

