@@ -99,8 +99,6 @@ class NativeModel:
         cparams.n_threads = n_threads
         cparams.n_threads_batch = n_threads
         cparams.no_perf = True
-        # One shared KV buffer: sequences that share a system prompt share its cells.
-        cparams.kv_unified = params.n_seq_max > 1
         if params.embedding:
             cparams.embeddings = True
             cparams.pooling_type = ll.LLAMA_POOLING_TYPE_MEAN
@@ -110,7 +108,8 @@ class NativeModel:
         self._stack.callback(ll.llama_free, ctx)
         self.ctx = ctx
         self.memory = ll.llama_get_memory(ctx)
-        self.n_ctx = int(ll.llama_n_ctx(ctx))
+        # Each sequence gets its own share of the cells: n_ctx / n_seq_max tokens.
+        self.n_ctx = int(ll.llama_n_ctx_seq(ctx))
         self.n_batch = params.n_batch
         self.batch = Batch(params.n_batch, params.n_seq_max)
         self._stack.callback(self.batch.free)

@@ -116,87 +116,49 @@ class LlamaCppEngine(Engine):
         should_continue: ShouldContinue | None = None,
         slot: int = 0,
     ) -> Iterator[Chunk]:
+        self._check_request(prompt, slot)
+        # Validation happens eagerly; the stream itself starts on first next().
+        return self._stream(self.start_generation(prompt, params, slot, should_continue))
+
+    def _check_request(self, prompt: Sequence[int], slot: int) -> None:
         if not prompt:
             raise InvalidParameter("prompt", "", "at least one token")
         if not 0 <= slot < len(self._slots):
             raise InvalidParameter("slot", slot, f"0..{len(self._slots) - 1}")
         self.check_fits(len(prompt))
-        # Validation happens eagerly; the stream itself starts on first next().
-        return self._stream(list(prompt), params, should_continue, slot)
 
-    def _stream(
+    def start_generation(
         self,
-        prompt: list[int],
+        prompt: Sequence[int],
         params: GenerationParams,
-        should_continue: ShouldContinue | None,
         slot: int,
-    ) -> Iterator[Chunk]:
+        should_continue: ShouldContinue | None = None,
+    ) -> Generation:
+        """The state of one generation (its native sampler is freed by ``close``)."""
         seed = params.seed if params.seed is not None else self.params.seed
         sampler = Sampler(
             self._native, params, seed if seed is not None else random.getrandbits(32)
         )
-        with self._lock:
-            try:
-                yield from self._run(prompt, params, sampler, should_continue, slot)
-            finally:
-                sampler.free()
+        return Generation(self, list(prompt), params, sampler, slot, should_continue)
 
-    def _run(
-        self,
-        prompt: list[int],
-        params: GenerationParams,
-        sampler: Sampler,
-        should_continue: ShouldContinue | None,
-        slot: int,
-    ) -> Iterator[Chunk]:
-        t0 = time.perf_counter()
-        cached, index = self._evaluate_prompt(prompt, slot)
-        t_prompt = time.perf_counter() - t0
-        text, stops = Utf8Stream(), StopMatcher(params.stop)
-        limit = params.max_tokens if params.max_tokens is not None else self.info.n_ctx
-        produced: list[int] = []
-        reported = 0
-        t_first: float | None = None
-        reason: FinishReason = "length"
-        cache = self._slots[slot]
-        while len(produced) < limit:
-            if should_continue is not None and not should_continue():
-                reason = "cancelled"
-                break
-            token = sampler.sample(self._native, index)
-            if t_first is None:
-                t_first = time.perf_counter()
-            if self._native.is_eog(token):
-                reason = "stop"
-                break
-            produced.append(token)
-            out = stops.feed(text.feed(self._native.piece(token)))
-            if out.text:  # tokens whose text is held back ride along with the next chunk
-                yield Chunk(out.text, tuple(produced[reported:]))
-                reported = len(produced)
-            if out.stopped:
-                reason = "stop"
-                break
-            if len(cache) + 1 >= self.info.n_ctx:
-                break  # the context is full: "length"
-            index = self._decode_one(token, slot)
-        tail = stops.feed(text.flush()).text + stops.flush()
-        t_end = time.perf_counter()
-        first = t_first if t_first is not None else t_end
-        yield Chunk(
-            tail,
-            tuple(produced[reported:]),
-            finish_reason=reason,
-            usage=Usage(len(prompt), len(produced), cached),
-            timings=Timings(t_prompt, first - t0, t_end - first, len(produced)),
-        )
+    def _stream(self, seq: Generation) -> Iterator[Chunk]:
+        """The single-sequence driver: one token per ``llama_decode``, inline."""
+        with self._lock, seq:
+            index = self.evaluate_prompt(seq)
+            while True:
+                chunk = seq.step(index)
+                if chunk is not None:
+                    yield chunk
+                if seq.finished:
+                    break
+                index = self._decode_one(seq.last_token, seq.slot)
+            yield seq.final_chunk()
 
-    def _evaluate_prompt(self, prompt: list[int], slot: int) -> tuple[int, int]:
-        """Bring ``slot``'s KV cache to ``prompt``; returns (reused tokens, logits index)."""
+    def evaluate_prompt(self, seq: Generation) -> int:
+        """Bring the slot's KV cache to the prompt, reusing its prefix; returns the logits index."""
+        prompt, slot = seq.prompt, seq.slot
         cache = self._slots[slot]
-        keep = min(
-            common_prefix(cache, prompt), len(prompt) - 1
-        )  # re-evaluate >= 1 token for logits
+        keep = min(common_prefix(cache, prompt), len(prompt) - 1)  # >= 1 token gives logits
         if not self._native.forget(slot, keep):
             keep = 0  # some models (recurrent) cannot drop a suffix: start over
             self._native.forget(slot, 0)
@@ -207,24 +169,61 @@ class LlamaCppEngine(Engine):
             part = prompt[start : start + n_batch]
             batch.clear()
             for offset, token in enumerate(part):
-                last = start + offset == len(prompt) - 1
-                index = batch.add(token, start + offset, slot, last)
-            try:
-                self._native.decode()
-            except BaseException:
-                self._native.forget(slot, len(cache))
-                raise
+                index = batch.add(token, start + offset, slot, start + offset == len(prompt) - 1)
+            self._decode_or_rollback(slot)
             cache.extend(part)
-        return keep, index
+        seq.prompt_done(keep)
+        return index
+
+    def _decode_or_rollback(self, *slots: int) -> None:
+        try:
+            self._native.decode()
+        except BaseException:
+            for slot in slots:  # keep each slot's bookkeeping equal to its KV cells
+                self._native.forget(slot, len(self._slots[slot]))
+            raise
 
     def _decode_one(self, token: int, slot: int) -> int:
         cache = self._slots[slot]
         batch = self._native.batch
         batch.clear()
         index = batch.add(token, len(cache), slot, True)
-        self._native.decode()
+        self._decode_or_rollback(slot)
         cache.append(token)
         return index
+
+    # -- embeddings -------------------------------------------------------------
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """Mean-pooled, L2-normalised embeddings; many texts share one ``llama_decode``."""
+        if not self.params.embedding:
+            raise InvalidParameter("embedding", False, "a model loaded with embedding=True")
+        token_lists = [self.tokenize(t) for t in texts]
+        limit = min(self.info.n_ctx, self._native.n_batch)
+        for tokens in token_lists:
+            del tokens[limit:]  # longer texts are truncated; callers chunk first
+        out: list[list[float]] = []
+        with self._lock:
+            for group in _pack(token_lists, self._native.n_batch, len(self._slots)):
+                out.extend(self._embed_group(group))
+        return out
+
+    def _embed_group(self, group: list[list[int]]) -> list[list[float]]:
+        import llama_cpp as ll
+
+        native = self._native
+        native.batch.clear()
+        for seq_id, tokens in enumerate(group):
+            for pos, token in enumerate(tokens):
+                native.batch.add(token, pos, seq_id, True)
+        ll.llama_memory_clear(native.memory, True)
+        native.decode()
+        vectors = []
+        for seq_id in range(len(group)):
+            raw = ll.llama_get_embeddings_seq(native.ctx, seq_id)
+            vec = [float(raw[i]) for i in range(self.info.n_embd)]
+            norm = sum(v * v for v in vec) ** 0.5 or 1.0
+            vectors.append([v / norm for v in vec])
+        return vectors
 
     def reset(self, slot: int | None = None) -> None:
         """Forget the KV cache of one slot (or all)."""
@@ -236,3 +235,105 @@ class LlamaCppEngine(Engine):
         if not self._closed:
             self._closed = True
             self._native.close()
+
+
+def _pack(items: list[list[int]], max_tokens: int, max_seqs: int) -> Iterator[list[list[int]]]:
+    """Group token lists so each group fits one batch. Example: sizes 3,3,3 in 7 -> [2 lists], [1]."""
+    group: list[list[int]] = []
+    used = 0
+    for tokens in items:
+        if group and (used + len(tokens) > max_tokens or len(group) == max_seqs):
+            yield group
+            group, used = [], 0
+        group.append(tokens)
+        used += len(tokens)
+    if group:
+        yield group
+
+
+class Generation:
+    """One generation in flight: sampler, text decoding, stop strings, limits, timings.
+
+    Drivers (the inline loop above, the batch scheduler) evaluate the prompt,
+    then alternate ``step(logits_index)`` and a decode of ``last_token`` until
+    ``finished``; ``final_chunk()`` closes the stream.
+    """
+
+    def __init__(
+        self,
+        engine: LlamaCppEngine,
+        prompt: list[int],
+        params: GenerationParams,
+        sampler: Sampler,
+        slot: int,
+        should_continue: ShouldContinue | None,
+    ) -> None:
+        self._native = engine._native
+        self._cache = engine._slots[slot]
+        self._n_ctx = engine.info.n_ctx
+        self.prompt, self.params, self.sampler, self.slot = prompt, params, sampler, slot
+        self.should_continue = should_continue
+        self.limit = params.max_tokens if params.max_tokens is not None else self._n_ctx
+        self._text, self._stops = Utf8Stream(), StopMatcher(params.stop)
+        self.produced: list[int] = []
+        self._reported = 0
+        self.cached = 0
+        self.last_token = -1
+        self.finished = False
+        self.reason: FinishReason = "length"
+        self.t0 = time.perf_counter()
+        self.t_prompt = 0.0
+        self.t_first: float | None = None
+
+    def prompt_done(self, cached: int) -> None:
+        self.cached = cached
+        self.t_prompt = time.perf_counter() - self.t0
+
+    def _finish(self, reason: FinishReason) -> None:
+        self.finished, self.reason = True, reason
+
+    def step(self, index: int) -> Chunk | None:
+        """Sample the next token from the logits at batch ``index``; maybe emit text."""
+        if self.should_continue is not None and not self.should_continue():
+            self._finish("cancelled")
+            return None
+        token = self.sampler.sample(self._native, index)
+        if self.t_first is None:
+            self.t_first = time.perf_counter()
+        if self._native.is_eog(token):
+            self._finish("stop")
+            return None
+        self.produced.append(token)
+        self.last_token = token
+        out = self._stops.feed(self._text.feed(self._native.piece(token)))
+        chunk = None
+        if out.text:  # tokens whose text is held back ride along with the next chunk
+            chunk = Chunk(out.text, tuple(self.produced[self._reported :]))
+            self._reported = len(self.produced)
+        if out.stopped:
+            self._finish("stop")
+        elif len(self.produced) >= self.limit or len(self._cache) + 1 >= self._n_ctx:
+            self._finish("length")
+        return chunk
+
+    def final_chunk(self) -> Chunk:
+        tail = self._stops.feed(self._text.flush()).text + self._stops.flush()
+        t_end = time.perf_counter()
+        first = self.t_first if self.t_first is not None else t_end
+        n = len(self.produced)
+        return Chunk(
+            tail,
+            tuple(self.produced[self._reported :]),
+            finish_reason=self.reason,
+            usage=Usage(len(self.prompt), n, self.cached),
+            timings=Timings(self.t_prompt, first - self.t0, t_end - first, n),
+        )
+
+    def close(self) -> None:
+        self.sampler.free()
+
+    def __enter__(self) -> Generation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
