@@ -70,10 +70,10 @@ class Response:
         """Stop generating before the next token; the text so far is kept."""
         self._cancelled = True
 
-    def __iter__(self) -> Iterator[str]:
+    def chunks(self) -> Iterator[Chunk]:
+        """The stream as engine chunks (text plus the token ids behind it)."""
         if self._started:
-            yield from self._pieces if self.completion is not None else ()
-            return
+            raise RuntimeError("a Response can be streamed once; use .text() or .completion after")
         self._started = True
         final: Chunk | None = None
         n_tokens = 0
@@ -84,10 +84,19 @@ class Response:
                     final = chunk
                 if chunk.text:
                     self._pieces.append(chunk.text)
-                    yield chunk.text
+                yield chunk
         finally:
             # Also on Ctrl-C or an abandoned loop: keep what was said, marked cancelled.
             self._finish(final, n_tokens)
+
+    def __iter__(self) -> Iterator[str]:
+        """Text pieces as they are sampled."""
+        if self._started:  # already streamed: replay what was said
+            yield from self._pieces
+            return
+        for chunk in self.chunks():
+            if chunk.text:
+                yield chunk.text
 
     def _finish(self, final: Chunk | None, n_tokens: int) -> None:
         if final is not None and final.usage is not None and final.timings is not None:
@@ -188,19 +197,25 @@ class Model:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenize(text))
 
-    def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
-        """The prompt text for ``messages`` in this model's chat format."""
+    def render(
+        self,
+        messages: Sequence[Message],
+        add_generation_prompt: bool = True,
+        template: str | None = None,
+    ) -> str:
+        """The prompt text for ``messages`` in this model's chat format (or ``template``)."""
         info = self.engine.info
         return render(
-            self._template,
+            template or self._template,
             messages,
             bos_token=info.bos_token,
             eos_token=info.eos_token,
             add_generation_prompt=add_generation_prompt,
         )
 
-    def chat_tokens(self, messages: Sequence[Message]) -> list[int]:
-        text = self.render(messages)
+    def chat_tokens(self, messages: Sequence[Message], template: str | None = None) -> list[int]:
+        """Prompt tokens for ``messages``, rendered with the model's template (or ``template``)."""
+        text = self.render(messages, template=template)
         info = self.engine.info
         # Templates that write the BOS token themselves must not get a second one.
         add_bos = info.add_bos and not (info.bos_token and text.startswith(info.bos_token))
