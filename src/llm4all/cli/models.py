@@ -1,0 +1,267 @@
+"""``llm4all models``: list, pull, add, remove and inspect models.
+
+Tables and JSON go to stdout; progress bars and status lines go to stderr.
+Errors are the library's own (``ModelNotFound`` …) and are turned into one
+line by the CLI edge in :mod:`llm4all.cli._common`.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+import click
+from rich import box
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.progress import Progress as _RichBar
+from rich.table import Column, Table
+
+from llm4all.cli._common import echo_json, err_console
+from llm4all.models import CatalogEntry, InstalledModel, ModelStore, memory_needed
+
+out_console = Console()
+
+
+class RichProgress:
+    """A :class:`llm4all.models.Progress` drawn as rich progress bars on stderr.
+
+    Use as a context manager; the live display starts with the first phase, so
+    nothing is drawn when there is nothing to wait for.
+    """
+
+    def __init__(self, console: Console | None = None) -> None:
+        self._bar = _RichBar(
+            TextColumn("{task.description}", table_column=Column(max_width=32, no_wrap=True)),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=console or err_console,
+        )
+        self._task: TaskID | None = None
+        self._live = False
+
+    def __enter__(self) -> RichProgress:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._live:
+            self._bar.stop()
+            self._live = False
+
+    def start(self, total: int | None, description: str) -> None:
+        if not self._live:
+            self._bar.start()
+            self._live = True
+        self._task = self._bar.add_task(description, total=total)
+
+    def advance(self, n: int) -> None:
+        if self._task is not None and n:
+            self._bar.advance(self._task, n)
+
+    def done(self) -> None:
+        if self._task is not None:
+            task = next(t for t in self._bar.tasks if t.id == self._task)
+            if task.total is None:  # an unknown length is known now
+                self._bar.update(self._task, total=task.completed)
+            self._task = None
+
+
+def _gib(n: float) -> str:
+    """Example: ``_gib(1_117_320_768)`` → ``"1.04G"`` (binary units, like ``ls -h``)."""
+    return f"{n / 2**30:.2f}G" if n >= 2**30 else f"{n / 2**20:.0f}M"
+
+
+def _entry_row(entry: CatalogEntry, installed: InstalledModel | None) -> dict[str, Any]:
+    return {
+        "name": entry.name,
+        "installed": installed is not None,
+        "size": installed.size if installed else entry.size,
+        "parameters": entry.parameters,
+        "quantization": entry.quantization,
+        "ram_gb": entry.ram_required_gb,
+        "kind": entry.kind,
+        "license": entry.license,
+        "default": entry.default,
+        "source": "catalog",
+        "filename": entry.filename,
+        "path": str(installed.path) if installed else None,
+        "description": entry.description,
+    }
+
+
+def _local_row(model: InstalledModel) -> dict[str, Any]:
+    d = model.described
+    return {
+        "name": model.name,
+        "installed": True,
+        "size": model.size,
+        "parameters": d.get("parameters"),
+        "quantization": d.get("quantization"),
+        "ram_gb": round(memory_needed(model.size) / 2**30, 1),
+        "kind": model.kind,
+        "license": None,
+        "default": False,
+        "source": "local",
+        "filename": model.path.name,
+        "path": str(model.path),
+        "description": d.get("error") or d.get("model_name") or "",
+    }
+
+
+def model_rows(store: ModelStore, include_catalog: bool) -> list[dict[str, Any]]:
+    """Installed models first (catalog, then local), then the rest of the catalog."""
+    installed = store.installed()
+    by_entry = {m.entry.name: m for m in installed if m.entry is not None}
+    rows = [_entry_row(m.entry, m) if m.entry else _local_row(m) for m in installed]
+    if include_catalog:
+        rows += [_entry_row(e, None) for e in store.catalog if e.name not in by_entry]
+    return rows
+
+
+def _table(rows: list[dict[str, Any]]) -> Table:
+    # Compact on purpose: the catalog must stay readable in an 80-column terminal.
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=0)
+    table.add_column("name", no_wrap=True, min_width=max(len(r["name"]) + 1 for r in rows))
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("params", justify="right", no_wrap=True)
+    table.add_column("quant", no_wrap=True)
+    table.add_column("RAM", justify="right", no_wrap=True)
+    table.add_column("✓", justify="center", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("licence", no_wrap=True, min_width=10)
+    for r in rows:
+        table.add_row(
+            r["name"] + ("*" if r["default"] else ""),
+            _gib(r["size"]),
+            r["parameters"] or "?",
+            r["quantization"] or "?",
+            f"{r['ram_gb']:g}G",
+            "✓" if r["installed"] else "",
+            r["kind"],
+            r["license"] or "",
+        )
+    if any(r["default"] for r in rows):
+        table.caption = "* the default chat model"
+    return table
+
+
+@click.group("models")
+def models_group() -> None:
+    """List, download, add and remove models."""
+
+
+@models_group.command("list")
+@click.option(
+    "--all", "show_all", is_flag=True, help="Also list catalog models that are not installed."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def list_command(show_all: bool, as_json: bool) -> None:
+    """List installed models (with --all: the whole catalog too)."""
+    store = ModelStore()
+    rows = model_rows(store, include_catalog=show_all)
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        err_console.print(
+            "No models installed yet. `llm4all models list --all` shows the catalog; "
+            "`llm4all models pull NAME` installs one."
+        )
+        return
+    out_console.print(_table(rows))
+    more = len(store.catalog) - sum(r["source"] == "catalog" for r in rows)
+    if more and not show_all:
+        err_console.print(f"{more} more models in the catalog: `llm4all models list --all`")
+
+
+@models_group.command("pull")
+@click.argument("name")
+def pull_command(name: str) -> None:
+    """Download a catalog model (and verify its checksum)."""
+    store = ModelStore()
+    entry = store.catalog.get(name) or store.catalog.by_filename(name)
+    if entry is not None and store.path_of(entry).exists():
+        err_console.print(f"{entry.name} is already installed; verifying it")
+    with RichProgress() as progress:
+        path = store.pull(name, progress)
+    err_console.print(f"[green]✓[/] {entry.name if entry else name} ({_gib(path.stat().st_size)})")
+    click.echo(str(path))
+
+
+@models_group.command("add")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=str))
+@click.option(
+    "--name", "name", default=None, help="Name to use (default: the file name without .gguf)."
+)
+@click.option(
+    "--copy", "copy", is_flag=True, help="Always copy (default: hard-link when possible)."
+)
+def add_command(path: str, name: str | None, copy: bool) -> None:
+    """Sideload a local GGUF file into the model store."""
+    store = ModelStore()
+    with RichProgress() as progress:
+        model = store.add(path, name, link=not copy, progress=progress)
+    d = model.entry.to_dict() if model.entry else model.described
+    facts = ", ".join(
+        str(d.get(k)) for k in ("architecture", "parameters", "quantization") if d.get(k)
+    )
+    err_console.print(f"[green]✓[/] added {model.name} ({facts}, {_gib(model.size)})")
+    click.echo(str(model.path))
+
+
+@models_group.command("rm")
+@click.argument("name")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+def rm_command(name: str, yes: bool) -> None:
+    """Remove an installed model from the store."""
+    store = ModelStore()
+    model = store.find_installed(name)
+    if model is not None and not yes:
+        click.confirm(
+            f"Remove {model.name} ({_gib(model.size)}, {model.path})?", abort=True, err=True
+        )
+    removed = store.remove(name)
+    err_console.print(f"removed {removed}")
+
+
+@models_group.command("info")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def info_command(name: str, as_json: bool) -> None:
+    """Show a model's catalog entry, installed state and GGUF metadata."""
+    details = ModelStore().info(name).to_dict()
+    if as_json:
+        echo_json(details)
+        return
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    grid.add_row("name", details["name"])
+    grid.add_row("installed", f"yes: {details['path']}" if details["installed"] else "no")
+    for section in ("catalog", "local", "metadata"):
+        for key, value in (details[section] or {}).items():
+            if key != "name" and value not in (None, ""):
+                grid.add_row(f"{section}.{key}", _show(value))
+    out_console.print(grid)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, list):
+        return "\n".join(str(v) for v in value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 10_000:
+        return f"{value:,}"
+    return str(value)

