@@ -125,3 +125,19 @@ def test_default_model_remembers_a_name(default_model: Model) -> None:
     chat.send("Hi! My name is Ada Lovelace.").text()
     chat.send("What is 3 + 4?").text()
     assert "Ada" in chat.send("What is my name?").text()
+
+
+def test_model_larger_than_free_ram_is_refused(
+    fast_model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psutil
+
+    class Tiny:
+        available = 50 * 2**20
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: Tiny())
+    with pytest.raises(llm4all.Llm4allError, match="check_memory=False") as info:
+        Model(fast_model_path)
+    assert info.value.needed_bytes > Tiny.available  # type: ignore[attr-defined]
+    with Model(fast_model_path, check_memory=False, n_ctx=256) as model:  # the user's override
+        assert model.count_tokens("hello") > 0

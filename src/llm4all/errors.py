@@ -52,7 +52,8 @@ class InsufficientMemory(Llm4allError):
         self.available_bytes = available_bytes
         super().__init__(
             f"model needs about {needed_bytes / 2**30:.1f} GiB of RAM "
-            f"but only {available_bytes / 2**30:.1f} GiB is available"
+            f"but only {available_bytes / 2**30:.1f} GiB is available; close other programs, "
+            "pick a smaller model, or pass --no-check-memory (check_memory=False) to try anyway"
         )
 
 

@@ -28,7 +28,7 @@ _ALIASES = {
     "n_threads": ["-t", "--threads"],
     "n_gpu_layers": ["--ngl", "--gpu-layers"],
 }
-_LOAD_FLAGS = ("n_ctx", "n_threads", "n_batch", "n_gpu_layers")
+_LOAD_FLAGS = ("n_ctx", "n_threads", "n_batch", "n_gpu_layers", "check_memory")
 _PREFIX = "gen_"
 _LOAD_PREFIX = "load_"
 
@@ -37,6 +37,9 @@ def _field_option(f: dataclasses.Field[Any], prefix: str) -> Callable[[F], F]:
     flag = "--" + f.name.replace("_", "-")
     names = [flag, *_ALIASES.get(f.name, []), prefix + f.name]
     help_text = str(f.metadata.get("help", ""))
+    if isinstance(f.default, bool):
+        on, off = flag, "--no-" + flag[2:]
+        return click.option(f"{on}/{off}", prefix + f.name, default=None, help=help_text)
     if f.name == "stop":
         return click.option(*names, multiple=True, help=help_text + " (repeatable)")
     if f.name in ("grammar", "json_schema"):
