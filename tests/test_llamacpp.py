@@ -1,0 +1,58 @@
+"""llama.cpp-specific behaviour beyond the engine contract."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from llm4all.engine import collect, load_engine
+from llm4all.errors import ModelLoadError
+from llm4all.params import GenerationParams, LoadParams
+
+
+def test_native_log_goes_to_python_logging(
+    fast_model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="llm4all.llama_cpp"):
+        engine = load_engine(fast_model_path, LoadParams(n_ctx=256))
+        engine.close()
+    native = [r for r in caplog.records if r.name == "llm4all.llama_cpp"]
+    assert any(
+        "llama_model_loader" in r.getMessage() or "print_info" in r.getMessage() for r in native
+    )
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"\x00" * 4096, b"GGUF" + b"\xff" * 64], ids=["empty", "zeros", "bad-header"]
+)
+def test_broken_files_raise_not_crash(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "bad.gguf"
+    path.write_bytes(content)
+    with pytest.raises(ModelLoadError) as info:
+        load_engine(path, LoadParams(n_ctx=256))
+    assert info.value.path == str(path)
+    assert "cannot load model" in str(info.value)
+
+
+def test_truncated_file_names_the_cause(tmp_path: Path, fast_model_path: Path) -> None:
+    path = tmp_path / "cut.gguf"
+    path.write_bytes(fast_model_path.read_bytes()[:40_000_000])
+    with pytest.raises(ModelLoadError, match="not within the file bounds"):
+        load_engine(path, LoadParams(n_ctx=256))
+
+
+def test_several_slots_keep_separate_caches(fast_model_path: Path) -> None:
+    engine = load_engine(fast_model_path, LoadParams(n_ctx=2048, n_seq_max=2))
+    try:
+        a = engine.tokenize("The first conversation is about apples and")
+        b = engine.tokenize("A second, unrelated text about the ocean and")
+        greedy = GenerationParams(temperature=0, max_tokens=4)
+        first_a = collect(engine.generate(a, greedy, slot=0)).text
+        collect(engine.generate(b, greedy, slot=1))
+        again_a = collect(engine.generate(a, greedy, slot=0))
+        assert again_a.text == first_a
+        assert again_a.usage.cached_tokens == len(a) - 1  # slot 1's work did not evict slot 0
+    finally:
+        engine.close()
