@@ -5,22 +5,30 @@ one token for every sequence that is decoding, plus as many prompt tokens of
 newly admitted requests as still fit, and runs one ``llama_decode``. Then
 every sequence whose logits came out samples its next token with its own
 sampler chain (its own temperature, seed, grammar) and hands text to its
-caller through a queue. Requests join and leave between steps.
+caller. Requests join and leave between steps.
 
 A request is placed on the free KV slot whose cached tokens share the
 longest prefix with its prompt, so a shared system prompt or the next turn of
-a chat is evaluated once. A caller that stops reading (a disconnected HTTP
+a chat is evaluated once; when a busy slot shares a clearly longer prefix,
+its KV cells are copied into the new request's slot instead. A caller that stops reading (a disconnected HTTP
 client) marks its request cancelled; the slot is freed at the next step.
+
+Callers consume a request either as a blocking iterator (:meth:`submit`) or
+as an async iterator (:meth:`stream`, for an asyncio server): the scheduler
+thread hands each chunk to a ``put`` callback, which is a ``queue.Queue`` in
+the first case and ``loop.call_soon_threadsafe`` in the second.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from llm4all.engine._native import common_prefix
@@ -30,6 +38,13 @@ from llm4all.errors import Llm4allError
 from llm4all.params import GenerationParams
 
 log = logging.getLogger(__name__)
+
+Item = Chunk | BaseException
+#: Copy a busy slot's KV cells when it shares at least this many more prompt tokens than the
+#: free slot does: a copy costs about a memcpy of one sequence's cache, far less than this many
+#: tokens of prompt evaluation.
+MIN_SHARED_COPY = 32
+Put = Callable[[Item], None]
 
 
 class Overloaded(Llm4allError):
@@ -41,17 +56,45 @@ class Overloaded(Llm4allError):
         super().__init__(f"the server is busy ({queued} requests waiting); retry in a moment")
 
 
+@dataclass(frozen=True)
+class TokenLogprob:
+    """The log-probability of one sampled token and of the most likely alternatives."""
+
+    token: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class ScoredChunk(Chunk):
+    """A chunk with one :class:`TokenLogprob` per token in ``token_ids``."""
+
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
+class SchedulerStats:
+    slots: int
+    running: int
+    waiting: int
+    steps: int
+
+
 @dataclass(eq=False)
 class _Request:
     prompt: list[int]
     params: GenerationParams
-    out: queue.Queue[Chunk | BaseException] = field(default_factory=queue.Queue)
+    put: Put
+    logprobs: int | None = None  # None: not scored; k: the chosen token and the k best
+    reuse_prefix: bool = True  # False: evaluate the whole prompt even if it is cached
     cancelled: bool = False
     generation: Generation | None = None
     cached: int = 0  # prompt tokens reused from the slot's KV cache
     next_prompt: int = 0  # prompt tokens already in the KV cache
     in_batch: int = 0  # tokens this request put in the current batch
     index: int = -1  # where this request's logits are in the current batch
+    scores: list[TokenLogprob] = field(default_factory=list)
+    scores_sent: int = 0
 
 
 class BatchScheduler:
@@ -79,35 +122,88 @@ class BatchScheduler:
         with self._cv:
             return len(self._active), len(self._pending)
 
-    def submit(self, prompt: Sequence[int], params: GenerationParams) -> Iterator[Chunk]:
+    def stats(self) -> SchedulerStats:
+        running, waiting = self.load()
+        return SchedulerStats(self.n_slots, running, waiting, self.steps)
+
+    def token_bytes(self, token: int) -> bytes:
+        """The bytes a token stands for (for logprob reports)."""
+        return self.engine._native.piece(token)
+
+    # -- submitting ------------------------------------------------------------------
+    def submit(
+        self,
+        prompt: Sequence[int],
+        params: GenerationParams,
+        *,
+        logprobs: int | None = None,
+        reuse_prefix: bool = True,
+    ) -> Iterator[Chunk]:
         """Queue a generation; iterate the result for its chunks (the last has usage).
 
         Raises :class:`Overloaded` at once when the queue is full and
         :class:`~llm4all.errors.ContextOverflow` when the prompt cannot fit.
-        Closing the iterator early cancels the request.
+        Closing the iterator early cancels the request. With ``logprobs=k``
+        every chunk is a :class:`ScoredChunk`. ``reuse_prefix=False`` evaluates
+        the whole prompt even when a slot holds its beginning (for measurements).
         """
-        self.engine._check_request(prompt, 0)
-        request = _Request(list(prompt), params)
+        out: queue.Queue[Item] = queue.Queue()
+        request = self._enqueue(_Request(list(prompt), params, out.put, logprobs, reuse_prefix))
+        return self._results(request, out)
+
+    def stream(
+        self,
+        prompt: Sequence[int],
+        params: GenerationParams,
+        *,
+        logprobs: int | None = None,
+        reuse_prefix: bool = True,
+    ) -> AsyncStream:
+        """:meth:`submit` for asyncio: call it on the event loop, ``async for`` the result.
+
+        Errors that concern the request itself are raised here, before the
+        first ``await``. ``close()`` (synchronous, so it is safe in a
+        ``finally`` of a cancelled task) cancels the request.
+        """
+        loop = asyncio.get_running_loop()
+        out: asyncio.Queue[Item] = asyncio.Queue()
+
+        def put(item: Item) -> None:
+            loop.call_soon_threadsafe(out.put_nowait, item)
+
+        request = self._enqueue(_Request(list(prompt), params, put, logprobs, reuse_prefix))
+        return AsyncStream(self, request, out)
+
+    def _enqueue(self, request: _Request) -> _Request:
+        self.engine._check_request(request.prompt, 0)
         with self._cv:
             if self._closed:
                 raise RuntimeError("scheduler is closed")
-            if len(self._pending) >= self.max_queue:
-                raise Overloaded(len(self._pending))
+            # Requests that a free slot will take at the next step do not wait.
+            waiting = len(self._pending) - len(self._free)
+            if waiting >= self.max_queue:
+                raise Overloaded(waiting)
             self._pending.append(request)
             self._cv.notify()
-        return self._results(request)
+        return request
 
-    def _results(self, request: _Request) -> Iterator[Chunk]:
+    def _results(self, request: _Request, out: queue.Queue[Item]) -> Iterator[Chunk]:
         try:
             while True:
-                item = request.out.get()
+                item = out.get()
                 if isinstance(item, BaseException):
                     raise item
                 yield item
                 if item.finish_reason is not None:
                     return
         finally:
-            request.cancelled = True  # no-op when finished; frees the slot when abandoned
+            self._cancel(request)  # no-op when finished; frees the slot when abandoned
+
+    def _cancel(self, request: _Request) -> None:
+        request.cancelled = True
+        with self._cv:
+            if request.generation is None and request in self._pending:
+                self._pending.remove(request)  # it no longer counts against the queue
 
     # -- the loop ------------------------------------------------------------------
     def _loop(self) -> None:
@@ -142,17 +238,44 @@ class BatchScheduler:
                 )
             except BaseException as exc:  # e.g. a bad grammar: fail this request only
                 self._free.append(slot)
-                request.out.put(exc)
+                _deliver(request, exc)
                 continue
-            request.cached = request.next_prompt = self._reuse_prefix(slot, request.prompt)
+            if request.reuse_prefix:
+                self._borrow_prefix(slot, request.prompt)
+            reused = self._reuse_prefix(slot, request.prompt if request.reuse_prefix else [])
+            request.cached = request.next_prompt = reused
             self._active[slot] = request
 
     def _prefix(self, slot: int, prompt: list[int]) -> int:
         return common_prefix(self.engine._slots[slot], prompt)
 
+    def _borrow_prefix(self, slot: int, prompt: list[int]) -> None:
+        """Copy into ``slot`` the KV cells of a busy slot that shares a longer prefix.
+
+        Requests that share a long system prompt then evaluate it once even
+        when they run at the same time. llama.cpp copies a sequence whole
+        (with one KV stream per sequence, a memcpy of that stream); the tail
+        beyond the shared prefix is dropped right after.
+        """
+        own = self._prefix(slot, prompt)
+        donors = [(self._prefix(s, prompt), s) for s in self._active]
+        shared, donor = max(donors, default=(0, -1))
+        keep = min(shared, len(prompt) - 1)
+        if donor < 0 or keep < own + MIN_SHARED_COPY:
+            return
+        import llama_cpp as ll
+
+        native, cache = self.engine._native, self.engine._slots[slot]
+        ll.llama_memory_seq_cp(native.memory, donor, slot, -1, -1)
+        if native.forget(slot, keep):
+            cache[:] = self.engine._slots[donor][:keep]
+        else:  # a model whose cache cannot drop a tail: start the slot over
+            native.forget(slot, 0)
+            cache.clear()
+
     def _reuse_prefix(self, slot: int, prompt: list[int]) -> int:
         cache = self.engine._slots[slot]
-        keep = min(common_prefix(cache, prompt), len(prompt) - 1)
+        keep = max(0, min(common_prefix(cache, prompt), len(prompt) - 1))
         if not self.engine._native.forget(slot, keep):
             keep = 0
             self.engine._native.forget(slot, 0)
@@ -211,18 +334,48 @@ class BatchScheduler:
             gen.prompt_done(request.cached)
         else:
             cache.append(gen.last_token)
+        produced = len(gen.produced)
         chunk = gen.step(request.index)
+        if request.logprobs is not None and len(gen.produced) > produced:
+            request.scores.append(self._score(request.index, gen.produced[-1], request.logprobs))
         if chunk is not None:
-            request.out.put(chunk)
+            _deliver(request, self._scored(request, chunk))
         if gen.finished:
             self._release(gen.slot, request, send=True)
+
+    def _score(self, index: int, token: int, top: int) -> TokenLogprob:
+        """Log-softmax of the model's logits at ``index`` (before any sampler changes them)."""
+        import llama_cpp as ll
+        import numpy as np
+
+        n_vocab = self.engine.info.n_vocab
+        ptr = ll.llama_get_logits_ith(self.engine._native.ctx, index)
+        logits = np.ctypeslib.as_array(ptr, shape=(n_vocab,)).astype(np.float64)
+        peak = float(logits.max())
+        log_total = peak + math.log(float(np.exp(logits - peak).sum()))
+        best: tuple[tuple[int, float], ...] = ()
+        if top > 0:
+            ids = np.argpartition(-logits, top - 1)[:top]
+            ids = ids[np.argsort(-logits[ids], kind="stable")]
+            best = tuple((int(i), float(logits[i]) - log_total) for i in ids)
+        return TokenLogprob(token, float(logits[token]) - log_total, best)
+
+    def _scored(self, request: _Request, chunk: Chunk) -> Chunk:
+        if request.logprobs is None:
+            return chunk
+        end = request.scores_sent + len(chunk.token_ids)
+        scores = tuple(request.scores[request.scores_sent : end])
+        request.scores_sent = end
+        return ScoredChunk(
+            chunk.text, chunk.token_ids, chunk.finish_reason, chunk.usage, chunk.timings, scores
+        )
 
     def _release(self, slot: int, request: _Request, *, send: bool) -> None:
         gen = request.generation
         del self._active[slot]
         if gen is not None:
             if send:
-                request.out.put(gen.final_chunk())
+                _deliver(request, self._scored(request, gen.final_chunk()))
             gen.close()
         with self._cv:
             self._free.append(slot)
@@ -231,17 +384,54 @@ class BatchScheduler:
 
     def _fail_all(self, exc: BaseException) -> None:
         for slot, request in list(self._active.items()):
-            request.out.put(exc)
+            _deliver(request, exc)
             if request.generation is not None:
                 request.generation.close()
             del self._active[slot]
             self._free.append(slot)
         with self._cv:
             while self._pending:
-                self._pending.popleft().out.put(exc)
+                _deliver(self._pending.popleft(), exc)
 
     def close(self) -> None:
         with self._cv:
             self._closed = True
             self._cv.notify_all()
         self._thread.join(timeout=10)
+
+
+class AsyncStream:
+    """The chunks of one request, for ``async for``; ``close()`` cancels it."""
+
+    def __init__(self, scheduler: BatchScheduler, request: _Request, out: asyncio.Queue[Item]):
+        self._scheduler = scheduler
+        self._request = request
+        self._out = out
+        self._done = False
+
+    def __aiter__(self) -> AsyncStream:
+        return self
+
+    async def __anext__(self) -> Chunk:
+        if self._done:
+            raise StopAsyncIteration
+        item = await self._out.get()
+        if isinstance(item, BaseException):
+            self.close()
+            raise item
+        if item.finish_reason is not None:
+            self._done = True
+        return item
+
+    def close(self) -> None:
+        """Stop the request (a no-op once it has finished)."""
+        self._done = True
+        self._scheduler._cancel(self._request)
+
+
+def _deliver(request: _Request, item: Item) -> None:
+    """Hand an item to the caller; a caller that is gone (its event loop closed) is cancelled."""
+    try:
+        request.put(item)
+    except RuntimeError:
+        request.cancelled = True

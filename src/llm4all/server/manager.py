@@ -1,0 +1,228 @@
+"""Loaded models: on demand, at most N at once (least recently used first out), idle unload.
+
+A request names a model; :meth:`ModelManager.lease` resolves the name through
+the model store, loads the model if needed (in a worker thread, once even when
+many requests ask at the same moment) and hands out a :class:`Lease` that
+keeps it loaded until the request is done. A chat model gets one
+:class:`BatchScheduler` whose KV slots its concurrent requests share; an
+embedding model is loaded with ``embedding=True``. When the cap is reached
+the least recently used idle model is unloaded; a model idle for longer than
+the keep-alive is unloaded by a background task. Loading refuses a model that
+does not fit in RAM (after unloading idle ones to make room).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+from llm4all.api import Model
+from llm4all.engine.llamacpp import LlamaCppEngine
+from llm4all.engine.scheduler import BatchScheduler, SchedulerStats
+from llm4all.errors import InsufficientMemory, ModelNotFound
+from llm4all.models import InstalledModel, ModelStore
+from llm4all.server.errors import ApiError, busy, unknown_model
+from llm4all.server.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["chat", "embedding"]
+
+
+@dataclass(eq=False)
+class Loaded:
+    """One model in memory, and who is using it."""
+
+    name: str
+    kind: Kind
+    model: Model
+    scheduler: BatchScheduler | None
+    loaded_at: float = field(default_factory=time.time)
+    last_used: float = field(default_factory=time.monotonic)
+    leases: int = 0
+
+    @property
+    def key(self) -> tuple[str, Kind]:
+        return (self.name, self.kind)
+
+    def release(self) -> None:
+        """Give back one lease (the model may unload once none is left)."""
+        self.leases -= 1
+        self.last_used = time.monotonic()
+
+    def close(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.close()
+        self.model.close()
+
+    def stats(self) -> dict[str, object]:
+        s: SchedulerStats | None = self.scheduler.stats() if self.scheduler else None
+        return {
+            "model": self.name,
+            "kind": self.kind,
+            "leases": self.leases,
+            "slots": s.slots if s else 0,
+            "running": s.running if s else 0,
+            "waiting": s.waiting if s else 0,
+            "steps": s.steps if s else 0,
+        }
+
+
+class ModelManager:
+    """The models a server holds in memory. All methods run on the event loop."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.store = ModelStore(settings.models_dir)
+        self._loaded: dict[tuple[str, Kind], Loaded] = {}
+        self._aliases: dict[tuple[str | None, Kind], tuple[str, Kind]] = {}
+        self._loading: dict[tuple[str, Kind], asyncio.Lock] = {}
+        self._evicting = asyncio.Lock()
+        self._reaper: asyncio.Task[None] | None = None
+
+    # -- the store --------------------------------------------------------------------
+    def installed(self) -> list[InstalledModel]:
+        return self.store.installed()
+
+    def installed_names(self) -> list[str]:
+        return [m.name for m in self.installed()]
+
+    def loaded(self) -> list[Loaded]:
+        return list(self._loaded.values())
+
+    def is_loaded(self, name: str) -> bool:
+        return any(key[0] == name for key in self._loaded)
+
+    # -- leases -------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def lease(self, name: str | None, kind: Kind = "chat") -> AsyncIterator[Loaded]:
+        """The loaded model for ``name`` (None: the server's model), kept loaded while held."""
+        loaded = await self.acquire(name, kind)
+        try:
+            yield loaded
+        finally:
+            loaded.release()
+
+    async def acquire(self, name: str | None, kind: Kind = "chat") -> Loaded:
+        """Like :meth:`lease`, for holders that outlive one ``async with`` (streams)."""
+        key = self._aliases.get((name, kind))
+        loaded = self._loaded.get(key) if key else None
+        if loaded is None:
+            loaded = await self._load(name, kind)
+        loaded.leases += 1
+        loaded.last_used = time.monotonic()
+        return loaded
+
+    # -- loading ------------------------------------------------------------------------
+    async def _load(self, name: str | None, kind: Kind) -> Loaded:
+        requested = name if name is not None else self.settings.model
+        if name is not None and name != self.settings.model and _looks_like_path(name):
+            # A client names installed models; it must not make the server open its files.
+            raise unknown_model(name, self.installed_names())
+        resolved = await asyncio.to_thread(self.store.resolve, requested, allow_download=False)
+        key: tuple[str, Kind] = (resolved.name, kind)
+        lock = self._loading.setdefault(key, asyncio.Lock())
+        async with lock:  # one load per model, however many requests wait for it
+            loaded = self._loaded.get(key)
+            if loaded is None:
+                self._refuse_embedding_as_chat(resolved.name, kind)
+                loaded = await self._load_fitting(resolved.path.as_posix(), resolved.name, kind)
+                self._loaded[key] = loaded
+        self._aliases[(name, kind)] = key
+        return loaded
+
+    def _refuse_embedding_as_chat(self, name: str, kind: Kind) -> None:
+        found = self.store.find_installed(name)
+        if kind == "chat" and found is not None and found.kind == "embedding":
+            raise ApiError(
+                400,
+                f"{name!r} is an embedding model; use it with /v1/embeddings",
+                param="model",
+                code="model_not_supported",
+            )
+
+    async def _load_fitting(self, path: str, name: str, kind: Kind) -> Loaded:
+        """Load, first making room under the cap; on too little RAM, unload idle models first."""
+        while len(self._loaded) >= self.settings.max_loaded:
+            if not await self._evict_one():
+                raise busy(
+                    f"{len(self._loaded)} models are loaded and busy; "
+                    f"the server keeps at most {self.settings.max_loaded}",
+                    5,
+                    status=503,
+                )
+        while True:
+            try:
+                return await asyncio.to_thread(self._load_now, path, name, kind)
+            except InsufficientMemory:
+                if not await self._evict_one():
+                    raise
+
+    def _load_now(self, path: str, name: str, kind: Kind) -> Loaded:
+        load = self.settings.load_params(embedding=kind == "embedding")
+        t0 = time.perf_counter()
+        model = Model(path, allow_download=False, **vars(load))
+        model.name = name
+        scheduler = None
+        if kind == "chat":
+            engine = model.engine
+            if not isinstance(engine, LlamaCppEngine):  # pragma: no cover - other backends
+                model.close()
+                raise ModelNotFound(name)
+            scheduler = BatchScheduler(engine, max_queue=self.settings.max_queue)
+        log.info("loaded %s for %s in %.2f s", name, kind, time.perf_counter() - t0)
+        return Loaded(name, kind, model, scheduler)
+
+    async def _evict_one(self) -> bool:
+        """Unload the least recently used model nobody is using; False if there is none."""
+        async with self._evicting:
+            idle = [m for m in self._loaded.values() if m.leases == 0]
+            if not idle:
+                return False
+            victim = min(idle, key=lambda m: m.last_used)
+            await self._unload(victim)
+            return True
+
+    async def _unload(self, loaded: Loaded) -> None:
+        self._loaded.pop(loaded.key, None)
+        self._aliases = {k: v for k, v in self._aliases.items() if v != loaded.key}
+        await asyncio.to_thread(loaded.close)
+        log.info("unloaded %s (%s)", loaded.name, loaded.kind)
+
+    # -- keep-alive ------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.settings.keep_alive is not None and self._reaper is None:
+            self._reaper = asyncio.create_task(self._reap_forever(self.settings.keep_alive))
+
+    async def _reap_forever(self, keep_alive: float) -> None:
+        interval = min(max(keep_alive / 4, 0.05), 10.0)
+        while True:
+            await asyncio.sleep(interval)
+            await self.reap(keep_alive)
+
+    async def reap(self, keep_alive: float) -> None:
+        """Unload every model idle for longer than ``keep_alive`` seconds."""
+        now = time.monotonic()
+        for loaded in list(self._loaded.values()):
+            if loaded.leases == 0 and now - loaded.last_used > keep_alive:
+                async with self._evicting:
+                    if loaded.leases == 0 and loaded.key in self._loaded:
+                        await self._unload(loaded)
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+            self._reaper = None
+        for loaded in list(self._loaded.values()):
+            await self._unload(loaded)
+
+
+def _looks_like_path(name: str) -> bool:
+    return "/" in name or "\\" in name or name.startswith(("~", "."))

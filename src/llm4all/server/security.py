@@ -1,0 +1,122 @@
+"""Who may talk to the server, and how much: API key, request size cap, CORS.
+
+Both checks are plain ASGI middleware (not Starlette's ``BaseHTTPMiddleware``,
+which would break streaming and disconnect detection). The key is compared in
+constant time. The size cap looks at ``Content-Length`` first and also counts
+the bytes of a chunked body, so a client cannot stream past it.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from llm4all.server.errors import ApiError
+
+#: Paths anyone may read (health checks, the API description); everything else needs the key.
+PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+
+
+async def _send_error(send: Send, error: ApiError) -> None:
+    response = error.response()
+    await response({"type": "http"}, _no_receive, send)
+
+
+async def _no_receive() -> Message:  # pragma: no cover - a JSONResponse never reads
+    return {"type": "http.disconnect"}
+
+
+class ApiKeyMiddleware:
+    """``Authorization: Bearer KEY`` on every non-public path."""
+
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        self.app = app
+        self._key = api_key.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS or scope["method"] == "OPTIONS":
+            await self.app(scope, receive, send)
+            return
+        given = b""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, token = value.partition(b" ")
+                given = token.strip() if scheme.lower() == b"bearer" else b""
+        if not hmac.compare_digest(given, self._key):
+            await _send_error(
+                send,
+                ApiError(
+                    401,
+                    "Incorrect API key provided. Send it as 'Authorization: Bearer KEY'.",
+                    code="invalid_api_key",
+                    headers={"WWW-Authenticate": "Bearer"},
+                ),
+            )
+            return
+        await self.app(scope, receive, send)
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over ``max_body`` bytes with 413."""
+
+    def __init__(self, app: ASGIApp, max_body: int) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    def _error(self) -> ApiError:
+        return ApiError(
+            413,
+            f"The request body is larger than this server accepts ({self.max_body} bytes).",
+            code="request_too_large",
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_body:
+                await _send_error(send, self._error())
+                return
+        seen = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    raise self._error()
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except ApiError as exc:
+            if started or exc.status != 413:
+                raise
+            await _send_error(send, exc)
+
+
+def install_security(app: FastAPI, *, api_key: str | None, max_body: int, cors: Any) -> None:
+    """Add the middleware, innermost first: key check, size cap, then CORS (outermost)."""
+    if api_key:
+        app.add_middleware(ApiKeyMiddleware, api_key=api_key)
+    app.add_middleware(BodyLimitMiddleware, max_body=max_body)
+    if cors:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors),
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )

@@ -1,0 +1,108 @@
+"""The server's settings: one frozen dataclass, checked once.
+
+Generation defaults are a :class:`GenerationParams` (the one definition of
+every sampling knob); load knobs are checked by building the
+:class:`LoadParams` each loaded model will get, so no range is declared twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llm4all.errors import InvalidParameter
+from llm4all.params import GenerationParams, LoadParams
+
+DEFAULT_PORT = 4891  # GPT4All's API server port
+# One text per decode: with several sequences per decode, llama.cpp's non-unified KV cache
+# splits texts of unequal length across micro-batches and mean-pools only the last part
+# (measured: wrong vectors). Raise once the engine loads embedders with kv_unified=True.
+EMBED_SEQS = 1
+_LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the server on this machine. Example: ``"::1" -> True``."""
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything ``llm4all serve`` can be told. Example: ``ServerSettings(parallel=8)``."""
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    #: the model loaded at start-up and used when a request names none (None: catalog default)
+    model: str | None = None
+    preload: bool = True
+    api_key: str | None = None
+    insecure: bool = False  # allow a non-loopback bind without an API key
+    cors_origins: tuple[str, ...] = ()
+    parallel: int = 4  # KV slots per chat model: requests decoded together
+    ctx: int = LoadParams().n_ctx  # context window of each request
+    max_loaded: int = 2  # models kept in memory at once (least recently used unloads first)
+    keep_alive: float | None = 300.0  # idle seconds before a model unloads; None: never
+    max_body: int = 8 * 2**20  # request body bytes
+    max_tokens_cap: int | None = None  # most tokens one answer may ask for (and the default)
+    max_queue: int = 64  # requests waiting for a slot, per model, before 429
+    max_n: int = 8  # most choices (``n``) per request
+    n_threads: int | None = None
+    n_batch: int = LoadParams().n_batch
+    check_memory: bool = True
+    models_dir: Path | None = None  # None: the user's model store
+    defaults: GenerationParams = field(default_factory=GenerationParams)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.cors_origins, str | list):
+            object.__setattr__(
+                self,
+                "cors_origins",
+                (self.cors_origins,)
+                if isinstance(self.cors_origins, str)
+                else tuple(self.cors_origins),
+            )
+        self.load_params()  # range-checks parallel, ctx, threads, batch
+        for name in ("max_loaded", "max_body", "max_queue", "max_n", "port"):
+            if getattr(self, name) < (0 if name == "port" else 1):
+                raise InvalidParameter(name, getattr(self, name), "a positive number")
+        if self.max_tokens_cap is not None and self.max_tokens_cap < 1:
+            raise InvalidParameter("max_tokens_cap", self.max_tokens_cap, "a value >= 1")
+        if not is_loopback(self.host) and not self.api_key and not self.insecure:
+            raise InvalidParameter(
+                "host",
+                self.host,
+                "a loopback address (127.0.0.1, ::1, localhost) unless an API key is set "
+                "(--api-key) or the risk is accepted with --insecure",
+            )
+
+    def load_params(self, *, embedding: bool = False) -> LoadParams:
+        """How each model is loaded: one KV slot per parallel request for chat models.
+
+        An embedding model embeds up to ``EMBED_SEQS`` texts of up to ``n_batch``
+        tokens in one decode.
+        """
+        slots = EMBED_SEQS if embedding else self.parallel
+        per_seq = self.n_batch if embedding else self.ctx
+        try:
+            return LoadParams(
+                n_ctx=slots * per_seq,
+                n_seq_max=slots,
+                n_threads=self.n_threads,
+                n_batch=self.n_batch,
+                embedding=embedding,
+                check_memory=self.check_memory,
+            )
+        except InvalidParameter as exc:
+            renamed = {"n_seq_max": "parallel", "n_ctx": "ctx"}.get(exc.field, exc.field)
+            raise InvalidParameter(renamed, exc.value, exc.expected) from None
+
+    def replace(self, **changes: Any) -> ServerSettings:
+        return dataclasses.replace(self, **changes)

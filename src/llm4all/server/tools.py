@@ -1,0 +1,231 @@
+"""Tool calling: definitions into the prompt, calls out of the answer.
+
+Tool definitions are rendered by the model's own chat template (``tools=``),
+the Hugging Face convention that Qwen, Llama 3.1+, Mistral and Hermes
+templates follow. A template that ignores ``tools`` gets them described in
+the system message instead, with the widespread Hermes convention the
+parser understands::
+
+    <tool_call>
+    {"name": "get_weather", "arguments": {"city": "Paris"}}
+    </tool_call>
+
+With ``tool_choice="required"`` or a named function, the answer is
+constrained by a grammar (from a JSON schema) to exactly one such call, so a
+small model cannot fail to make it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from llm4all.chat.template import Message
+from llm4all.server.errors import ApiError
+from llm4all.server.schemas import ChatMessage, NamedToolChoice, Tool, ToolChoice
+
+OPEN, CLOSE = "<tool_call>", "</tool_call>"
+_BLOCK = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
+
+_INSTRUCTIONS = (
+    "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n"
+    "{tools}\n</tools>\n\nFor each function call, return a json object with function name "
+    "and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n"
+    '{{"name": <function-name>, "arguments": <args-json-object>}}\n</tool_call>'
+)
+
+
+# -- messages in -------------------------------------------------------------------------
+def to_messages(messages: list[ChatMessage]) -> list[Message]:
+    """OpenAI messages as template messages (tool-call arguments parsed back into objects)."""
+    out = []
+    for m in messages:
+        role = "system" if m.role == "developer" else m.role
+        calls = tuple(
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.function.name, "arguments": _loads(c.function.arguments)},
+            }
+            for c in m.tool_calls or ()
+        )
+        out.append(Message(role, m.text(), calls, m.tool_call_id))
+    return out
+
+
+def _loads(arguments: str) -> Any:
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return arguments
+
+
+def tool_specs(tools: list[Tool] | None, choice: ToolChoice | None) -> list[dict[str, Any]]:
+    """The definitions to show the model (none when ``tool_choice`` is ``"none"``)."""
+    if not tools or choice == "none":
+        return []
+    return [t.model_dump(exclude_none=True) for t in tools]
+
+
+def describe_in_system(messages: list[Message], specs: list[dict[str, Any]]) -> list[Message]:
+    """For templates that ignore ``tools``: the definitions and the call format in the system turn."""
+    text = _INSTRUCTIONS.format(tools="\n".join(json.dumps(s) for s in specs))
+    calls_as_text = [_calls_as_text(m) for m in messages]
+    if calls_as_text and calls_as_text[0].role == "system":
+        head = calls_as_text[0]
+        return [Message("system", f"{head.content}\n\n{text}"), *calls_as_text[1:]]
+    return [Message("system", text), *calls_as_text]
+
+
+def _calls_as_text(m: Message) -> Message:
+    if not m.tool_calls:
+        return m
+    blocks = [
+        f"{OPEN}\n{json.dumps({'name': c['function']['name'], 'arguments': c['function']['arguments']})}\n{CLOSE}"
+        for c in m.tool_calls
+    ]
+    return Message(m.role, "\n".join([m.content, *blocks]).strip())
+
+
+# -- forcing a call -------------------------------------------------------------------------
+def forced_schema(tools: list[Tool] | None, choice: ToolChoice | None) -> str | None:
+    """The JSON schema an answer must follow when a call is required (else None)."""
+    if not tools or choice in (None, "none", "auto"):
+        if choice not in (None, "none", "auto"):
+            raise ApiError(400, "tool_choice needs tools", param="tool_choice")
+        return None
+    if isinstance(choice, NamedToolChoice):
+        chosen = [t for t in tools if t.function.name == choice.function.name]
+        if not chosen:
+            raise ApiError(
+                400,
+                f"tool_choice names {choice.function.name!r}, which is not among the tools",
+                param="tool_choice",
+            )
+    else:
+        chosen = tools
+    options = [_call_schema(t) for t in chosen]
+    return json.dumps(options[0] if len(options) == 1 else {"anyOf": options})
+
+
+def _call_schema(tool: Tool) -> dict[str, Any]:
+    parameters = tool.function.parameters or {"type": "object"}
+    return {
+        "type": "object",
+        "properties": {"name": {"const": tool.function.name}, "arguments": parameters},
+        "required": ["name", "arguments"],
+        "additionalProperties": False,
+    }
+
+
+# -- calls out ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Parsed:
+    content: str | None
+    calls: list[dict[str, Any]]
+
+
+def parse(text: str, *, forced: bool, known: set[str], parallel: bool = True) -> Parsed:
+    """Split an answer into content and tool calls (OpenAI's ``tool_calls`` shape).
+
+    Example: ``parse('<tool_call>{"name": "f", "arguments": {}}</tool_call>', ...)``
+    gives one call of ``f`` with arguments ``"{}"`` and no content.
+    """
+    if forced:
+        call = _as_call(text, known)
+        return Parsed(None, [call]) if call else Parsed(text, [])
+    bare = _bare_calls(text, known)
+    if bare:  # small models often drop the tags and answer with the JSON alone
+        return Parsed(None, bare if parallel else bare[:1])
+    calls: list[dict[str, Any]] = []
+    for match in _BLOCK.finditer(text):
+        call = _as_call(match.group(1), known)
+        if call is None:
+            return Parsed(text, [])  # not what it looked like: all of it is content
+        calls.append(call)
+    if not calls:
+        return Parsed(text, [])
+    content = _BLOCK.sub("", text).strip() or None
+    return Parsed(content, calls if parallel else calls[:1])
+
+
+def _bare_calls(text: str, known: set[str]) -> list[dict[str, Any]]:
+    """Calls written as JSON without tags: one object, a list of them, or one per line."""
+    text = text.strip()
+    if not text.startswith(("{", "[")):
+        return []
+    try:
+        data = json.loads(text)
+        items = data if isinstance(data, list) else [data]
+    except ValueError:
+        items = [line for line in text.splitlines() if line.strip()]
+    calls = [_as_call(item, known) for item in items]
+    return [c for c in calls if c is not None] if all(calls) else []
+
+
+def _as_call(text: str | Any, known: set[str]) -> dict[str, Any] | None:
+    try:
+        data = json.loads(text) if isinstance(text, str) else text
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("name") not in known:
+        return None
+    arguments = data.get("arguments", data.get("parameters", {}))
+    return {
+        "id": f"call_{secrets.token_hex(12)}",
+        "type": "function",
+        "function": {
+            "name": data["name"],
+            "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
+        },
+    }
+
+
+class ContentSplitter:
+    """While streaming: pass content through, hold back what may be a tool call.
+
+    That is everything from ``<tool_call>`` on, or the whole answer when it
+    starts with ``{`` or ``[`` (a call without tags). Example: feeding
+    ``"Sure. <tool"`` emits ``"Sure. "``; then ``"_call>{…}"`` emits nothing;
+    :attr:`held` is the text for :func:`parse` at the end.
+    """
+
+    def __init__(self, forced: bool) -> None:
+        self._pending = ""
+        self.held = ""
+        self._in_call = forced
+        self._started = forced
+
+    def feed(self, text: str) -> str:
+        if self._in_call:
+            self.held += text
+            return ""
+        buf = self._pending + text
+        if not self._started:
+            if not buf.strip():
+                self._pending = buf
+                return ""
+            self._started = True
+            if buf.lstrip().startswith(("{", "[")):
+                self._in_call, self._pending, self.held = True, "", buf
+                return ""
+        at = buf.find(OPEN)
+        if at >= 0:
+            self._in_call = True
+            self.held = buf[at:]
+            self._pending = ""
+            return buf[:at]
+        keep = next(
+            (n for n in range(min(len(OPEN) - 1, len(buf)), 0, -1) if buf.endswith(OPEN[:n])), 0
+        )
+        self._pending = buf[len(buf) - keep :]
+        return buf[: len(buf) - keep]
+
+    def flush(self) -> str:
+        """Content still held back when the answer ends without a call."""
+        pending, self._pending = self._pending, ""
+        return pending

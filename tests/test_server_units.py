@@ -1,0 +1,117 @@
+"""Pure parts of the server: settings, request models derived from GenerationParams, tools."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from llm4all.chat.template import Message
+from llm4all.errors import InvalidParameter
+from llm4all.params import GenerationParams
+from llm4all.server.schemas import KNOB_NAMES, ChatCompletionRequest, Tool
+from llm4all.server.settings import ServerSettings, is_loopback
+from llm4all.server.tools import ContentSplitter, describe_in_system, forced_schema, parse
+
+KNOWN = {"get_weather", "search"}
+TOOL = Tool.model_validate(
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("10.0.0.2", False),
+    ],
+)
+def test_is_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_binding_beyond_loopback_needs_a_key_or_insecure() -> None:
+    with pytest.raises(InvalidParameter, match="api-key"):
+        ServerSettings(host="0.0.0.0")
+    assert ServerSettings(host="0.0.0.0", api_key="k").api_key == "k"
+    assert ServerSettings(host="0.0.0.0", insecure=True).insecure
+
+
+def test_settings_check_ranges_through_load_params() -> None:
+    with pytest.raises(InvalidParameter) as err:
+        ServerSettings(parallel=0)
+    assert err.value.field == "parallel"
+    load = ServerSettings(parallel=3, ctx=1000).load_params()
+    assert (load.n_seq_max, load.n_ctx) == (3, 3000)
+
+
+def test_every_generation_knob_is_a_request_field_with_its_range() -> None:
+    fields = ChatCompletionRequest.model_fields
+    for f in dataclasses.fields(GenerationParams):
+        if f.name in KNOB_NAMES:
+            assert f.name in fields
+    body = {"messages": [{"role": "user", "content": "hi"}]}
+    with pytest.raises(ValidationError):
+        ChatCompletionRequest.model_validate({**body, "top_p": 1.5})
+    with pytest.raises(ValidationError):
+        ChatCompletionRequest.model_validate({**body, "unknown_field": 1})
+    request = ChatCompletionRequest.model_validate({**body, "top_k": 5, "stop": "x"})
+    assert request.knobs() == {"top_k": 5, "stop": "x"}
+
+
+def test_parse_tagged_bare_and_forced_calls() -> None:
+    tagged = 'Let me look.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
+    parsed = parse(tagged, forced=False, known=KNOWN)
+    assert parsed.content == "Let me look."
+    assert json.loads(parsed.calls[0]["function"]["arguments"]) == {"city": "Oslo"}
+    two = '{"name": "search", "arguments": {"q": "a"}}\n{"name": "search", "arguments": {"q": "b"}}'
+    assert len(parse(two, forced=False, known=KNOWN).calls) == 2
+    assert len(parse(two, forced=False, known=KNOWN, parallel=False).calls) == 1
+    forced = parse('{"name": "get_weather", "arguments": {}}', forced=True, known=KNOWN)
+    assert forced.content is None and forced.calls[0]["id"].startswith("call_")
+
+
+def test_text_that_only_looks_like_a_call_stays_content() -> None:
+    for text in [
+        '{"name": "unknown_tool", "arguments": {}}',
+        "<tool_call>not json</tool_call>",
+        "{}",
+    ]:
+        parsed = parse(text, forced=False, known=KNOWN)
+        assert parsed.calls == [] and parsed.content == text
+
+
+def test_content_splitter_holds_back_calls_only() -> None:
+    s = ContentSplitter(forced=False)
+    assert s.feed("Sure. <tool") == "Sure. "
+    assert s.feed('_call>{"name": "search"') == ""
+    assert s.held.startswith("<tool_call>")
+    plain = ContentSplitter(forced=False)
+    assert plain.feed("  ") == ""
+    assert plain.feed("Hello <b>") == "  Hello <b>"
+    bare = ContentSplitter(forced=False)
+    assert bare.feed('{"name"') == "" and bare.held == '{"name"'
+
+
+def test_forced_schema_follows_tool_choice() -> None:
+    assert forced_schema([TOOL], "auto") is None
+    schema = json.loads(forced_schema([TOOL], "required") or "")
+    assert schema["properties"]["name"] == {"const": "get_weather"}
+    assert schema["properties"]["arguments"]["properties"]["city"] == {"type": "string"}
+
+
+def test_tools_described_in_the_system_turn_for_templates_without_tools() -> None:
+    messages = describe_in_system([Message("user", "hi")], [TOOL.model_dump()])
+    assert messages[0].role == "system" and "get_weather" in messages[0].content
+    assert "<tool_call>" in messages[0].content
