@@ -92,7 +92,8 @@ def test_lookup_is_case_insensitive_and_by_filename() -> None:
 def test_search() -> None:
     names = [e.name for e in load_catalog().search("qwen coder")]
     assert names == ["qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"]
-    assert [e.name for e in load_catalog().search("embedding")] == ["nomic-embed-text-v1.5"]
+    embedders = [e.name for e in load_catalog().search("embedding")]
+    assert embedders == ["nomic-embed-text-v1.5", "all-minilm-l6-v2"]
 
 
 def test_to_dict_is_json_ready() -> None:

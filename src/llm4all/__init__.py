@@ -17,6 +17,7 @@ import logging
 
 from llm4all.api import ChatSession, Model, Response
 from llm4all.chat.template import Message
+from llm4all.embeddings import Embedder
 from llm4all.engine import Completion, Timings, Usage
 from llm4all.errors import (
     ChecksumMismatch,
@@ -42,6 +43,7 @@ __all__ = [
     "Completion",
     "ContextOverflow",
     "DownloadError",
+    "Embedder",
     "GenerationParams",
     "InsufficientMemory",
     "InvalidParameter",

@@ -31,6 +31,7 @@ from llm4all.errors import InvalidParameter
 from llm4all.params import GenerationParams, LoadParams
 
 if TYPE_CHECKING:
+    from llm4all.localdocs import LocalDocs
     from llm4all.store import ChatStore
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,8 @@ class Response:
         self._pieces: list[str] = []
         self._started = False
         self.completion: Completion | None = None
+        #: LocalDocs references behind the answer, numbered as the model was asked to cite them.
+        self.sources: list[dict[str, Any]] = []
 
     def cancel(self) -> None:
         """Stop generating before the next token; the text so far is kept."""
@@ -241,19 +244,31 @@ class Model:
         )
 
     def stream(
-        self, prompt: str, *, raw: bool = False, system_prompt: str | None = None, **params: Any
+        self,
+        prompt: str,
+        *,
+        raw: bool = False,
+        system_prompt: str | None = None,
+        collections: Sequence[str] = (),
+        **params: Any,
     ) -> Response:
         """Stream an answer to one prompt.
 
         By default ``prompt`` is a user message in the model's chat format;
-        ``raw=True`` continues the text as is (plain completion).
+        ``raw=True`` continues the text as is (plain completion). With
+        ``collections`` (LocalDocs names) numbered excerpts go before the
+        prompt and ``response.sources`` lists them.
         """
         p = merge_params(self.params, params)
+        prompt, sources = _with_documents(prompt, collections)
         if raw:
-            return self.stream_tokens(self.tokenize(prompt), p)
-        messages = [Message("system", system_prompt)] if system_prompt else []
-        messages.append(Message("user", prompt))
-        return self.stream_tokens(self.chat_tokens(messages), p)
+            response = self.stream_tokens(self.tokenize(prompt), p)
+        else:
+            messages = [Message("system", system_prompt)] if system_prompt else []
+            messages.append(Message("user", prompt))
+            response = self.stream_tokens(self.chat_tokens(messages), p)
+        response.sources = sources
+        return response
 
     def generate(
         self, prompt: str, *, raw: bool = False, system_prompt: str | None = None, **params: Any
@@ -261,10 +276,15 @@ class Model:
         """The whole answer to one prompt. See :meth:`stream`."""
         return self.stream(prompt, raw=raw, system_prompt=system_prompt, **params).text()
 
-    def chat(self, system_prompt: str | None = None, **params: Any) -> ChatSession:
+    def chat(
+        self, system_prompt: str | None = None, *, collections: Sequence[str] = (), **params: Any
+    ) -> ChatSession:
         """Start a multi-turn conversation (kept in memory; see :class:`ChatSession`)."""
         return ChatSession(
-            self, system_prompt=system_prompt, params=merge_params(self.params, params)
+            self,
+            system_prompt=system_prompt,
+            params=merge_params(self.params, params),
+            collections=collections,
         )
 
     def close(self) -> None:
@@ -287,7 +307,10 @@ class ChatSession:
     template; the engine reuses the KV cache for the part it has already seen,
     so a long chat costs only its new tokens. When the conversation outgrows
     the context window, the oldest turns are dropped (the system prompt stays).
-    With a ``store`` every message is saved the moment it exists.
+    With a ``store`` every message is saved the moment it exists. With
+    ``collections`` (LocalDocs names) each question is searched in them and the
+    numbered excerpts go into that turn only (the history keeps the plain
+    question); ``response.sources`` and the stored answer carry the references.
     """
 
     def __init__(
@@ -300,6 +323,8 @@ class ChatSession:
         store: ChatStore | None = None,
         chat_id: str | None = None,
         slot: int = 0,
+        collections: Sequence[str] = (),
+        localdocs: LocalDocs | None = None,
     ) -> None:
         self.model = model
         self.system_prompt = (
@@ -311,6 +336,9 @@ class ChatSession:
         self.chat_id = chat_id
         self.slot = slot
         self.dropped = 0  # messages trimmed from the last prompt to fit the context
+        self.collections: list[str] = list(collections)
+        self.localdocs = localdocs
+        self._sources: list[dict[str, Any]] = []
 
     @property
     def history(self) -> list[Message]:
@@ -322,9 +350,10 @@ class ChatSession:
         """Add a user message and stream the answer (added to the history when done)."""
         p = merge_params(self.params, params)
         user = Message("user", text)
+        asked, self._sources = _with_documents(text, self.collections, self.localdocs)
         n_ctx = self.model.info.n_ctx
         prompt = fit_messages(
-            [*self.history, user],
+            [*self.history, Message("user", asked)],
             self.model.chat_tokens,
             n_ctx,
             answer_reserve(p.max_tokens, n_ctx),
@@ -332,6 +361,7 @@ class ChatSession:
         response = self.model.stream_tokens(
             prompt.tokens, p, slot=self.slot, on_done=self._answered
         )
+        response.sources = self._sources
         self.dropped = prompt.dropped
         self.messages.append(user)
         self._save(user)
@@ -340,9 +370,14 @@ class ChatSession:
     def _answered(self, completion: Completion) -> None:
         answer = Message("assistant", completion.text)
         self.messages.append(answer)
-        self._save(answer, completion)
+        self._save(answer, completion, self._sources)
 
-    def _save(self, message: Message, completion: Completion | None = None) -> None:
+    def _save(
+        self,
+        message: Message,
+        completion: Completion | None = None,
+        sources: list[dict[str, Any]] | None = None,
+    ) -> None:
         if self.store is None:
             return
         if self.chat_id is None:
@@ -361,6 +396,8 @@ class ChatSession:
                 "tokens_per_second": completion.timings.tokens_per_second,
                 "time_to_first_token": completion.timings.time_to_first_token,
             }
+        if sources:
+            extra["sources"] = sources
         self.store.add_message(
             self.chat_id, message.role, message.content, model=self.model.name, **extra
         )
@@ -369,3 +406,15 @@ class ChatSession:
         """Forget the conversation (the system prompt stays); a stored chat starts anew."""
         self.messages.clear()
         self.chat_id = None
+
+
+def _with_documents(
+    text: str, collections: Sequence[str], localdocs: LocalDocs | None = None
+) -> tuple[str, list[dict[str, Any]]]:
+    """``text`` with LocalDocs excerpts before it, and their references (unchanged without)."""
+    if not collections:
+        return text, []
+    from llm4all.localdocs import build_context, with_excerpts
+
+    excerpts, refs = build_context(collections, text, localdocs=localdocs)
+    return with_excerpts(text, excerpts), refs

@@ -24,6 +24,7 @@ from rich.markdown import Markdown
 from llm4all.api import ChatSession, Model, merge_params
 from llm4all.chat.template import Message
 from llm4all.cli._common import err_console, load_model
+from llm4all.cli.docs import docs_option, print_sources
 from llm4all.cli.options import (
     generation_options,
     generation_overrides,
@@ -66,6 +67,7 @@ HELP = """\
 )
 @click.option("--no-save", is_flag=True, help="Do not save this chat.")
 @click.option("--plain", is_flag=True, help="Print answers as plain text (no Markdown rendering).")
+@docs_option
 @generation_options
 @load_options
 def chat_command(
@@ -75,6 +77,7 @@ def chat_command(
     chat_id: str | None,
     no_save: bool,
     plain: bool,
+    collections: tuple[str, ...],
     **kwargs: Any,
 ) -> None:
     """Chat with a model in the terminal."""
@@ -106,6 +109,7 @@ def chat_command(
         messages=history,
         store=store,
         chat_id=chat_id if history or chat_id else None,
+        collections=collections,
     )
     TerminalChat(session, render_markdown=not plain and sys.stdout.isatty()).loop()
 
@@ -190,6 +194,7 @@ class TerminalChat:
         except KeyboardInterrupt:
             response.cancel()
             err_console.print("[dim]\\[stopped][/dim]")
+        print_sources(response.sources)
         if self.session.dropped:
             err_console.print(
                 f"[dim]({self.session.dropped} old messages no longer fit the context)[/dim]"

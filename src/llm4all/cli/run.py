@@ -14,6 +14,7 @@ import click
 
 from llm4all.api import merge_params
 from llm4all.cli._common import err_console, load_model
+from llm4all.cli.docs import docs_option, print_sources
 from llm4all.cli.options import (
     generation_options,
     generation_overrides,
@@ -40,6 +41,7 @@ from llm4all.params import GenerationParams
     is_flag=True,
     help="Print one JSON object (text, usage, timings) instead of streaming.",
 )
+@docs_option
 @generation_options
 @load_options
 @click.pass_context
@@ -52,6 +54,7 @@ def run_command(
     raw: bool,
     stats: bool,
     as_json: bool,
+    collections: tuple[str, ...],
     **kwargs: Any,
 ) -> None:
     """Answer PROMPT (or standard input) and exit.
@@ -66,7 +69,9 @@ def run_command(
             raise click.UsageError("give a PROMPT or pipe one on standard input")
         prompt = sys.stdin.read()
     model = load_model(model_name, load)
-    response = model.stream(prompt, raw=raw, system_prompt=system, **params)
+    response = model.stream(
+        prompt, raw=raw, system_prompt=system, collections=collections, **params
+    )
     if as_json:
         text = response.text()
         done = response.completion
@@ -85,6 +90,7 @@ def run_command(
                         "time_to_first_token": done.timings.time_to_first_token,
                         "tokens_per_second": done.timings.tokens_per_second,
                     },
+                    **({"sources": response.sources} if collections else {}),
                 },
                 ensure_ascii=False,
             )
@@ -98,6 +104,7 @@ def run_command(
         sys.stdout.write("\n")
         ctx.exit(130)
     sys.stdout.write("\n")
+    print_sources(response.sources)
     if stats and response.completion is not None:
         c = response.completion
         err_console.print(

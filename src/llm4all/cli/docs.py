@@ -1,0 +1,234 @@
+"""``llm4all docs``: LocalDocs collections from the terminal.
+
+    llm4all docs add notes ~/Notes ~/Projects/README.md
+    llm4all docs index notes          # incremental: only new and changed files
+    llm4all docs search notes "when is the dentist?"
+    llm4all docs watch notes          # keep the index in step with the folders
+    llm4all docs ls
+    llm4all docs rm notes
+
+Progress bars (with ETA) go to stderr; results go to stdout.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+import click
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from llm4all.cli._common import echo_json, err_console
+from llm4all.localdocs import CollectionInfo, IndexReport, LocalDocs, source_lines
+from llm4all.localdocs.context import references
+
+
+class CountProgress:
+    """LocalDocs progress (files read, chunks embedded) as rich bars with an ETA."""
+
+    def __init__(self) -> None:
+        self._bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=False,
+        )
+        self._task: TaskID | None = None
+        self._live = False
+
+    def __enter__(self) -> CountProgress:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._live:
+            self._bar.stop()
+            self._live = False
+
+    def start(self, total: int | None, description: str) -> None:
+        if not self._live:
+            self._bar.start()
+            self._live = True
+        self._task = self._bar.add_task(description, total=total)
+
+    def advance(self, n: int) -> None:
+        if self._task is not None:
+            self._bar.advance(self._task, n)
+
+    def done(self) -> None:
+        self._task = None
+
+
+@click.group("docs")
+def docs_group() -> None:
+    """LocalDocs: chat with your own files (collections of folders)."""
+
+
+@docs_group.command("add")
+@click.argument("name")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--model", "embedding_model", help="Embedding model (default: all-minilm-l6-v2).")
+@click.option("--no-index", is_flag=True, help="Only record the folders; index later.")
+def add_command(
+    name: str, paths: tuple[str, ...], embedding_model: str | None, no_index: bool
+) -> None:
+    """Create collection NAME from PATHS (folders or files), or add PATHS to it, and index it."""
+    with LocalDocs() as docs:
+        docs.add(name, paths, embedding_model)
+        if not no_index:
+            _index(docs, name)
+
+
+@docs_group.command("index")
+@click.argument("name", required=False)
+def index_command(name: str | None) -> None:
+    """Bring collection NAME (default: all) up to date: new, changed and deleted files."""
+    with LocalDocs() as docs:
+        names = [name] if name else docs.names()
+        if not names:
+            err_console.print("no collections yet; create one with `llm4all docs add NAME PATH`")
+        for n in names:
+            _index(docs, n)
+
+
+def _index(docs: LocalDocs, name: str) -> IndexReport:
+    with CountProgress() as progress:
+        report = docs.index(name, progress)
+    _print_report(report)
+    return report
+
+
+def _print_report(r: IndexReport) -> None:
+    err_console.print(
+        f"{r.collection}: {r.files_seen} files ({r.files_changed} new or changed, "
+        f"{r.files_unchanged} unchanged, {r.files_removed} removed, {r.files_failed} failed); "
+        f"{r.chunks_added} chunks added, {r.chunks_embedded} embedded"
+    )
+    for path, reason in r.failures:
+        err_console.print(f"  [yellow]skipped[/yellow] {path}: {reason}")
+
+
+@docs_group.command("watch")
+@click.argument("name")
+@click.option(
+    "--interval", type=float, default=2.0, show_default=True, help="Seconds between scans."
+)
+def watch_command(name: str, interval: float) -> None:
+    """Keep collection NAME indexed as its files change (Ctrl-C stops)."""
+    with LocalDocs() as docs:
+        docs.info(name)  # fail now on an unknown name
+        err_console.print(f"[dim]watching {name} every {interval:g} s; Ctrl-C stops[/dim]")
+
+        def report(r: IndexReport) -> None:
+            if r.files_changed or r.files_removed or r.files_failed or r.chunks_embedded:
+                _print_report(r)
+
+        try:
+            docs.watch(name, interval, on_run=report)
+        except KeyboardInterrupt:
+            err_console.print("[dim]stopped[/dim]")
+
+
+@docs_group.command("search")
+@click.argument("name")
+@click.argument("query")
+@click.option("-k", "--top", "k", type=int, default=5, show_default=True, help="Results to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def search_command(name: str, query: str, k: int, as_json: bool) -> None:
+    """Search collection NAME (comma-separated for several) for QUERY."""
+    with LocalDocs() as docs:
+        hits = docs.search([n.strip() for n in name.split(",") if n.strip()], query, k)
+    refs = references(hits)
+    if as_json:
+        echo_json(refs)
+        return
+    if not refs:
+        err_console.print("no results")
+    for ref, line in zip(refs, source_lines(refs), strict=True):
+        click.echo(click.style(line, bold=True))
+        click.echo("    " + " ".join(str(ref["excerpt"]).split())[:300])
+
+
+@docs_group.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Print the collections as JSON.")
+def ls_command(as_json: bool) -> None:
+    """List collections: folders, files, chunks, and files that could not be read (with why)."""
+    with LocalDocs() as docs:
+        infos = docs.list()
+    if as_json:
+        echo_json([i.to_dict() for i in infos])
+        return
+    if not infos:
+        err_console.print("no collections yet; create one with `llm4all docs add NAME PATH`")
+    for info in infos:
+        _print_info(info)
+
+
+def _print_info(i: CollectionInfo) -> None:
+    state = (
+        "up to date" if i.embedded == i.chunks and i.indexed_at else "needs `llm4all docs index`"
+    )
+    click.echo(
+        f"{click.style(i.name, bold=True)}  {i.files} files, {i.chunks} chunks "
+        f"({i.embedded} embedded), {i.chars / 1e6:.1f} MB of text, {i.embedding_model}, {state}"
+    )
+    for folder in i.folders:
+        click.echo(f"  {folder}")
+    for path, reason in i.failed:
+        click.echo(f"  skipped {path}: {reason}")
+
+
+@docs_group.command("rm")
+@click.argument("name")
+def rm_command(name: str) -> None:
+    """Delete collection NAME from the index (your files are not touched)."""
+    with LocalDocs() as docs:
+        docs.remove(name)
+    err_console.print(f"removed {name}")
+
+
+def _known_collections(
+    ctx: click.Context, param: click.Parameter, names: tuple[str, ...]
+) -> tuple[str, ...]:
+    if names:
+        with LocalDocs() as docs:
+            missing = sorted(set(names) - set(docs.names()))
+        if missing:
+            raise click.BadParameter(
+                f"no collection named {', '.join(missing)} (see `llm4all docs ls`)"
+            )
+    return names
+
+
+def docs_option(func: Any) -> Any:
+    """``--docs NAME`` (repeatable) for ``llm4all chat`` and ``llm4all run``; names are checked."""
+    return click.option(
+        "--docs",
+        "collections",
+        multiple=True,
+        metavar="NAME",
+        callback=_known_collections,
+        help="Answer from LocalDocs collection NAME (repeatable); sources are listed.",
+    )(func)
+
+
+def print_sources(sources: list[dict[str, Any]]) -> None:
+    """The references under an answer, on stderr: ``[1] /path/file.md, lines 3–9 — Heading``."""
+    if sources:
+        err_console.print("[dim]Sources:[/dim]")
+        for line in source_lines(sources):
+            err_console.print(Text(f"  {line}", style="dim"), soft_wrap=True)

@@ -1,0 +1,323 @@
+"""Incremental indexing of one collection: walk, read, chunk, embed — and resume.
+
+An indexing run has two phases, each committed in small steps, so a run that
+is killed loses at most one file or one batch and the next run goes on:
+
+1. **Read.** Walk the collection's folders. A file whose size and mtime match
+   its row is unchanged and is not opened. Otherwise it is read and hashed; if
+   the hash is the one recorded, only the mtime is updated (a ``touch`` costs
+   nothing). A changed or new file is loaded, chunked and written (state
+   ``chunked``) in one transaction, replacing its old chunks. A file that
+   fails to load is recorded as ``failed`` with its reason; the run goes on.
+   Files that disappeared leave the index with their chunks and vectors.
+2. **Embed.** Every chunk of the collection that has no vector yet is
+   embedded, a batch at a time, and its vector stored. Files whose chunks all
+   have vectors become ``indexed``.
+
+Walking is confined: a path whose real location is outside the collection's
+folders is never read (a symlink pointing elsewhere is skipped), and each
+directory is entered once (by device and inode), so symlink loops end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sqlite3
+import stat
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from llm4all.localdocs import db
+from llm4all.localdocs.chunking import MAX_TOKENS, OVERLAP, Chunk, chunk_blocks
+from llm4all.localdocs.loaders import MAX_FILE_BYTES, LoadFailed, load, supported
+from llm4all.localdocs.search import encode_vector
+
+log = logging.getLogger(__name__)
+
+EMBED_BATCH = 64  # chunks per engine call (and per commit)
+
+
+class Progress(Protocol):
+    """The same small protocol as model downloads; here ``total`` counts files or chunks."""
+
+    def start(self, total: int | None, description: str) -> None: ...
+    def advance(self, n: int) -> None: ...
+    def done(self) -> None: ...
+
+
+class ChunkEmbedder(Protocol):
+    """What LocalDocs needs from an embedder (``llm4all.Embedder`` has it)."""
+
+    def count_tokens(self, text: str) -> int: ...
+    def embed_documents(self, texts: Sequence[str]) -> npt.NDArray[np.float32]: ...
+    def embed_query(self, text: str) -> npt.NDArray[np.float32]: ...
+
+
+@dataclass
+class IndexReport:
+    """What one indexing run did."""
+
+    collection: str
+    files_seen: int = 0
+    files_unchanged: int = 0
+    files_changed: int = 0
+    files_removed: int = 0
+    files_failed: int = 0
+    chunks_added: int = 0
+    chunks_embedded: int = 0
+    chars_read: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+class _NoProgress:
+    def start(self, total: int | None, description: str) -> None:
+        pass
+
+    def advance(self, n: int) -> None:
+        pass
+
+    def done(self) -> None:
+        pass
+
+
+# -- walking ------------------------------------------------------------------------------
+
+
+def inside(path: str, roots: Sequence[str]) -> bool:
+    """Whether ``path`` (already real) lies in one of ``roots`` (already real).
+
+    Example: ``inside("/a/b/c.txt", ["/a/b"])`` is true, ``inside("/a/bc", ["/a/b"])`` is not.
+    """
+    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+def walk(folders: Sequence[str]) -> Iterator[tuple[str, os.stat_result]]:
+    """Supported files under ``folders`` (real paths, each once), never leaving them.
+
+    Hidden files and folders (``.git``, ``.venv``, …) are skipped.
+    """
+    roots = [os.path.realpath(f) for f in folders]
+    seen_dirs: set[tuple[int, int]] = set()
+    seen_files: set[str] = set()
+    stack = [r for r in roots if os.path.isdir(r)]
+    for r in roots:
+        if os.path.isfile(r) and supported(Path(r)):
+            seen_files.add(r)
+            yield r, os.stat(r)
+    while stack:
+        folder = stack.pop()
+        try:
+            st = os.stat(folder)
+            if (st.st_dev, st.st_ino) in seen_dirs:
+                continue  # a symlink loop or a second way to the same folder
+            seen_dirs.add((st.st_dev, st.st_ino))
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            log.info("cannot list %s: %s", folder, exc)
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            real = os.path.realpath(entry.path)
+            if not inside(real, roots):
+                log.info("skipping %s: it points outside the collection's folders", entry.path)
+                continue
+            try:
+                st = os.stat(real)
+            except OSError:
+                continue  # a dangling symlink
+            if stat.S_ISDIR(st.st_mode):
+                stack.append(real)
+            elif stat.S_ISREG(st.st_mode) and real not in seen_files and supported(Path(real)):
+                seen_files.add(real)
+                yield real, st
+
+
+# -- phase 1: read and chunk --------------------------------------------------------------
+
+
+def _title(path: str, heading: str) -> str:
+    return f"{Path(path).name} › {heading}" if heading else Path(path).name
+
+
+def read_files(
+    conn: sqlite3.Connection,
+    collection_id: int,
+    folders: Sequence[str],
+    embedder: ChunkEmbedder,
+    report: IndexReport,
+    progress: Progress,
+    chunking: tuple[int, int] = (MAX_TOKENS, OVERLAP),
+) -> None:
+    """Phase 1: bring the ``files`` and ``chunks`` of a collection up to date with the disk."""
+    known = {
+        r["path"]: r
+        for r in conn.execute("SELECT * FROM files WHERE collection_id = ?", (collection_id,))
+    }
+    found = list(walk(folders))
+    report.files_seen = len(found)
+    progress.start(len(found), f"reading {report.collection}")
+    try:
+        for path, st in found:
+            _read_one(conn, collection_id, path, st, known.get(path), embedder, report, chunking)
+            progress.advance(1)
+    finally:
+        progress.done()
+    gone = set(known) - {p for p, _ in found}
+    if gone:
+        with db.transaction(conn):
+            conn.executemany(
+                "DELETE FROM files WHERE collection_id = ? AND path = ?",
+                [(collection_id, p) for p in gone],
+            )
+            db.bump_version(conn, collection_id)
+        report.files_removed = len(gone)
+
+
+def _read_one(
+    conn: sqlite3.Connection,
+    collection_id: int,
+    path: str,
+    st: os.stat_result,
+    row: sqlite3.Row | None,
+    embedder: ChunkEmbedder,
+    report: IndexReport,
+    chunking: tuple[int, int],
+) -> None:
+    if row is not None and (row["size"], row["mtime_ns"]) == (st.st_size, st.st_mtime_ns):
+        report.files_unchanged += 1
+        return
+    chunks: list[Chunk] = []
+    error = None
+    digest = None
+    try:
+        if st.st_size > MAX_FILE_BYTES:
+            raise LoadFailed(f"larger than {MAX_FILE_BYTES // 2**20} MiB")
+        data = Path(path).read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if row is not None and row["sha256"] == digest and row["state"] != "failed":
+            with db.transaction(conn):
+                conn.execute(
+                    "UPDATE files SET mtime_ns = ? WHERE id = ?", (st.st_mtime_ns, row["id"])
+                )
+            report.files_unchanged += 1
+            return
+        blocks = load(Path(path), data)
+        chunks = chunk_blocks(blocks, embedder.count_tokens, *chunking)
+        if not chunks:
+            raise LoadFailed("no text found")
+    except (LoadFailed, OSError, ValueError, RecursionError) as exc:
+        error = exc.reason if isinstance(exc, LoadFailed) else f"{type(exc).__name__}: {exc}"
+        report.failures.append((path, error))
+        report.files_failed += 1
+    _store_file(conn, collection_id, path, st, digest, chunks, error)
+    if error is None:
+        report.files_changed += 1
+        report.chunks_added += len(chunks)
+        report.chars_read += sum(len(c.text) for c in chunks)
+
+
+def _store_file(
+    conn: sqlite3.Connection,
+    collection_id: int,
+    path: str,
+    st: os.stat_result,
+    digest: str | None,
+    chunks: list[Chunk],
+    error: str | None,
+) -> None:
+    """Replace a file's row and chunks in one transaction."""
+    with db.transaction(conn):
+        conn.execute(
+            "DELETE FROM files WHERE collection_id = ? AND path = ?", (collection_id, path)
+        )
+        cur = conn.execute(
+            """INSERT INTO files (collection_id, path, size, mtime_ns, sha256, state, error,
+                                  n_chunks, n_chars) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (
+                collection_id,
+                path,
+                st.st_size,
+                st.st_mtime_ns,
+                digest,
+                "failed" if error else "chunked",
+                error,
+                len(chunks),
+                sum(len(c.text) for c in chunks),
+            ),
+        )
+        file_id = cur.lastrowid
+        conn.executemany(
+            """INSERT INTO chunks (file_id, ordinal, title, text, heading, page, line_start,
+                                   line_end, n_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            [
+                (
+                    file_id,
+                    i,
+                    _title(path, c.heading),
+                    c.text,
+                    c.heading,
+                    c.page,
+                    c.line_start,
+                    c.line_end,
+                    c.n_tokens,
+                )
+                for i, c in enumerate(chunks)
+            ],
+        )
+        db.bump_version(conn, collection_id)
+
+
+# -- phase 2: embed -----------------------------------------------------------------------------
+
+
+def embed_pending(
+    conn: sqlite3.Connection,
+    collection_id: int,
+    embedder: ChunkEmbedder,
+    report: IndexReport,
+    progress: Progress,
+    batch: int = EMBED_BATCH,
+) -> None:
+    """Phase 2: give every chunk of the collection without a vector its vector."""
+    pending_sql = """FROM chunks c JOIN files f ON f.id = c.file_id
+                     LEFT JOIN vectors v ON v.chunk_id = c.id
+                     WHERE f.collection_id = ? AND v.chunk_id IS NULL"""
+    total = conn.execute(f"SELECT COUNT(*) {pending_sql}", (collection_id,)).fetchone()[0]
+    if total:
+        progress.start(total, f"embedding {report.collection}")
+        try:
+            last = -1
+            while True:
+                rows = conn.execute(
+                    f"SELECT c.id, c.title, c.text {pending_sql} AND c.id > ? ORDER BY c.id LIMIT ?",
+                    (collection_id, last, batch),
+                ).fetchall()
+                if not rows:
+                    break
+                vectors = embedder.embed_documents([f"{r['title']}\n{r['text']}" for r in rows])
+                with db.transaction(conn):
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO vectors (chunk_id, embedding) VALUES (?, ?)",
+                        [(r["id"], encode_vector(v)) for r, v in zip(rows, vectors, strict=True)],
+                    )
+                    db.bump_version(conn, collection_id)
+                last = rows[-1]["id"]
+                report.chunks_embedded += len(rows)
+                progress.advance(len(rows))
+        finally:
+            progress.done()
+    with db.transaction(conn):
+        conn.execute(
+            """UPDATE files SET state = 'indexed' WHERE collection_id = ? AND state = 'chunked'
+               AND NOT EXISTS (SELECT 1 FROM chunks c LEFT JOIN vectors v ON v.chunk_id = c.id
+                               WHERE c.file_id = files.id AND v.chunk_id IS NULL)""",
+            (collection_id,),
+        )

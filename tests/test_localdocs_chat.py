@@ -1,0 +1,174 @@
+"""Chat with documents: the prompt gets numbered excerpts, answers carry their sources.
+
+The SmolLM2 test model checks the plumbing (what the prompt contains, which
+references come back and get stored), not its prose; the default model checks
+once that an answer really uses a fact only a document holds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from llm4all.api import ChatSession, Model
+from llm4all.chat.template import Message
+from llm4all.embeddings import Embedder
+from llm4all.localdocs import LocalDocs, with_excerpts
+from llm4all.localdocs.context import INSTRUCTION
+from llm4all.store import ChatStore
+
+FACT = "The Zorblax conference will be held in Tallinn on 14 March."
+
+
+@pytest.fixture
+def notes(tmp_path: Path) -> Path:
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "events.md").write_text(
+        f"# Events\n\nOffice party on Friday.\n\n## Travel\n\n{FACT}\n"
+    )
+    (folder / "pets.txt").write_text("The office cat is called Biscuit.\n")
+    return folder
+
+
+@pytest.fixture
+def docs(tmp_path: Path, notes: Path, embedder: Embedder) -> Iterator[LocalDocs]:
+    with LocalDocs(tmp_path / "ld.db", embedder_factory=lambda _: embedder) as d:
+        d.add("notes", [notes])
+        d.index("notes")
+        yield d
+
+
+def _capture_prompts(model: Model, monkeypatch: pytest.MonkeyPatch) -> list[list[Message]]:
+    seen: list[list[Message]] = []
+    original = model.chat_tokens
+
+    def spy(messages: Any, template: str | None = None) -> list[int]:
+        seen.append(list(messages))
+        return original(messages, template)
+
+    monkeypatch.setattr(model, "chat_tokens", spy)
+    return seen
+
+
+def test_chat_session_puts_numbered_excerpts_in_the_turn(
+    fast_model: Model, docs: LocalDocs, notes: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    prompts = _capture_prompts(fast_model, monkeypatch)
+    store = ChatStore(tmp_path / "chats.db")
+    session = ChatSession(fast_model, collections=["notes"], localdocs=docs, store=store)
+    response = session.send("Where is the Zorblax conference?", max_tokens=8)
+    response.text()
+    turn = prompts[-1][-1].content
+    assert turn.startswith(
+        INSTRUCTION + f"\n\n[1] {FACT}\n(from events.md, line 7 — Events › Travel)"
+    )
+    assert "\n\n[2] " in turn
+    assert turn.endswith("Question: Where is the Zorblax conference?")
+    refs = response.sources
+    assert refs[0]["index"] == 1 and refs[0]["path"] == str(notes / "events.md")
+    assert (refs[0]["line_start"], refs[0]["heading"], refs[0]["excerpt"]) == (
+        7,
+        "Events › Travel",
+        FACT,
+    )
+    # The history keeps the plain question; the stored answer keeps the references.
+    assert session.messages[0].content == "Where is the Zorblax conference?"
+    stored = store.messages(session.chat_id or "")
+    assert stored[0].sources is None and stored[1].sources == refs
+    # The next turn searches again, for its own question.
+    second = session.send("What is the cat called?", max_tokens=4)
+    second.text()
+    assert second.sources[0]["file"] == "pets.txt"
+    assert [m.content for m in prompts[-1][-3:-1]] == [
+        "Where is the Zorblax conference?",
+        response.text(),
+    ]
+
+
+def test_model_stream_with_collections(
+    fast_model: Model, docs: LocalDocs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("llm4all.localdocs.context.shared_localdocs", lambda path=None: docs)
+    prompts = _capture_prompts(fast_model, monkeypatch)
+    response = fast_model.stream("office cat name?", collections=["notes"], max_tokens=4)
+    response.text()
+    assert response.sources[0]["file"] == "pets.txt"
+    assert prompts[-1][-1].content.startswith(
+        INSTRUCTION + "\n\n[1] The office cat is called Biscuit.\n(from pets.txt, line 1)"
+    )
+    plain = fast_model.stream("office cat name?", max_tokens=4)
+    assert plain.sources == []
+
+
+def test_with_excerpts_without_excerpts_is_the_question() -> None:
+    assert with_excerpts("hi", "") == "hi"
+
+
+def test_cli_docs_and_run_with_docs(
+    notes: Path, fast_model_path: Path, embedding_model_path: Path
+) -> None:
+    from llm4all.cli import cli
+
+    runner = CliRunner()
+    added = runner.invoke(cli, ["docs", "add", "notes", str(notes)])
+    assert added.exit_code == 0, added.output
+    listed = runner.invoke(cli, ["docs", "ls", "--json"])
+    info = json.loads(listed.output)[0]
+    assert (info["name"], info["files"], info["embedded"]) == ("notes", 2, info["chunks"])
+    found = runner.invoke(cli, ["docs", "search", "notes", "Zorblax conference", "--json"])
+    assert json.loads(found.output)[0]["excerpt"] == FACT
+    text = runner.invoke(cli, ["docs", "search", "notes", "Zorblax conference"])
+    assert text.output.startswith(f"[1] {notes / 'events.md'}, line 7 — Events › Travel\n")
+    run = runner.invoke(
+        cli,
+        [
+            "run",
+            "--docs",
+            "notes",
+            "-m",
+            str(fast_model_path),
+            "--temp",
+            "0",
+            "-n",
+            "8",
+            "--json",
+            "Zorblax?",
+        ],
+    )
+    assert run.exit_code == 0, run.output
+    assert json.loads(run.output)["sources"][0]["file"] == "events.md"
+    streamed = runner.invoke(
+        cli,
+        [
+            "run",
+            "--docs",
+            "notes",
+            "-m",
+            str(fast_model_path),
+            "--temp",
+            "0",
+            "-n",
+            "4",
+            "Zorblax?",
+        ],
+    )
+    assert f"[1] {notes / 'events.md'}, line 7 — Events › Travel" in streamed.output  # stderr too
+    missing = runner.invoke(cli, ["run", "--docs", "nope", "hi"])
+    assert missing.exit_code != 0 and "no collection named nope" in missing.output
+    assert runner.invoke(cli, ["docs", "rm", "notes"]).exit_code == 0
+    assert json.loads(runner.invoke(cli, ["docs", "ls", "--json"]).output) == []
+
+
+@pytest.mark.slow
+@pytest.mark.default_model
+def test_the_default_model_answers_from_the_document(default_model: Model, docs: LocalDocs) -> None:
+    session = ChatSession(default_model, collections=["notes"], localdocs=docs)
+    response = session.send("In which city will the Zorblax conference be held?", max_tokens=40)
+    assert "Tallinn" in response.text()
+    assert response.sources[0]["excerpt"] == FACT
