@@ -1,0 +1,331 @@
+"""Answering in a stored chat: the web UI's generation path, streamed as server-sent events.
+
+The page sends a message; :func:`answer_events` saves it at once, leases the
+chat's model from the server's :class:`ModelManager`, renders the chat's
+history (system prompt, context-window policy of :mod:`llm4all.chat.prompt`)
+with the model's chat template and queues it on the model's batch scheduler,
+exactly like ``/v1/chat/completions``. Events (``data: {json}``):
+
+- ``user``: the saved user message (with its id);
+- ``start``: the model is loaded and the answer is queued;
+- ``delta``: new text, plain and untrusted (the page shows it as text);
+- ``html``: the whole answer so far as sanitized HTML, at most every
+  :data:`HTML_EVERY` seconds (the page swaps it in);
+- ``done``: the saved answer with its stats (and final HTML);
+- ``error``: an OpenAI-style error object.
+
+When the chat has LocalDocs collections, the question is searched in them and
+the numbered excerpts go into that turn of the prompt (as with ``ChatSession``);
+the answer keeps their references as its ``sources``.
+
+The answer is saved as it grows (created at its first token, updated every
+:data:`SAVE_EVERY` seconds, completed at the end), so a stopped answer, a
+closed tab or a crash keeps what was said. Stopping (``POST …/stop`` or a
+client that goes away) cancels the request on the scheduler at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from llm4all.api import Model, merge_params
+from llm4all.chat.prompt import Prompt, answer_reserve, fit_messages
+from llm4all.chat.template import PLAIN_STOPS, Message
+from llm4all.engine.base import Chunk
+from llm4all.engine.scheduler import AsyncStream
+from llm4all.params import GenerationParams
+from llm4all.server.errors import ApiError, translate
+from llm4all.server.generation import max_tokens_for
+from llm4all.server.manager import Loaded, ModelManager
+from llm4all.server.markdown import render_markdown
+from llm4all.server.settings import ServerSettings
+from llm4all.store import Chat, ChatStore, StoredMessage
+
+if TYPE_CHECKING:
+    from llm4all.localdocs import LocalDocs
+
+HTML_EVERY = 0.15  # seconds between rendered snapshots of a growing answer
+SAVE_EVERY = 2.0  # seconds between saves of a growing answer
+PARAM_NAMES = frozenset(f.name for f in dataclasses.fields(GenerationParams))
+
+
+def message_out(message: StoredMessage) -> dict[str, Any]:
+    """A stored message as the page wants it: answers carry their sanitized HTML."""
+    out = message.as_dict()
+    out["html"] = render_markdown(message.content) if message.role == "assistant" else None
+    return out
+
+
+def event(kind: str, **data: Any) -> str:
+    return f"data: {json.dumps({'type': kind, **data}, ensure_ascii=False)}\n\n"
+
+
+class Answering:
+    """Which chats are generating right now (at most one answer per chat), to stop them.
+
+    ``stop`` may be called from any thread (FastAPI runs plain ``def`` endpoints
+    in a pool); the event is set on the loop that waits for it.
+    """
+
+    def __init__(self) -> None:
+        self._stops: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Event]] = {}
+
+    def busy(self, chat_id: str) -> bool:
+        return chat_id in self._stops
+
+    def check_free(self, chat_id: str) -> None:
+        if self.busy(chat_id):
+            raise ApiError(409, "this chat is already answering; stop it first", code="chat_busy")
+
+    def begin(self, chat_id: str) -> asyncio.Event:
+        """Claim the chat (on the event loop); the event is set when it is asked to stop."""
+        self.check_free(chat_id)
+        stop = asyncio.Event()
+        self._stops[chat_id] = (asyncio.get_running_loop(), stop)
+        return stop
+
+    def end(self, chat_id: str) -> None:
+        self._stops.pop(chat_id, None)
+
+    def stop(self, chat_id: str) -> bool:
+        """Ask the chat's answer to stop; False when none is running."""
+        running = self._stops.get(chat_id)
+        if running is not None:
+            loop, stop = running
+            loop.call_soon_threadsafe(stop.set)
+        return running is not None
+
+
+# -- from a stored chat to a prompt -----------------------------------------------------------
+def chat_params(settings: ServerSettings, stored: Mapping[str, Any]) -> GenerationParams:
+    """The server's defaults, then the chat's own parameters (None means "not set")."""
+    overrides = {k: v for k, v in stored.items() if k in PARAM_NAMES and v is not None}
+    if isinstance(overrides.get("stop"), list):
+        overrides["stop"] = tuple(overrides["stop"])
+    params = merge_params(settings.defaults, overrides)
+    return params.replace(max_tokens=max_tokens_for(settings, params.max_tokens))
+
+
+def chat_prompt(
+    model: Model,
+    chat: Chat,
+    history: list[StoredMessage],
+    params: GenerationParams,
+    asked: str | None = None,
+) -> Prompt:
+    """The chat's messages in the model's format, the oldest dropped if they do not fit.
+
+    ``asked`` replaces the last question's text in the prompt (not in the store):
+    the question with its LocalDocs excerpts, as ``ChatSession`` does.
+    """
+    system = chat.system_prompt if chat.system_prompt is not None else model.default_system_prompt
+    messages = [Message("system", system)] if system else []
+    messages += [
+        Message("user" if m.role == "user" else "assistant", m.content)
+        for m in history
+        if m.role in ("user", "assistant")
+    ]
+    if asked is not None and messages and messages[-1].role == "user":
+        messages[-1] = Message("user", asked)
+    n_ctx = model.info.n_ctx
+    return fit_messages(
+        messages, model.chat_tokens, n_ctx, answer_reserve(params.max_tokens, n_ctx)
+    )
+
+
+# -- the answer as it grows -----------------------------------------------------------------
+@dataclass
+class _Answer:
+    """The text, counts and timings of one answer, saved to the store as it grows."""
+
+    store: ChatStore
+    chat_id: str
+    model: str
+    prompt_tokens: int
+    sources: list[dict[str, Any]] | None = None
+    started: float = field(default_factory=time.perf_counter)
+    pieces: list[str] = field(default_factory=list)
+    tokens: int = 0
+    first_token: float | None = None
+    last_token: float | None = None
+    saved_at: float = 0.0
+    message: StoredMessage | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+    def add(self, chunk: Chunk) -> None:
+        now = time.perf_counter()
+        if chunk.token_ids:
+            self.tokens += len(chunk.token_ids)
+            self.first_token = self.first_token or now
+            self.last_token = now
+        self.pieces.append(chunk.text)
+
+    def save_now_and_then(self) -> None:
+        if time.perf_counter() - self.saved_at >= SAVE_EVERY and self.text:
+            self._save()
+
+    def finish(self, final: Chunk | None) -> StoredMessage | None:
+        """Save the whole answer with its stats (``final`` is None when it was stopped)."""
+        if final is not None and final.usage is not None and final.timings is not None:
+            stats: dict[str, Any] = {
+                "finish_reason": final.finish_reason,
+                "prompt_tokens": final.usage.prompt_tokens,
+                "completion_tokens": final.usage.completion_tokens,
+                "tokens_per_second": final.timings.tokens_per_second,
+                "time_to_first_token": final.timings.time_to_first_token,
+            }
+        else:
+            stats = {
+                "finish_reason": "cancelled",
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.tokens,
+                "tokens_per_second": self._speed(),
+                "time_to_first_token": (self.first_token - self.started)
+                if self.first_token
+                else None,
+            }
+        if self.message is None and not self.text:
+            return None  # stopped before a word: nothing to keep
+        return self._save(**stats)
+
+    def _speed(self) -> float:
+        if self.first_token is None or self.last_token is None or self.tokens <= 1:
+            return 0.0
+        elapsed = self.last_token - self.first_token
+        return (self.tokens - 1) / elapsed if elapsed > 0 else 0.0
+
+    def _save(self, **stats: Any) -> StoredMessage:
+        self.saved_at = time.perf_counter()
+        if self.message is None:
+            self.message = self.store.add_message(
+                self.chat_id,
+                "assistant",
+                self.text,
+                model=self.model,
+                sources=self.sources,
+                **stats,
+            )
+        else:
+            self.message = self.store.update_message(self.message.id, content=self.text, **stats)
+        return self.message
+
+
+# -- the stream -------------------------------------------------------------------------------
+async def _until_stopped(stream: AsyncStream, stop: asyncio.Event) -> AsyncGenerator[Chunk]:
+    """The stream's chunks until it ends or ``stop`` is set (then the request is cancelled)."""
+    stopping = asyncio.ensure_future(stop.wait())
+    pending: asyncio.Future[Chunk] | None = None
+    try:
+        while True:
+            pending = asyncio.ensure_future(stream.__anext__())
+            await asyncio.wait({pending, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not pending.done():
+                return
+            try:
+                chunk = pending.result()
+            except StopAsyncIteration:
+                return
+            yield chunk
+            if chunk.finish_reason is not None:
+                return
+    finally:
+        stopping.cancel()
+        if pending is not None:
+            pending.cancel()
+        stream.close()
+
+
+@dataclass
+class AnswerRequest:
+    """What one answer needs: where to save it and what to answer."""
+
+    store: ChatStore
+    manager: ModelManager
+    settings: ServerSettings
+    answering: Answering
+    chat: Chat
+    model: str | None  # None: the server's model
+    user_text: str | None  # None: answer the history as it is (regenerate)
+    collections: list[str] = field(default_factory=list)  # LocalDocs, searched for the question
+    localdocs: Callable[[], LocalDocs] | None = None  # opens them (only when there are some)
+
+
+async def answer_events(req: AnswerRequest) -> AsyncIterator[str]:
+    """The server-sent events of one answer (see the module docstring)."""
+    try:
+        stop = req.answering.begin(req.chat.id)
+    except ApiError as exc:
+        yield event("error", **exc.body())
+        return
+    try:
+        if req.user_text is not None:
+            user = req.store.add_message(req.chat.id, "user", req.user_text)
+            yield event("user", message=message_out(user))
+        loaded: Loaded = await req.manager.acquire(req.model, "chat")
+        try:
+            async for item in _generate(req, loaded, stop):
+                yield item
+        finally:
+            loaded.release()
+    except Exception as exc:  # after the headers: the error goes in the stream
+        yield event("error", **translate(exc, req.manager.installed_names()).body())
+    finally:
+        req.answering.end(req.chat.id)
+
+
+async def _with_documents(
+    req: AnswerRequest, history: list[StoredMessage]
+) -> tuple[str | None, list[dict[str, Any]]]:
+    """The last question with its LocalDocs excerpts, and their references (None, [] without)."""
+    if not req.collections or req.localdocs is None or not history or history[-1].role != "user":
+        return None, []
+    from llm4all.localdocs import build_context, with_excerpts
+
+    question = history[-1].content
+    excerpts, refs = await asyncio.to_thread(
+        build_context, req.collections, question, localdocs=req.localdocs()
+    )
+    return with_excerpts(question, excerpts), refs
+
+
+async def _generate(req: AnswerRequest, loaded: Loaded, stop: asyncio.Event) -> AsyncIterator[str]:
+    model, scheduler = loaded.model, loaded.scheduler
+    assert scheduler is not None
+    params = chat_params(req.settings, req.chat.params)
+    if not model.has_chat_template:  # a base model keeps writing turns otherwise
+        params = params.replace(stop=tuple(dict.fromkeys(params.stop + PLAIN_STOPS)))
+    history = req.store.messages(req.chat.id)
+    asked, sources = await _with_documents(req, history)
+    prompt = chat_prompt(model, req.chat, history, params, asked)
+    if req.chat.model != loaded.name:
+        req.store.set_model(req.chat.id, loaded.name)  # the chat remembers who answered
+    yield event("start", model=loaded.name)
+    answer = _Answer(req.store, req.chat.id, loaded.name, len(prompt.tokens), sources or None)
+    final: Chunk | None = None
+    shown_at = 0.0
+    stream = scheduler.stream(prompt.tokens, params)
+    try:
+        async with contextlib.aclosing(_until_stopped(stream, stop)) as chunks:
+            async for chunk in chunks:
+                answer.add(chunk)
+                final = chunk if chunk.finish_reason is not None else None
+                if chunk.text:
+                    yield event("delta", text=chunk.text)
+                if time.perf_counter() - shown_at >= HTML_EVERY and final is None:
+                    shown_at = time.perf_counter()
+                    yield event("html", html=render_markdown(answer.text))
+                answer.save_now_and_then()
+    finally:  # also when the client went away: cancel the request, keep what was said
+        stream.close()
+        saved = answer.finish(final)
+    yield event("done", message=message_out(saved) if saved else None)

@@ -1,0 +1,125 @@
+"""Model management for the web UI: what is installed, what the catalog offers, pulls.
+
+A pull runs :meth:`ModelStore.pull` in a background thread; its
+:class:`PullJob` is the store's ``Progress`` and keeps the counts the page
+polls for its progress bar. One job per model name lives in :class:`Pulls`
+(on ``app.state``); a finished or failed job stays listed until the same model
+is pulled again, so the page can show the outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from llm4all.errors import Llm4allError
+from llm4all.models import CatalogEntry, InstalledModel, ModelStore, memory_needed
+from llm4all.server.manager import ModelManager
+
+log = logging.getLogger(__name__)
+
+
+def installed_model(model: InstalledModel, manager: ModelManager) -> dict[str, Any]:
+    """An installed model, with its catalog facts or those read from its GGUF header."""
+    if model.entry is not None:
+        out = catalog_model(model.entry, installed=True)
+    else:
+        d = model.described
+        out = {
+            "name": model.name,
+            "kind": model.kind,
+            "installed": True,
+            "ram_required_gb": round(memory_needed(model.size) / 1e9, 1),
+            "parameters": d.get("parameters"),
+            "quantization": d.get("quantization"),
+            "context_length": d.get("context_length"),
+            "license": None,
+            "description": f"a local file ({model.path.name})",
+        }
+    return out | {"size": model.size, "loaded": manager.is_loaded(model.name)}
+
+
+def catalog_model(entry: CatalogEntry, *, installed: bool = False) -> dict[str, Any]:
+    return {
+        "name": entry.name,
+        "kind": entry.kind,
+        "installed": installed,
+        "default": entry.default,
+        "size": entry.size,
+        "ram_required_gb": entry.ram_required_gb,
+        "parameters": entry.parameters,
+        "quantization": entry.quantization,
+        "context_length": entry.context_length,
+        "license": entry.license,
+        "description": entry.description,
+        "url": entry.url or None,
+    }
+
+
+@dataclass
+class PullJob:
+    """One pull and how far it got; it is the ``Progress`` the store reports to."""
+
+    name: str
+    status: Literal["running", "done", "error"] = "running"
+    phase: str = "starting"
+    completed: int = 0
+    total: int | None = None
+    error: str | None = None
+    _thread: threading.Thread | None = field(default=None, repr=False)
+
+    # -- the Progress protocol (called from the pull's thread) --------------------------
+    def start(self, total: int | None, description: str) -> None:
+        self.phase, self.total, self.completed = description, total, 0
+
+    def advance(self, n: int) -> None:
+        self.completed += n
+
+    def done(self) -> None:
+        pass
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "phase": self.phase,
+            "completed": self.completed,
+            "total": self.total,
+            "error": self.error,
+        }
+
+    def run(self, store: ModelStore) -> None:
+        try:
+            store.pull(self.name, self)
+        except Llm4allError as exc:
+            self.status, self.error = "error", str(exc)
+        except Exception as exc:  # a pull must never take the server down
+            log.exception("pull of %s failed", self.name)
+            self.status, self.error = "error", f"{type(exc).__name__}: {exc}"
+        else:
+            self.status = "done"
+
+
+class Pulls:
+    """The pulls this server started, one per model name."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, PullJob] = {}
+
+    def start(self, store: ModelStore, name: str) -> PullJob:
+        """Pull ``name`` in the background (or return the pull already running)."""
+        job = self._jobs.get(name)
+        if job is not None and job.status == "running":
+            return job
+        job = PullJob(name)
+        job._thread = threading.Thread(
+            target=job.run, args=(store,), name=f"pull-{name}", daemon=True
+        )
+        self._jobs[name] = job
+        job._thread.start()
+        return job
+
+    def jobs(self) -> list[PullJob]:
+        return list(self._jobs.values())
