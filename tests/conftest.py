@@ -72,3 +72,21 @@ def default_model(default_model_path: Path) -> Iterator[object]:
     )
     yield model
     model.close()
+
+
+EMBEDDING_MODEL = "all-minilm-l6-v2"
+
+
+@pytest.fixture(scope="session")
+def embedding_model_path() -> Path:
+    """all-MiniLM-L6-v2 as GGUF, converted once from its PyPI package's safetensors."""
+    return _model_path(EMBEDDING_MODEL)
+
+
+@pytest.fixture(scope="session")
+def embedder(embedding_model_path: Path) -> Iterator[object]:
+    """The MiniLM embedder, loaded once for the session."""
+    from llm4all.embeddings import Embedder
+
+    with Embedder(embedding_model_path) as loaded:
+        yield loaded

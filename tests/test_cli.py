@@ -155,6 +155,7 @@ def test_terminal_chat_ctrl_c_stops_answer_and_ctrl_d_exits(fast_model_path: Pat
     child.expect(">")  # still in the chat
     child.sendline("/history")
     child.expect("assistant")  # the partial answer was kept
+    child.expect(">")  # back at the prompt, which reads Ctrl-D as "leave"
     child.sendeof()
     child.expect(pexpect.EOF)
     child.close()

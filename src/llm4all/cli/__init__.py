@@ -14,8 +14,11 @@ import click
 from llm4all.cli._common import quiet_native_logs, run_guarded
 from llm4all.cli.chat import chat_command
 from llm4all.cli.chats import chats_group
+from llm4all.cli.docs import docs_group
 from llm4all.cli.models import models_group
 from llm4all.cli.run import run_command
+from llm4all.cli.serve import serve_command
+from llm4all.cli.ui import ui_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,6 +40,9 @@ cli.add_command(run_command)
 cli.add_command(chat_command)
 cli.add_command(models_group)
 cli.add_command(chats_group)
+cli.add_command(docs_group)
+cli.add_command(serve_command)
+cli.add_command(ui_command)
 
 
 def main() -> None:
