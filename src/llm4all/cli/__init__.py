@@ -2,26 +2,48 @@
 
 Errors are translated here, at the CLI edge, into a one-line message on
 stderr and a non-zero exit code; ``--debug`` shows the traceback instead.
+Command modules are imported only when their command runs, so that
+``llm4all run`` does not pay for the server, LocalDocs or the web UI.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 
 import click
 
 from llm4all.cli._common import quiet_native_logs, run_guarded
-from llm4all.cli.chat import chat_command
-from llm4all.cli.chats import chats_group
-from llm4all.cli.docs import docs_group
-from llm4all.cli.models import models_group
-from llm4all.cli.run import run_command
-from llm4all.cli.serve import serve_command
-from llm4all.cli.ui import ui_command
+
+#: command name -> (module, attribute); the order is the order of ``--help``.
+COMMANDS = {
+    "run": ("llm4all.cli.run", "run_command"),
+    "chat": ("llm4all.cli.chat", "chat_command"),
+    "models": ("llm4all.cli.models", "models_group"),
+    "chats": ("llm4all.cli.chats", "chats_group"),
+    "docs": ("llm4all.cli.docs", "docs_group"),
+    "serve": ("llm4all.cli.serve", "serve_command"),
+    "ui": ("llm4all.cli.ui", "ui_command"),
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[name]
+        command = getattr(importlib.import_module(module), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="llm4all")
 @click.option("--debug", is_flag=True, help="Show tracebacks and native llama.cpp logs.")
 @click.pass_context
@@ -34,15 +56,6 @@ def cli(ctx: click.Context, debug: bool) -> None:
         format="%(levelname)s %(name)s: %(message)s",
     )
     quiet_native_logs(debug)
-
-
-cli.add_command(run_command)
-cli.add_command(chat_command)
-cli.add_command(models_group)
-cli.add_command(chats_group)
-cli.add_command(docs_group)
-cli.add_command(serve_command)
-cli.add_command(ui_command)
 
 
 def main() -> None:
