@@ -12,15 +12,12 @@ Progress bars (with ETA) go to stderr; results go to stdout.
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any
 
 import click
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress,
-    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -28,49 +25,26 @@ from rich.progress import (
 from rich.text import Text
 
 from llm4all.cli._common import echo_json, err_console
+from llm4all.cli.models import RichProgress
 from llm4all.localdocs import CollectionInfo, IndexReport, LocalDocs, source_lines
 from llm4all.localdocs.context import references
 
 
-class CountProgress:
+class CountProgress(RichProgress):
     """LocalDocs progress (files read, chunks embedded) as rich bars with an ETA."""
 
     def __init__(self) -> None:
-        self._bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            console=err_console,
-            transient=False,
+        super().__init__(
+            err_console,
+            (
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+            ),
         )
-        self._task: TaskID | None = None
-        self._live = False
-
-    def __enter__(self) -> CountProgress:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._live:
-            self._bar.stop()
-            self._live = False
-
-    def start(self, total: int | None, description: str) -> None:
-        if not self._live:
-            self._bar.start()
-            self._live = True
-        self._task = self._bar.add_task(description, total=total)
-
-    def advance(self, n: int) -> None:
-        if self._task is not None:
-            self._bar.advance(self._task, n)
-
-    def done(self) -> None:
-        self._task = None
 
 
 @click.group("docs")

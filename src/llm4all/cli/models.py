@@ -7,6 +7,7 @@ line by the CLI edge in :mod:`llm4all.cli._common`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
@@ -16,6 +17,7 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    ProgressColumn,
     TaskID,
     TextColumn,
     TimeRemainingColumn,
@@ -37,13 +39,23 @@ class RichProgress:
     nothing is drawn when there is nothing to wait for.
     """
 
-    def __init__(self, console: Console | None = None) -> None:
+    def __init__(
+        self, console: Console | None = None, columns: Sequence[ProgressColumn] = ()
+    ) -> None:
+        """Bytes, speed and time left by default; ``columns`` replaces them."""
         self._bar = _RichBar(
-            TextColumn("{task.description}", table_column=Column(max_width=32, no_wrap=True)),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
+            *(
+                columns
+                or (
+                    TextColumn(
+                        "{task.description}", table_column=Column(max_width=32, no_wrap=True)
+                    ),
+                    BarColumn(),
+                    DownloadColumn(),
+                    TransferSpeedColumn(),
+                    TimeRemainingColumn(),
+                )
+            ),
             console=console or err_console,
         )
         self._task: TaskID | None = None
