@@ -56,3 +56,15 @@ def test_several_slots_keep_separate_caches(fast_model_path: Path) -> None:
         assert again_a.usage.cached_tokens == len(a) - 1  # slot 1's work did not evict slot 0
     finally:
         engine.close()
+
+
+def test_batched_embeddings_match_one_at_a_time(fast_model_path: Path) -> None:
+    texts = ["Hi.", "A considerably longer sentence about rivers, mountains and the sea at dawn."]
+    engine = load_engine(fast_model_path, LoadParams(n_ctx=1024, n_seq_max=4, embedding=True))
+    try:
+        together = engine.embed(texts)
+        alone = [engine.embed([t])[0] for t in texts]
+    finally:
+        engine.close()
+    for a, b in zip(together, alone, strict=True):
+        assert sum(x * y for x, y in zip(a, b, strict=True)) > 0.999

@@ -101,6 +101,9 @@ class NativeModel:
         cparams.no_perf = True
         if params.embedding:
             cparams.embeddings = True
+            # Split per-sequence KV streams pool only the last part of texts of unequal
+            # length in a shared batch; one unified buffer pools each text whole.
+            cparams.kv_unified = True
             cparams.pooling_type = ll.LLAMA_POOLING_TYPE_MEAN
         ctx = ll.llama_init_from_model(model, cparams)
         if not ctx:
