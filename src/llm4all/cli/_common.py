@@ -54,7 +54,7 @@ def echo_json(data: Any) -> None:
 def load_model(name: str | None, load: dict[str, Any] | None = None) -> Any:
     """Resolve (pulling with a progress bar if needed) and load a model."""
     from llm4all.api import Model
-    from llm4all.cli.models import RichProgress
+    from llm4all.cli.progress import RichProgress
 
     with RichProgress(err_console) as progress:
         return Model(name, progress=progress, **(load or {}))

@@ -12,39 +12,25 @@ Progress bars (with ETA) go to stderr; results go to stdout.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.text import Text
 
 from llm4all.cli._common import echo_json, err_console
-from llm4all.cli.models import RichProgress
-from llm4all.localdocs import CollectionInfo, IndexReport, LocalDocs, source_lines
-from llm4all.localdocs.context import references
+from llm4all.cli.progress import CountProgress
+
+if TYPE_CHECKING:
+    from llm4all.localdocs import CollectionInfo, IndexReport, LocalDocs
+
+# LocalDocs (and with it SQLite, numpy and the loaders) is imported by the commands
+# that use it, so that ``llm4all run`` and ``chat`` start without it.
 
 
-class CountProgress(RichProgress):
-    """LocalDocs progress (files read, chunks embedded) as rich bars with an ETA."""
+def _open() -> LocalDocs:
+    from llm4all.localdocs import LocalDocs
 
-    def __init__(self) -> None:
-        super().__init__(
-            err_console,
-            (
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("eta"),
-                TimeRemainingColumn(),
-            ),
-        )
+    return LocalDocs()
 
 
 @click.group("docs")
@@ -61,7 +47,7 @@ def add_command(
     name: str, paths: tuple[str, ...], embedding_model: str | None, no_index: bool
 ) -> None:
     """Create collection NAME from PATHS (folders or files), or add PATHS to it, and index it."""
-    with LocalDocs() as docs:
+    with _open() as docs:
         docs.add(name, paths, embedding_model)
         if not no_index:
             _index(docs, name)
@@ -71,7 +57,7 @@ def add_command(
 @click.argument("name", required=False)
 def index_command(name: str | None) -> None:
     """Bring collection NAME (default: all) up to date: new, changed and deleted files."""
-    with LocalDocs() as docs:
+    with _open() as docs:
         names = [name] if name else docs.names()
         if not names:
             err_console.print("no collections yet; create one with `llm4all docs add NAME PATH`")
@@ -103,7 +89,7 @@ def _print_report(r: IndexReport) -> None:
 )
 def watch_command(name: str, interval: float) -> None:
     """Keep collection NAME indexed as its files change (Ctrl-C stops)."""
-    with LocalDocs() as docs:
+    with _open() as docs:
         docs.info(name)  # fail now on an unknown name
         err_console.print(f"[dim]watching {name} every {interval:g} s; Ctrl-C stops[/dim]")
 
@@ -124,8 +110,11 @@ def watch_command(name: str, interval: float) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def search_command(name: str, query: str, k: int, as_json: bool) -> None:
     """Search collection NAME (comma-separated for several) for QUERY."""
-    with LocalDocs() as docs:
+    with _open() as docs:
         hits = docs.search([n.strip() for n in name.split(",") if n.strip()], query, k)
+    from llm4all.localdocs import source_lines
+    from llm4all.localdocs.context import references
+
     refs = references(hits)
     if as_json:
         echo_json(refs)
@@ -141,7 +130,7 @@ def search_command(name: str, query: str, k: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the collections as JSON.")
 def ls_command(as_json: bool) -> None:
     """List collections: folders, files, chunks, and files that could not be read (with why)."""
-    with LocalDocs() as docs:
+    with _open() as docs:
         infos = docs.list()
     if as_json:
         echo_json([i.to_dict() for i in infos])
@@ -170,7 +159,7 @@ def _print_info(i: CollectionInfo) -> None:
 @click.argument("name")
 def rm_command(name: str) -> None:
     """Delete collection NAME from the index (your files are not touched)."""
-    with LocalDocs() as docs:
+    with _open() as docs:
         docs.remove(name)
     err_console.print(f"removed {name}")
 
@@ -179,7 +168,7 @@ def _known_collections(
     ctx: click.Context, param: click.Parameter, names: tuple[str, ...]
 ) -> tuple[str, ...]:
     if names:
-        with LocalDocs() as docs:
+        with _open() as docs:
             missing = sorted(set(names) - set(docs.names()))
         if missing:
             raise click.BadParameter(
@@ -202,6 +191,8 @@ def docs_option(func: Any) -> Any:
 
 def print_sources(sources: list[dict[str, Any]]) -> None:
     """The references under an answer, on stderr: ``[1] /path/file.md, lines 3–9 — Heading``."""
+    from llm4all.localdocs import source_lines
+
     if sources:
         err_console.print("[dim]Sources:[/dim]")
         for line in source_lines(sources):

@@ -124,7 +124,7 @@ def serve_command(
 
 
 def _pull_if_needed(settings: Any) -> None:
-    from llm4all.cli.models import RichProgress
+    from llm4all.cli.progress import RichProgress
     from llm4all.models import ModelStore
 
     with RichProgress(err_console) as progress:

