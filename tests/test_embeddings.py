@@ -13,8 +13,9 @@ import gguf
 import numpy as np
 import pytest
 
-from llm4all.embeddings import Embed4All, Embedder
+from llm4all.embeddings import Embedder
 from llm4all.errors import ChecksumMismatch
+from llm4all.gpt4all import Embed4All  # where old scripts import it from
 from llm4all.models import Catalog, ModelStore
 from llm4all.models.catalog import ConvertedPypiSource, PypiPart, load_catalog
 from llm4all.models.convert import convert_bert, phantom_token, read_safetensors

@@ -20,6 +20,7 @@ Modules: :mod:`.formats` (pure prompt/parameter/catalog translations),
 errors), :mod:`.gpt4all` (the class).
 """
 
+from llm4all.embeddings import Embed4All
 from llm4all.gpt4all.formats import (
     ConfigType,
     MessageType,
@@ -32,6 +33,7 @@ from llm4all.gpt4all.loading import GPUUnavailable, ModelNotFoundError, ModelNot
 
 __all__ = [
     "ConfigType",
+    "Embed4All",
     "GPT4All",
     "GPUUnavailable",
     "MessageType",
