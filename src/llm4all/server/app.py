@@ -2,12 +2,14 @@
 
 ``app.state.settings`` is the :class:`ServerSettings`, ``app.state.manager``
 the :class:`ModelManager`. The lifespan preloads the server's model, starts
-the keep-alive reaper and unloads everything on shutdown. :func:`serve` runs
-the app with uvicorn.
+the keep-alive reaper, and on shutdown unloads everything and closes what the
+web UI opened (its chat store, LocalDocs). :func:`serve` runs the app with
+uvicorn.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -96,7 +98,10 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            await manager.close()
+            try:
+                await manager.close()
+            finally:
+                await asyncio.to_thread(ui_api.close, app)  # it may wait for pulls to stop
 
     app = FastAPI(
         title="llm4all",

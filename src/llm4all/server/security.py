@@ -17,8 +17,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llm4all.server.errors import ApiError
 
-#: Paths anyone may read (health checks, the API description); everything else needs the key.
-PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+#: Paths anyone may read: health checks, the API description, and the web chat's page and
+#: assets (static files that hold no data; the page asks for the key when the API wants it).
+#: Everything else, every JSON API under ``/api/`` and ``/v1/`` included, needs the key.
+PUBLIC_PATHS = frozenset(
+    {"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/", "/highlight.css"}
+)
+PUBLIC_PREFIXES = ("/assets/",)
+
+
+def is_public(path: str) -> bool:
+    """Whether ``path`` is served without the API key.
+
+    Example: ``is_public("/assets/app.js") and not is_public("/api/chats")``
+    """
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
 
 async def _send_error(send: Send, error: ApiError) -> None:
@@ -38,7 +51,7 @@ class ApiKeyMiddleware:
         self._key = api_key.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS or scope["method"] == "OPTIONS":
+        if scope["type"] != "http" or is_public(scope["path"]) or scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
             return
         given = b""

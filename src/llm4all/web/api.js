@@ -1,5 +1,7 @@
 // The page's only way to the server: the JSON API under /api/ (see docs/web-ui.md).
 
+import { askForKey, authHeaders } from "./auth.js";
+
 export class ApiError extends Error {
   constructor(message, status, code) {
     super(message);
@@ -19,14 +21,27 @@ async function errorOf(response) {
   return new ApiError(message, response.status, code);
 }
 
+/**
+ * fetch() under /api/ with the API key; a 401 asks the user for the key and sends again.
+ * Returns the response, or throws an ApiError for any other failure.
+ */
+async function send(path, init) {
+  for (;;) {
+    const auth = authHeaders();
+    const response = await fetch(`/api${path}`, { ...init, headers: { ...init.headers, ...auth } });
+    if (response.ok) return response;
+    const error = await errorOf(response);
+    if (response.status !== 401 || !(await askForKey(Boolean(auth.Authorization)))) throw error;
+  }
+}
+
 async function call(method, path, body) {
   const init = { method, headers: {} };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
-  const response = await fetch(`/api${path}`, init);
-  if (!response.ok) throw await errorOf(response);
+  const response = await send(path, init);
   return response.status === 204 ? null : response.json();
 }
 
@@ -43,13 +58,12 @@ export const api = {
  * Resolves when the stream ends; rejects on an HTTP error or a network failure.
  */
 export async function stream(path, body, onEvent, signal) {
-  const response = await fetch(`/api${path}`, {
+  const response = await send(path, {
     method: "POST",
     headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
     body: JSON.stringify(body),
     signal,
   });
-  if (!response.ok) throw await errorOf(response);
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   for (;;) {

@@ -90,8 +90,9 @@ export class Models {
     }
     const bar = h("progress", { max: 1, value: 0 });
     const status = h("span", { class: "pull-status" });
-    const progress = h("div", { class: "pull", hidden: true }, bar, status);
-    this.bars.set(model.name, { progress, bar, status, action });
+    const cancel = h("button", { type: "button", class: "ghost cancel-pull", onclick: () => this.cancel(model.name) }, "Cancel");
+    const progress = h("div", { class: "pull", hidden: true }, bar, status, cancel);
+    this.bars.set(model.name, { progress, bar, status, cancel, action });
     return h(
       "li",
       { class: "model-card", dataset: { model: model.name } },
@@ -128,8 +129,13 @@ export class Models {
     for (const pull of this.data.pulls) {
       const view = this.bars.get(pull.name);
       if (!view || pull.status === "done") continue;
+      const running = pull.status === "running";
       view.progress.hidden = false;
-      view.action.disabled = pull.status === "running";
+      view.progress.dataset.status = pull.status;
+      view.progress.classList.toggle("cancelled", pull.status === "cancelled");
+      view.action.disabled = running;
+      view.cancel.hidden = !running;
+      view.cancel.disabled = pull.phase === "cancelling";
       if (pull.status === "error") {
         view.bar.hidden = true;
         fill(view.status, h("span", { class: "error-text" }, pull.error));
@@ -138,15 +144,36 @@ export class Models {
       view.bar.max = pull.total || 1;
       view.bar.value = pull.total ? pull.completed : 0;
       const pct = pull.total ? ` · ${Math.floor((100 * pull.completed) / pull.total)}%` : "";
-      fill(view.status, `${pull.phase}: ${formatBytes(pull.completed)} of ${formatBytes(pull.total)}${pct}`);
+      const amount = `${formatBytes(pull.completed)} of ${formatBytes(pull.total)}${pct}`;
+      if (pull.status === "cancelled") {
+        fill(view.status, h("strong", {}, "Cancelled"), ` at ${amount}. What was downloaded is kept: Resume goes on from there.`);
+        if (view.action.tagName === "BUTTON") fill(view.action, icon("download"), "Resume");
+      } else {
+        fill(view.status, `${pull.phase}: ${amount}`);
+      }
+    }
+  }
+
+  /** Show one pull as the server just reported it. */
+  showPull(job) {
+    this.data.pulls = [...this.data.pulls.filter((p) => p.name !== job.name), job];
+    this.showPulls();
+  }
+
+  async cancel(name) {
+    try {
+      const job = await api.post(`/models/pulls/${encodeURIComponent(name)}/cancel`);
+      this.showPull(job);
+      if (job.status === "cancelled") toast(`${name}: download cancelled`);
+    } catch (e) {
+      toast(e.message, "error");
     }
   }
 
   async pull(name) {
     try {
       const job = await api.post("/models/pull", { name });
-      this.data.pulls = [...this.data.pulls.filter((p) => p.name !== name), job];
-      this.showPulls();
+      this.showPull(job);
       this.poll();
     } catch (e) {
       toast(e.message, "error");
@@ -165,6 +192,7 @@ export class Models {
         for (const p of this.data.pulls) {
           if (before.get(p.name) === "running" && p.status === "done") toast(`${p.name} is ready`);
           if (before.get(p.name) === "running" && p.status === "error") toast(`${p.name}: ${p.error}`, "error");
+          if (before.get(p.name) === "running" && p.status === "cancelled") toast(`${p.name}: download cancelled`);
         }
         if (!this.data.pulls.some((p) => p.status === "running")) break;
       }
