@@ -8,6 +8,7 @@ import pytest
 
 import llm4all
 from llm4all import ContextOverflow, GenerationParams, InvalidParameter, Model, ModelNotFound
+from llm4all.chat.template import Message
 from llm4all.store import ChatStore
 
 
@@ -26,6 +27,35 @@ def test_response_carries_completion(fast_model: Model) -> None:
     assert done is not None and done.text == text
     assert done.usage.prompt_tokens > 5 and 0 < done.usage.completion_tokens <= 10
     assert done.timings.time_to_first_token > 0
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+
+
+def test_tools_are_rendered_by_the_chat_template(fast_model: Model) -> None:
+    hi = [Message("user", "Weather in Oslo?")]
+    template = (
+        "{% for t in tools or [] %}<fn {{ t.function.name }}>{% endfor %}"
+        "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+    )
+    assert fast_model.render(hi, template=template, tools=[WEATHER]) == (
+        "<fn get_weather>user: Weather in Oslo?\n"
+    )
+    assert fast_model.render(hi, template=template) == "user: Weather in Oslo?\n"
+    # SmolLM2's own template has no tools: they are described in the system turn.
+    with_tools = fast_model.render(hi, tools=[WEATHER])
+    assert "get_weather" in with_tools and "<tool_call>" in with_tools
+    assert "get_weather" not in fast_model.render(hi)
+    assert "get_weather" in fast_model.engine.detokenize(
+        fast_model.chat_tokens(hi, tools=[WEATHER])
+    )
 
 
 def test_raw_completion_continues_text(fast_model: Model) -> None:

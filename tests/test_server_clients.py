@@ -8,6 +8,7 @@ import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -153,17 +154,77 @@ def test_tools_with_the_default_model_loaded_on_demand(client: openai.OpenAI) ->
         model=DEFAULT, messages=messages, tools=[WEATHER_TOOL], temperature=0, max_tokens=60
     )
     assert "21" in (second.choices[0].message.content or "")
-    stream = client.chat.completions.create(
+    stream = client.chat.completions.create(  # tool_choice "auto": Qwen's <tool_call> tags
         model=DEFAULT,
         messages=messages[:1],
         tools=[WEATHER_TOOL],
-        tool_choice="required",
         temperature=0,
         max_tokens=80,
         stream=True,
     )
-    calls = [tc for c in stream if c.choices for tc in c.choices[0].delta.tool_calls or ()]
-    assert calls and calls[0].function.name == "get_weather"
+    chunks = [c for c in stream if c.choices]
+    calls = [tc for c in chunks for tc in c.choices[0].delta.tool_calls or ()]
+    assert calls[0].function.name == "get_weather" and len(calls) > 2
+    streamed = json.loads("".join(tc.function.arguments or "" for tc in calls))
+    assert streamed == json.loads(call.function.arguments)
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+class GetWeather(BaseModel):
+    city: str
+
+
+def test_streamed_tool_call_with_the_stream_helper(client: openai.OpenAI) -> None:
+    request: dict[str, Any] = {
+        "model": FAST,
+        "messages": [{"role": "user", "content": "What's the weather in Paris?"}],
+        "tools": [openai.pydantic_function_tool(GetWeather, name="get_weather")],
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "temperature": 0,
+        "max_tokens": 60,
+    }
+    pieces = []
+    with client.chat.completions.stream(**request) as stream:
+        for event in stream:
+            if event.type == "tool_calls.function.arguments.delta":
+                pieces.append(event.arguments_delta)
+        final = stream.get_final_completion()
+    choice = final.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    call = (choice.message.tool_calls or [])[0]
+    assert call.function.name == "get_weather" and call.id.startswith("call_")
+    assert isinstance(call.function.parsed_arguments, GetWeather)
+    assert len(pieces) > 2 and "".join(pieces) == call.function.arguments
+    whole = client.chat.completions.create(**request).choices[0].message.tool_calls or []
+    assert json.loads(whole[0].function.arguments) == json.loads(call.function.arguments)
+
+
+def test_streamed_tool_call_chunks_are_shaped_as_openai_sends_them(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model=FAST,
+        messages=[{"role": "user", "content": "Weather in Lima?"}],
+        tools=[WEATHER_TOOL],
+        tool_choice="required",
+        temperature=0,
+        max_tokens=60,
+        stream=True,
+    )
+    chunks = [c for c in stream if c.choices]
+    assert chunks[0].choices[0].delta.role == "assistant"
+    deltas = [
+        tc.model_dump(exclude_unset=True)
+        for c in chunks
+        for tc in c.choices[0].delta.tool_calls or ()
+    ]
+    first, rest = deltas[0], deltas[1:]
+    assert first["index"] == 0 and first["id"].startswith("call_") and first["type"] == "function"
+    assert first["function"] == {"name": "get_weather", "arguments": ""}
+    assert rest and all(d.keys() == {"index", "function"} for d in rest)
+    assert all(d["function"].keys() == {"arguments"} for d in rest)
+    arguments = json.loads("".join(d["function"]["arguments"] for d in rest))
+    assert isinstance(arguments["city"], str)
+    assert [c.choices[0].finish_reason for c in chunks][-1] == "tool_calls"
+    assert all(c.choices[0].finish_reason is None for c in chunks[:-1])
 
 
 def _cosine(a: list[float], b: list[float]) -> float:
@@ -180,6 +241,45 @@ def test_embeddings(client: openai.OpenAI) -> None:
     as_floats = client.embeddings.create(model=FAST, input=texts[0], encoding_format="float")
     assert as_floats.data[0].embedding == pytest.approx(vectors[0], abs=1e-6)
     assert result.usage.prompt_tokens > 0
+
+
+@pytest.mark.parametrize("name", [FAST, "all-minilm-l6-v2"])
+def test_a_list_of_inputs_is_embedded_in_one_batch_in_order(
+    server: LiveServer, client: openai.OpenAI, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llm4all.models import ModelStore
+
+    if ModelStore(server.settings.models_dir).find_installed(name) is None:
+        pytest.skip(f"{name} is not installed")
+    texts = [
+        "Hi.",
+        "A considerably longer sentence about rivers, mountains and the sea at dawn.",
+        "Tax law.",
+        "The cat sat on the mat while the old dog slept by the fire all evening long.",
+        "ok",
+    ]
+    client.embeddings.create(model=name, input="warm up")  # loads the model
+    engine = next(
+        m.model.engine
+        for m in server.app.state.manager.loaded()
+        if (m.name, m.kind) == (name, "embedding")
+    )
+    decodes: list[int] = []
+    embed_group = engine._embed_group
+
+    def counted(group: list[list[int]]) -> list[list[float]]:
+        decodes.append(len(group))
+        return embed_group(group)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(engine, "_embed_group", counted)
+    batch = client.embeddings.create(model=name, input=texts, encoding_format="float")
+    assert decodes == [len(texts)]  # all five in one llama_decode
+    alone = [client.embeddings.create(model=name, input=t, encoding_format="float") for t in texts]
+    assert [d.index for d in batch.data] == list(range(len(texts)))
+    for together, one in zip(batch.data, alone, strict=True):
+        assert _cosine(together.embedding, one.data[0].embedding) >= 0.9999
+    assert batch.usage.prompt_tokens == sum(a.usage.prompt_tokens for a in alone)
+    assert batch.usage.total_tokens == batch.usage.prompt_tokens
 
 
 def test_embeddings_with_minilm_if_installed(server: LiveServer, client: openai.OpenAI) -> None:
@@ -210,3 +310,11 @@ def test_langchain_chat_openai(server: LiveServer) -> None:
     )
     message = tool_llm.invoke("Weather in Rome?")
     assert message.tool_calls and message.tool_calls[0]["name"] == "get_weather"
+    # Streamed: LangChain joins the deltas of one call; name and id must come once.
+    merged = None
+    for chunk in tool_llm.stream("Weather in Rome?"):
+        merged = chunk if merged is None else merged + chunk
+    assert merged is not None and len(merged.tool_call_chunks) == 1
+    assert merged.tool_calls[0]["name"] == "get_weather"
+    assert isinstance(merged.tool_calls[0]["args"]["city"], str)
+    assert merged.response_metadata["finish_reason"] == "tool_calls"

@@ -9,11 +9,13 @@ import pytest
 from pydantic import ValidationError
 
 from llm4all.chat.template import Message
+from llm4all.chat.tools import describe_in_system
 from llm4all.errors import InvalidParameter
 from llm4all.params import GenerationParams
 from llm4all.server.schemas import KNOB_NAMES, ChatCompletionRequest, Tool
-from llm4all.server.settings import ServerSettings, is_loopback
-from llm4all.server.tools import ContentSplitter, describe_in_system, forced_schema, parse
+from llm4all.server.settings import EMBED_SEQS, ServerSettings, is_loopback
+from llm4all.server.tool_stream import CallStreamer, ContentSplitter
+from llm4all.server.tools import forced_schema, parse
 
 KNOWN = {"get_weather", "search"}
 TOOL = Tool.model_validate(
@@ -54,6 +56,9 @@ def test_settings_check_ranges_through_load_params() -> None:
     assert err.value.field == "parallel"
     load = ServerSettings(parallel=3, ctx=1000).load_params()
     assert (load.n_seq_max, load.n_ctx) == (3, 3000)
+    # Embedders: many texts per decode, sharing one unified buffer of n_batch cells.
+    embed = ServerSettings(parallel=3, n_batch=256).load_params(embedding=True)
+    assert (embed.n_seq_max, embed.n_ctx) == (EMBED_SEQS, 256) and EMBED_SEQS > 1
 
 
 def test_every_generation_knob_is_a_request_field_with_its_range() -> None:
@@ -115,3 +120,84 @@ def test_tools_described_in_the_system_turn_for_templates_without_tools() -> Non
     messages = describe_in_system([Message("user", "hi")], [TOOL.model_dump()])
     assert messages[0].role == "system" and "get_weather" in messages[0].content
     assert "<tool_call>" in messages[0].content
+
+
+def _stream(
+    text: str, *, forced: bool = False, parallel: bool = True, step: int = 3
+) -> tuple[str, list[dict[str, object]], CallStreamer, str]:
+    """``text`` fed in pieces of ``step`` characters: (content, delta entries, streamer, held)."""
+    splitter = ContentSplitter(forced)
+    calls = CallStreamer(frozenset(KNOWN), parallel)
+    content, entries = [], []
+    for i in range(0, len(text), step):
+        content.append(splitter.feed(text[i : i + step]))
+        entries += calls.update(splitter.held)
+    content.append(splitter.flush())
+    return "".join(content), entries, calls, splitter.held
+
+
+def _arguments(entries: list[dict[str, object]]) -> dict[object, str]:
+    joined: dict[object, str] = {}
+    for e in entries:
+        function = e["function"]
+        assert isinstance(function, dict)
+        joined[e["index"]] = joined.get(e["index"], "") + function["arguments"]
+    return joined
+
+
+def test_call_streamer_sends_name_once_then_arguments_in_pieces() -> None:
+    text = (
+        "Looking.\n<tool_call>\n"
+        '{"name": "get_weather", "arguments": {"city": "Oslo", "days": [1, {"d": 2}]}}\n'
+        '</tool_call>\n<tool_call>\n{"name": "search", "arguments": {"q": "a \\"}]\\" b"}}\n'
+        "</tool_call>"
+    )
+    content, entries, calls, held = _stream(text)
+    assert content == "Looking.\n"
+    heads = [e for e in entries if "id" in e]
+    assert heads == [
+        {
+            "index": k,
+            "id": calls.calls[k].id,
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }
+        for k, name in enumerate(["get_weather", "search"])
+    ]
+    pieces = [e for e in entries if "id" not in e]
+    assert all(set(e) == {"index", "function"} for e in pieces)  # no name or id repeated
+    assert len([e for e in pieces if e["index"] == 0]) > 5
+    args = _arguments(entries)
+    assert json.loads(args[0]) == {"city": "Oslo", "days": [1, {"d": 2}]}
+    assert json.loads(args[1]) == {"q": 'a "}]" b'}
+    rest, is_calls = calls.finish(parse(held, forced=False, known=KNOWN))
+    assert rest == [] and is_calls
+
+
+def test_call_streamer_bare_lists_forced_and_not_parallel() -> None:
+    bare = '[{"name": "search", "arguments": {"q": "x"}}, {"name": "search", "arguments": {}}]'
+    _, entries, calls, _ = _stream(bare)
+    assert [c.name for c in calls.calls] == ["search", "search"]
+    assert _arguments(entries) == {0: '{"q": "x"}', 1: "{}"}
+    _, entries, calls, held = _stream(bare, parallel=False)
+    assert len(calls.calls) == 1 and _arguments(entries) == {0: '{"q": "x"}'}
+    parsed = parse(held, forced=False, known=KNOWN, parallel=False)
+    assert calls.finish(parsed) == ([], True)
+    forced = '{ "name": "get_weather", "arguments": { "city": "Rome" } }'
+    _, entries, calls, _ = _stream(forced, forced=True, step=1)
+    assert _arguments(entries) == {0: '{ "city": "Rome" }'}
+
+
+def test_call_streamer_leaves_what_it_does_not_recognise_to_the_final_parse() -> None:
+    as_string = '<tool_call>{"name": "search", "arguments": "{\\"q\\": 1}"}</tool_call>'
+    _, entries, calls, held = _stream(as_string)
+    assert entries == []
+    rest, is_calls = calls.finish(parse(held, forced=False, known=KNOWN))
+    assert is_calls and [(e["index"], e["function"]["name"]) for e in rest] == [(0, "search")]
+    unknown = '<tool_call>{"name": "rm_rf", "arguments": {}}</tool_call>'
+    _, entries, calls, held = _stream(unknown)
+    assert entries == [] and calls.finish(parse(held, forced=False, known=KNOWN)) == ([], False)
+    cut = '<tool_call>{"name": "search", "arguments": {"q": "unfinis'
+    _, entries, calls, held = _stream(cut)
+    assert _arguments(entries) == {0: '{"q": "unfinis'}
+    assert calls.finish(parse(held, forced=False, known=KNOWN)) == ([], False)  # sent stands

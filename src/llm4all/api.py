@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from llm4all.chat.prompt import answer_reserve, fit_messages
 from llm4all.chat.template import PLAIN_STOPS, PLAIN_TEMPLATE, Message, render
+from llm4all.chat.tools import describe_in_system, template_takes_tools
 from llm4all.engine import Chunk, Completion, Engine, ModelInfo, Timings, Usage, load_engine
 from llm4all.errors import InvalidParameter
 from llm4all.params import GenerationParams, LoadParams
@@ -205,20 +206,39 @@ class Model:
         messages: Sequence[Message],
         add_generation_prompt: bool = True,
         template: str | None = None,
+        *,
+        tools: Sequence[dict[str, Any]] = (),
     ) -> str:
-        """The prompt text for ``messages`` in this model's chat format (or ``template``)."""
+        """The prompt text for ``messages`` in this model's chat format (or ``template``).
+
+        ``tools`` are function definitions in OpenAI's shape (``{"type": "function",
+        "function": {"name": …, "parameters": …}}``), rendered by the template as
+        Jinja chat templates expect; a template without tool support gets them
+        described in the system message (see :mod:`llm4all.chat.tools`).
+        """
+        source = template or self._template
+        if tools and not template_takes_tools(source):
+            messages = describe_in_system(messages, tools)
+            tools = ()
         info = self.engine.info
         return render(
-            template or self._template,
+            source,
             messages,
             bos_token=info.bos_token,
             eos_token=info.eos_token,
             add_generation_prompt=add_generation_prompt,
+            tools=tools,
         )
 
-    def chat_tokens(self, messages: Sequence[Message], template: str | None = None) -> list[int]:
-        """Prompt tokens for ``messages``, rendered with the model's template (or ``template``)."""
-        text = self.render(messages, template=template)
+    def chat_tokens(
+        self,
+        messages: Sequence[Message],
+        template: str | None = None,
+        *,
+        tools: Sequence[dict[str, Any]] = (),
+    ) -> list[int]:
+        """Prompt tokens for ``messages`` (and ``tools``), rendered as :meth:`render` does."""
+        text = self.render(messages, template=template, tools=tools)
         info = self.engine.info
         # Templates that write the BOS token themselves must not get a second one.
         add_bos = info.add_bos and not (info.bos_token and text.startswith(info.bos_token))

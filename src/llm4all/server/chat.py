@@ -4,7 +4,11 @@ The messages are rendered with the model's chat template (tool definitions
 included), every choice runs on the model's batch scheduler, and the answer
 is returned in OpenAI's shape: one ``chat.completion``, or server-sent
 ``chat.completion.chunk`` events ending in ``data: [DONE]`` (with a usage
-chunk first when ``stream_options.include_usage`` is set).
+chunk first when ``stream_options.include_usage`` is set). Tool calls stream
+as OpenAI streams them (:mod:`llm4all.server.tool_stream`). With
+``collections`` (an llm4all extension) the answer draws on LocalDocs
+excerpts and the response carries their ``references``
+(:mod:`llm4all.server.documents`).
 """
 
 from __future__ import annotations
@@ -17,10 +21,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from llm4all.api import Model
-from llm4all.chat.template import PLAIN_STOPS, Message, render
+from llm4all.chat.template import PLAIN_STOPS, Message
 from llm4all.engine.base import Chunk
 from llm4all.engine.scheduler import ScoredChunk
 from llm4all.params import GenerationParams
+from llm4all.server.documents import with_documents
 from llm4all.server.errors import ApiError, translate
 from llm4all.server.generation import (
     DONE,
@@ -41,14 +46,8 @@ from llm4all.server.logprobs import chat_logprobs
 from llm4all.server.manager import Loaded
 from llm4all.server.schemas import ChatCompletion, ChatCompletionRequest
 from llm4all.server.settings import ServerSettings
-from llm4all.server.tools import (
-    ContentSplitter,
-    describe_in_system,
-    forced_schema,
-    parse,
-    to_messages,
-    tool_specs,
-)
+from llm4all.server.tool_stream import CallStreamer, ContentSplitter
+from llm4all.server.tools import forced_schema, parse, to_messages, tool_specs
 
 router = APIRouter()
 
@@ -64,25 +63,16 @@ class Plan:
     forced: bool  # the answer is exactly one call (grammar-constrained)
     known: frozenset[str]
     parallel: bool
+    references: list[dict[str, Any]] | None = None  # LocalDocs, when the request named collections
 
 
-def chat_prompt(model: Model, messages: list[Message], specs: list[dict[str, Any]]) -> list[int]:
-    """The prompt tokens, tool definitions rendered by the model's template when it can."""
-    if not specs:
-        return model.chat_tokens(messages)
-    # Model.render has no tools= yet, so the template is rendered here (same BOS rule).
-    template = model._template
-    if "tools" not in template:
-        return model.chat_tokens(describe_in_system(messages, specs))
-    info = model.info
-    text = render(
-        template, messages, bos_token=info.bos_token, eos_token=info.eos_token, tools=specs
-    )
-    add_bos = info.add_bos and not (info.bos_token and text.startswith(info.bos_token))
-    return model.engine.tokenize(text, add_special=add_bos, parse_special=True)
-
-
-def plan(settings: ServerSettings, model: Model, body: ChatCompletionRequest) -> Plan:
+def plan(
+    settings: ServerSettings,
+    model: Model,
+    body: ChatCompletionRequest,
+    messages: list[Message],
+    references: list[dict[str, Any]] | None = None,
+) -> Plan:
     specs = tool_specs(body.tools, body.tool_choice)
     forced = forced_schema(body.tools, body.tool_choice)
     schema = _response_schema(body)
@@ -98,7 +88,7 @@ def plan(settings: ServerSettings, model: Model, body: ChatCompletionRequest) ->
         knobs["stop"] = [*([stop] if isinstance(stop, str) else stop), *PLAIN_STOPS]
     requested = body.max_completion_tokens or knobs.pop("max_tokens", None)
     max_tokens = max_tokens_for(settings, requested)
-    prompt = chat_prompt(model, to_messages(body.messages), specs)
+    prompt = model.chat_tokens(messages, tools=specs)
     check_context(model.info.n_ctx, len(prompt), requested, "messages")
     return Plan(
         prompt=prompt,
@@ -110,6 +100,7 @@ def plan(settings: ServerSettings, model: Model, body: ChatCompletionRequest) ->
         forced=forced is not None,
         known=frozenset(t.function.name for t in body.tools or ()),
         parallel=body.parallel_tool_calls is not False,
+        references=references,
     )
 
 
@@ -127,9 +118,12 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     """Create a chat completion (OpenAI-compatible)."""
     settings: ServerSettings = request.app.state.settings
     n = check_n(settings, body.n)
+    messages, references = await with_documents(
+        request, to_messages(body.messages), body.collections
+    )
     loaded: Loaded = await request.app.state.manager.acquire(body.model, "chat")
     try:
-        p = plan(settings, loaded.model, body)
+        p = plan(settings, loaded.model, body, messages, references)
     except BaseException:
         loaded.release()
         raise
@@ -174,7 +168,7 @@ def _completion(run: Run, p: Plan) -> dict[str, Any]:
                 "finish_reason": finish,
             }
         )
-    return {
+    completion = {
         "id": new_id("chatcmpl"),
         "object": "chat.completion",
         "created": now(),
@@ -183,12 +177,17 @@ def _completion(run: Run, p: Plan) -> dict[str, Any]:
         "choices": choices,
         "usage": run.usage(),
     }
+    if p.references is not None:
+        completion["references"] = p.references
+    return completion
 
 
 class _ChunkWriter:
     """``chat.completion.chunk`` events of one response."""
 
-    def __init__(self, model: str, include_usage: bool) -> None:
+    def __init__(
+        self, model: str, include_usage: bool, references: list[dict[str, Any]] | None
+    ) -> None:
         self._head = {
             "id": new_id("chatcmpl"),
             "object": "chat.completion.chunk",
@@ -197,33 +196,66 @@ class _ChunkWriter:
             "system_fingerprint": FINGERPRINT,
         }
         self._include_usage = include_usage
+        self._references = references
 
-    def event(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> str:
+    def event(
+        self,
+        choices: list[dict[str, Any]],
+        usage: dict[str, Any] | None = None,
+        *,
+        last: bool = False,
+    ) -> str:
         data: dict[str, Any] = {**self._head, "choices": choices}
         if self._include_usage:
             data["usage"] = usage
+        if last and self._references is not None:  # like usage: once, at the end
+            data["references"] = self._references
         return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
     def delta(
-        self, index: int, delta: dict[str, Any], logprobs: Any = None, finish: str | None = None
+        self,
+        index: int,
+        delta: dict[str, Any],
+        logprobs: Any = None,
+        finish: str | None = None,
+        *,
+        last: bool = False,
     ) -> str:
         return self.event(
-            [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]
+            [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
+            last=last,
         )
 
 
+@dataclass
+class _ToolState:
+    """One choice's tool-call streaming: the content splitter and the call streamer."""
+
+    splitter: ContentSplitter
+    calls: CallStreamer
+
+
 async def _events(run: Run, p: Plan, include_usage: bool) -> AsyncIterator[str]:
-    out = _ChunkWriter(run.loaded.name, include_usage)
-    splitters = [ContentSplitter(p.forced) if p.tools else None for _ in run.choices]
+    out = _ChunkWriter(run.loaded.name, include_usage, p.references)
+    tools = [
+        _ToolState(ContentSplitter(p.forced), CallStreamer(p.known, p.parallel))
+        if p.tools
+        else None
+        for _ in run.choices
+    ]
+    open_choices = len(run.choices)
     try:
         for choice in run.choices:
             yield out.delta(choice.index, {"role": "assistant", "content": ""})
         async for i, chunk in run.chunks():
             run.choices[i].add(chunk)
-            for event in _chunk_events(out, run, p, i, chunk, splitters[i]):
+            if chunk.finish_reason is not None:
+                open_choices -= 1
+            last = open_choices == 0 and not include_usage
+            for event in _chunk_events(out, run, p, i, chunk, tools[i], last):
                 yield event
         if include_usage:
-            yield out.event([], run.usage())
+            yield out.event([], run.usage(), last=True)
         yield DONE
     except Exception as exc:  # after the headers: the error goes in the stream
         yield translate(exc).sse()
@@ -233,27 +265,41 @@ async def _events(run: Run, p: Plan, include_usage: bool) -> AsyncIterator[str]:
 
 
 def _chunk_events(
-    out: _ChunkWriter, run: Run, p: Plan, i: int, chunk: Chunk, splitter: ContentSplitter | None
+    out: _ChunkWriter, run: Run, p: Plan, i: int, chunk: Chunk, tools: _ToolState | None, last: bool
 ) -> list[str]:
     events = []
-    text = splitter.feed(chunk.text) if splitter else chunk.text
+    text = tools.splitter.feed(chunk.text) if tools else chunk.text
     finish: str | None = chunk.finish_reason
-    if finish is not None and splitter is not None:
-        text += splitter.flush()
+    if finish is not None and tools is not None:
+        text += tools.splitter.flush()
     logprobs = None
     if p.logprobs is not None and isinstance(chunk, ScoredChunk) and chunk.logprobs:
         logprobs = chat_logprobs(run.scheduler, chunk.logprobs)
     if text or logprobs:
         events.append(out.delta(i, {"content": text}, logprobs))
+    if tools is not None:
+        events += [
+            out.delta(i, {"tool_calls": [e]}) for e in tools.calls.update(tools.splitter.held)
+        ]
     if finish is None:
         return events
-    if splitter is not None:
-        parsed = parse(splitter.held, forced=p.forced, known=set(p.known), parallel=p.parallel)
-        if parsed.calls:
-            calls = [{"index": k, **call} for k, call in enumerate(parsed.calls)]
-            events.append(out.delta(i, {"tool_calls": calls}))
-            finish = "tool_calls"
-        elif splitter.held:
-            events.append(out.delta(i, {"content": splitter.held}))
-    events.append(out.delta(i, {}, finish="stop" if finish == "cancelled" else finish))
+    if tools is not None and _finish_calls(out, p, i, tools, events):
+        finish = "tool_calls"
+    events.append(out.delta(i, {}, finish="stop" if finish == "cancelled" else finish, last=last))
     return events
+
+
+def _finish_calls(out: _ChunkWriter, p: Plan, i: int, tools: _ToolState, events: list[str]) -> bool:
+    """At the end of a choice: the calls not streamed yet, or the held text as content.
+
+    True when the answer is tool calls (``finish_reason`` ``"tool_calls"``).
+    """
+    held = tools.splitter.held
+    parsed = parse(held, forced=p.forced, known=set(p.known), parallel=p.parallel)
+    rest, is_calls = tools.calls.finish(parsed)
+    events += [out.delta(i, {"tool_calls": [entry]}) for entry in rest]
+    if is_calls and parsed.content:
+        events.append(out.delta(i, {"content": parsed.content}))
+    elif not is_calls and not tools.calls.calls and held:
+        events.append(out.delta(i, {"content": held}))
+    return is_calls

@@ -167,6 +167,11 @@ class ChatCompletionRequest(_Common):
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    collections: list[str] | None = Field(
+        None,
+        description="llm4all extension: LocalDocs collections to search for the last user "
+        "message; the answer draws on the excerpts and the response lists their references",
+    )
 
 
 TokenIds = list[Annotated[int, Field(ge=0)]]
@@ -230,6 +235,22 @@ class ChatChoice(BaseModel):
     finish_reason: FinishReasonOut
 
 
+class Reference(BaseModel):
+    """A LocalDocs excerpt the answer was given, numbered as the model was asked to cite it."""
+
+    index: int
+    collection: str
+    path: str
+    file: str
+    location: str = Field(description='"lines 3–4", "line 7", "page 2" or ""')
+    page: int | None = None
+    line_start: int | None = None
+    line_end: int | None = None
+    heading: str | None = None
+    excerpt: str
+    score: float
+
+
 class ChatCompletion(BaseModel):
     id: str
     object: Literal["chat.completion"] = "chat.completion"
@@ -238,6 +259,12 @@ class ChatCompletion(BaseModel):
     system_fingerprint: str | None = None
     choices: list[ChatChoice]
     usage: UsageInfo
+    references: list[Reference] | None = Field(
+        None,
+        description="llm4all extension: the LocalDocs excerpts behind the answer "
+        "(only when the request named collections)",
+        exclude_if=lambda value: value is None,
+    )
 
 
 class CompletionLogprobs(BaseModel):

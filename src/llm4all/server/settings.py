@@ -17,10 +17,10 @@ from llm4all.errors import InvalidParameter
 from llm4all.params import GenerationParams, LoadParams
 
 DEFAULT_PORT = 4891  # GPT4All's API server port
-# One text per decode: with several sequences per decode, llama.cpp's non-unified KV cache
-# splits texts of unequal length across micro-batches and mean-pools only the last part
-# (measured: wrong vectors). Raise once the engine loads embedders with kv_unified=True.
-EMBED_SEQS = 1
+# Texts per decode of an embedding model (as many as fit in n_batch tokens). Embedding
+# contexts use one unified KV buffer, so each text is pooled whole however long its
+# neighbours are, and n_ctx = n_batch is room for a whole decode.
+EMBED_SEQS = 16
 _LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
 
 
@@ -86,14 +86,13 @@ class ServerSettings:
     def load_params(self, *, embedding: bool = False) -> LoadParams:
         """How each model is loaded: one KV slot per parallel request for chat models.
 
-        An embedding model embeds up to ``EMBED_SEQS`` texts of up to ``n_batch``
-        tokens in one decode.
+        An embedding model embeds up to ``EMBED_SEQS`` texts, ``n_batch`` tokens
+        in all (one text at most that long), in one decode.
         """
         slots = EMBED_SEQS if embedding else self.parallel
-        per_seq = self.n_batch if embedding else self.ctx
         try:
             return LoadParams(
-                n_ctx=slots * per_seq,
+                n_ctx=self.n_batch if embedding else slots * self.ctx,
                 n_seq_max=slots,
                 n_threads=self.n_threads,
                 n_batch=self.n_batch,

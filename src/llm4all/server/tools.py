@@ -1,10 +1,11 @@
-"""Tool calling: definitions into the prompt, calls out of the answer.
+"""Tool calling: requests' tools and messages in, calls out of the answer.
 
-Tool definitions are rendered by the model's own chat template (``tools=``),
-the Hugging Face convention that Qwen, Llama 3.1+, Mistral and Hermes
-templates follow. A template that ignores ``tools`` gets them described in
-the system message instead, with the widespread Hermes convention the
-parser understands::
+Tool definitions are rendered by ``Model.chat_tokens(messages, tools=...)``:
+the model's own chat template (the Hugging Face convention that Qwen, Llama
+3.1+, Mistral and Hermes templates follow), or, for a template that ignores
+``tools``, a description in the system message (:mod:`llm4all.chat.tools`).
+The parser reads the Hermes convention those templates share, and calls
+written as bare JSON::
 
     <tool_call>
     {"name": "get_weather", "arguments": {"city": "Paris"}}
@@ -12,7 +13,9 @@ parser understands::
 
 With ``tool_choice="required"`` or a named function, the answer is
 constrained by a grammar (from a JSON schema) to exactly one such call, so a
-small model cannot fail to make it.
+small model cannot fail to make it. While streaming,
+:mod:`llm4all.server.tool_stream` holds calls back from the content and sends
+their arguments as they are written.
 """
 
 from __future__ import annotations
@@ -27,16 +30,7 @@ from llm4all.chat.template import Message
 from llm4all.server.errors import ApiError
 from llm4all.server.schemas import ChatMessage, NamedToolChoice, Tool, ToolChoice
 
-OPEN, CLOSE = "<tool_call>", "</tool_call>"
 _BLOCK = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
-
-_INSTRUCTIONS = (
-    "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
-    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n"
-    "{tools}\n</tools>\n\nFor each function call, return a json object with function name "
-    "and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n"
-    '{{"name": <function-name>, "arguments": <args-json-object>}}\n</tool_call>'
-)
 
 
 # -- messages in -------------------------------------------------------------------------
@@ -69,26 +63,6 @@ def tool_specs(tools: list[Tool] | None, choice: ToolChoice | None) -> list[dict
     if not tools or choice == "none":
         return []
     return [t.model_dump(exclude_none=True) for t in tools]
-
-
-def describe_in_system(messages: list[Message], specs: list[dict[str, Any]]) -> list[Message]:
-    """For templates that ignore ``tools``: the definitions and the call format in the system turn."""
-    text = _INSTRUCTIONS.format(tools="\n".join(json.dumps(s) for s in specs))
-    calls_as_text = [_calls_as_text(m) for m in messages]
-    if calls_as_text and calls_as_text[0].role == "system":
-        head = calls_as_text[0]
-        return [Message("system", f"{head.content}\n\n{text}"), *calls_as_text[1:]]
-    return [Message("system", text), *calls_as_text]
-
-
-def _calls_as_text(m: Message) -> Message:
-    if not m.tool_calls:
-        return m
-    blocks = [
-        f"{OPEN}\n{json.dumps({'name': c['function']['name'], 'arguments': c['function']['arguments']})}\n{CLOSE}"
-        for c in m.tool_calls
-    ]
-    return Message(m.role, "\n".join([m.content, *blocks]).strip())
 
 
 # -- forcing a call -------------------------------------------------------------------------
@@ -153,6 +127,10 @@ def parse(text: str, *, forced: bool, known: set[str], parallel: bool = True) ->
     return Parsed(content, calls if parallel else calls[:1])
 
 
+def new_call_id() -> str:
+    return f"call_{secrets.token_hex(12)}"
+
+
 def _bare_calls(text: str, known: set[str]) -> list[dict[str, Any]]:
     """Calls written as JSON without tags: one object, a list of them, or one per line."""
     text = text.strip()
@@ -176,56 +154,10 @@ def _as_call(text: str | Any, known: set[str]) -> dict[str, Any] | None:
         return None
     arguments = data.get("arguments", data.get("parameters", {}))
     return {
-        "id": f"call_{secrets.token_hex(12)}",
+        "id": new_call_id(),
         "type": "function",
         "function": {
             "name": data["name"],
             "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
         },
     }
-
-
-class ContentSplitter:
-    """While streaming: pass content through, hold back what may be a tool call.
-
-    That is everything from ``<tool_call>`` on, or the whole answer when it
-    starts with ``{`` or ``[`` (a call without tags). Example: feeding
-    ``"Sure. <tool"`` emits ``"Sure. "``; then ``"_call>{…}"`` emits nothing;
-    :attr:`held` is the text for :func:`parse` at the end.
-    """
-
-    def __init__(self, forced: bool) -> None:
-        self._pending = ""
-        self.held = ""
-        self._in_call = forced
-        self._started = forced
-
-    def feed(self, text: str) -> str:
-        if self._in_call:
-            self.held += text
-            return ""
-        buf = self._pending + text
-        if not self._started:
-            if not buf.strip():
-                self._pending = buf
-                return ""
-            self._started = True
-            if buf.lstrip().startswith(("{", "[")):
-                self._in_call, self._pending, self.held = True, "", buf
-                return ""
-        at = buf.find(OPEN)
-        if at >= 0:
-            self._in_call = True
-            self.held = buf[at:]
-            self._pending = ""
-            return buf[:at]
-        keep = next(
-            (n for n in range(min(len(OPEN) - 1, len(buf)), 0, -1) if buf.endswith(OPEN[:n])), 0
-        )
-        self._pending = buf[len(buf) - keep :]
-        return buf[: len(buf) - keep]
-
-    def flush(self) -> str:
-        """Content still held back when the answer ends without a call."""
-        pending, self._pending = self._pending, ""
-        return pending

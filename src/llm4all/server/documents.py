@@ -1,0 +1,56 @@
+"""LocalDocs on ``/v1/chat/completions``: the ``collections`` extension field.
+
+A request may name LocalDocs collections (``"collections": ["notes"]``, an
+llm4all extension; with the ``openai`` package, ``extra_body=``). The last
+user message is searched in them, and its text becomes the numbered excerpts
+followed by the question, worded as ``ChatSession`` and the web UI word it
+(:func:`llm4all.localdocs.with_excerpts`). The response carries the
+references in a top-level ``references`` list (in the last chunk of a
+stream), numbered as the model was asked to cite them.
+
+The collections are those of the server's llm4all home, opened once on
+``app.state.localdocs``. Searching embeds the question, so it runs in a
+worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+from fastapi import Request
+
+from llm4all.chat.template import Message
+from llm4all.server.errors import ApiError
+
+
+async def with_documents(
+    request: Request, messages: list[Message], collections: list[str] | None
+) -> tuple[list[Message], list[dict[str, Any]] | None]:
+    """``messages`` with excerpts in the last user turn, and the references (None: not asked)."""
+    if collections is None:
+        return messages, None
+    names = list(dict.fromkeys(collections))
+    if not names:
+        return messages, []
+    from llm4all.localdocs import build_context, with_excerpts
+    from llm4all.server.ui_api import localdocs_of
+
+    docs = await asyncio.to_thread(localdocs_of, request)
+    known = set(await asyncio.to_thread(docs.names))
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ApiError(
+            400,
+            f"no LocalDocs collection named {unknown[0]!r} (see `llm4all docs ls`)",
+            param="collections",
+            code="collection_not_found",
+        )
+    at = next((i for i in range(len(messages) - 1, -1, -1) if messages[i].role == "user"), None)
+    if at is None:
+        raise ApiError(400, "collections needs a user message to search for", param="collections")
+    question = messages[at].content
+    excerpts, references = await asyncio.to_thread(build_context, names, question, localdocs=docs)
+    asked = dataclasses.replace(messages[at], content=with_excerpts(question, excerpts))
+    return [*messages[:at], asked, *messages[at + 1 :]], references
