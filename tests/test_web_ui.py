@@ -240,8 +240,10 @@ def test_reload_and_find_the_chat_persisted(page: Any, site: Site) -> None:
     page.wait_for_selector("body[data-ready]")
     assert page.locator(".msg.user .text").inner_text() == "What is the capital of France?"
     assert page.locator(".msg.assistant .md").inner_text() == first
-    open_page(page, site.url)  # no chat open: find it in the list
-    assert page.locator(".welcome").is_visible()
+    page.click("#new-chat")  # no chat open: find it in the list
+    page.wait_for_selector(".welcome")
+    assert page.locator("#chat-title").inner_text() == "New chat"
+    assert page.evaluate("location.hash") == ""
     page.click(f'.chat-item[data-id="{chat_id}"]')
     page.wait_for_selector(".msg.assistant")
     assert page.locator(".msg.assistant .md").inner_text() == first
@@ -345,6 +347,11 @@ def test_rate_regenerate_and_edit(page: Any, site: Site) -> None:
     page.wait_for_selector('.msg.assistant button[aria-pressed="true"]')
     chat_id = current_chat_id(page)
     assert site.api("GET", f"/chats/{chat_id}")["messages"][1]["rating"] == 1
+    page.locator(".msg.assistant").hover()
+    page.get_by_role("button", name="Bad answer").click()
+    page.wait_for_selector('.msg.assistant button[aria-label="Bad answer"][aria-pressed="true"]')
+    assert page.locator('.msg.assistant button[aria-pressed="true"]').count() == 1
+    assert site.api("GET", f"/chats/{chat_id}")["messages"][1]["rating"] == -1
     page.locator(".msg.assistant").hover()
     page.get_by_role("button", name="Regenerate").click()
     page.wait_for_function(
@@ -509,7 +516,8 @@ def test_choose_collections_and_see_the_cited_sources(
 ) -> None:
     notes = tmp_path / "notes"
     notes.mkdir()
-    (notes / "office.md").write_text(
+    hostile_name = "office <img src=x onerror=window.pwned=1>.md"  # file names are untrusted too
+    (notes / hostile_name).write_text(
         "# Office\n\nThe code of the blue door in the Lyon office is 4711.\n", encoding="utf-8"
     )
     docs = LocalDocs(tmp_path / "localdocs.db")
@@ -530,7 +538,8 @@ def test_choose_collections_and_see_the_cited_sources(
         sources = answer.locator("details.sources")
         assert "Sources (1)" in sources.inner_text()
         sources.locator("summary").click()
-        assert "office.md" in sources.inner_text() and "4711" in sources.inner_text()
+        assert hostile_name in sources.inner_text() and "4711" in sources.inner_text()
+        assert sources.locator("img").count() == 0 and page.evaluate("window.pwned") is None
     finally:
         site.server.app.state.localdocs = None
         docs.close()
