@@ -155,6 +155,81 @@ def test_never_reads_outside_the_folders_and_survives_symlink_loops(
     assert not any("launch code" in h.text for h in docs.search(["home"], "launch code", k=10))
 
 
+_KILLED_CHILD = """
+import sys, time
+from llm4all.embeddings import Embedder
+from llm4all.localdocs import LocalDocs
+
+class StopsOnSecondBatch:
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+    def count_tokens(self, text):
+        return self.inner.count_tokens(text)
+    def embed_documents(self, texts):
+        self.calls += 1
+        if self.calls == 2:  # the first batch is committed: wait here to be killed
+            print("killable", flush=True)
+            time.sleep(120)
+        return self.inner.embed_documents(texts)
+    def embed_query(self, text):
+        return self.inner.embed_query(text)
+
+embedder = StopsOnSecondBatch(Embedder(sys.argv[1]))
+with LocalDocs(sys.argv[2], embedder_factory=lambda _: embedder) as docs:
+    docs.add("home", [sys.argv[3]])
+    docs.index("home")
+"""
+
+
+def test_a_run_killed_with_sigkill_resumes(
+    tmp_path: Path, folder: Path, embedder: Embedder, embedding_model_path: Path
+) -> None:
+    """``kill -9`` in the middle of embedding: the next run embeds only what is missing."""
+    import signal
+    import subprocess
+    import sys
+
+    for i in range(10):
+        (folder / f"note{i}.md").write_text(
+            "\n\n".join(f"Note {i} paragraph {j}. " * 30 for j in range(8))
+        )
+    db_path = tmp_path / "ld.db"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_CHILD, str(embedding_model_path), str(db_path), str(folder)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "killable\n"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    assert child.returncode == -signal.SIGKILL
+    fresh = CountingEmbedder(embedder)
+    with LocalDocs(db_path, embedder_factory=lambda _: fresh) as d:
+        before = d.info("home")
+        assert 0 < before.embedded < before.chunks  # the first batch survived the kill
+        report = d.index("home")
+        info = d.info("home")
+    assert report.files_changed == 0 and report.files_unchanged == info.files  # nothing re-read
+    assert len(fresh.embedded) == info.chunks - before.embedded  # nothing embedded twice
+    assert info.embedded == info.chunks and info.indexed == info.files - 1  # broken.json
+
+
+#: Most bytes written while indexing per character of text: ~7 measured (reading commits a
+#: megabyte of text at a time); committing file by file wrote ~15.
+WRITE_FACTOR = 10
+
+
+def _bytes_written() -> int:
+    """Bytes this process has passed to write(2) so far (SQLite's pages, WAL and checkpoints)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no wchar in /proc/self/io")
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="needs Linux /proc/self/io")
 def test_disk_written_is_proportional_to_the_text(docs: LocalDocs, tmp_path: Path) -> None:
     big = tmp_path / "big"
     big.mkdir()
@@ -177,14 +252,21 @@ def test_disk_written_is_proportional_to_the_text(docs: LocalDocs, tmp_path: Pat
         text = "\n\n".join(" ".join(rng.choice(words, 60)) + "." for _ in range(20))
         (big / f"f{i}.txt").write_text(text)
     docs.add("big", [big])
+    written = _bytes_written()
     docs.index("big")
     conn = sqlite3.connect(docs.path)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
+    written = _bytes_written() - written
     chars = docs.info("big").chars
     size = docs.path.stat().st_size
-    # Text + FTS index + one float16 vector (768 B) per chunk: a small multiple of the text.
+    # Text + FTS index + one float16 vector (768 B) per chunk: a small multiple of the text,
+    # and every byte written (WAL, checkpoints) a small multiple of that.
     assert size < 6 * chars, (size, chars)
+    assert written < WRITE_FACTOR * chars, (written, chars)
+    again = _bytes_written()
+    docs.index("big")  # nothing changed: next to nothing written
+    assert _bytes_written() - again < 64 * 1024
 
 
 def test_collections(docs: LocalDocs, folder: Path, tmp_path: Path) -> None:
