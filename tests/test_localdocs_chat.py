@@ -159,6 +159,14 @@ def test_cli_docs_and_run_with_docs(
         ],
     )
     assert f"[1] {notes / 'events.md'}, line 7 — Events › Travel" in streamed.output  # stderr too
+    chatted = runner.invoke(
+        cli,
+        ["chat", "--docs", "notes", "-m", str(fast_model_path), "--temp", "0", "-n", "4",
+         "--no-save", "--plain"],
+        input="Zorblax?\n",
+    )  # fmt: skip
+    assert chatted.exit_code == 0, chatted.output
+    assert f"Sources:\n  [1] {notes / 'events.md'}, line 7 — Events › Travel" in chatted.output
     missing = runner.invoke(cli, ["run", "--docs", "nope", "hi"])
     assert missing.exit_code != 0 and "no collection named nope" in missing.output
     assert runner.invoke(cli, ["docs", "rm", "notes"]).exit_code == 0
