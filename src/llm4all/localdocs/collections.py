@@ -91,7 +91,7 @@ class CollectionInfo:
     chunks: int
     embedded: int
     chars: int
-    indexed_at: str | None
+    indexed_at: str | None  # when an indexing run last changed the index (None: never indexed)
     failed: list[tuple[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -252,9 +252,12 @@ class LocalDocs:
         with self._lock:
             read_files(self._conn, cid, folders, embedder, report, progress, (max_tokens, overlap))
             embed_pending(self._conn, cid, embedder, report, progress)
+            changed = report.files_changed or report.files_removed or report.chunks_embedded
+            # A run that found nothing new writes nothing (``watch`` runs every few seconds).
             with db.transaction(self._conn):
                 self._conn.execute(
-                    "UPDATE collections SET indexed_at = ? WHERE id = ?", (_now(), cid)
+                    "UPDATE collections SET indexed_at = ? WHERE id = ? AND (? OR indexed_at IS NULL)",
+                    (_now(), cid, bool(changed)),
                 )
         return report
 
