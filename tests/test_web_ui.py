@@ -406,6 +406,8 @@ def test_chat_list_search_rename_delete(page: Any, site: Site) -> None:
 
 def test_settings_panel_sets_the_system_prompt_and_parameters(page: Any, site: Site) -> None:
     page.click("#open-settings")
+    # The panel is filled once the collections have been fetched: wait for it.
+    page.wait_for_selector("#settings-panel:not([hidden]) [data-param]")
     specs = site.api("GET", "/params")
     for spec in specs:  # the form is built from GenerationParams, field by field
         assert page.locator(f'[data-param="{spec["name"]}"]').count() == 1, spec["name"]
