@@ -114,9 +114,8 @@ def main() -> None:
         "one-by-one": Embedder(n_threads=args.threads, max_sequences=1, batch_tokens=512),
     }
     texts = chunk_texts(folder, contenders["batched"], args.chunks)
-    h.note(
-        f"{NAME}: {len(texts)} chunks, {sum(map(len, texts)) / 1e6:.2f} MB, load {h.load_average()}"
-    )
+    load_before = h.load_average()
+    h.note(f"{NAME}: {len(texts)} chunks, {sum(map(len, texts)) / 1e6:.2f} MB, load {load_before}")
     for name, embedder in contenders.items():  # warm-up: page in the weights, size the buffers
         embed_run(embedder, texts[:32], name == "one-by-one")
     runs = h.interleave(
@@ -146,7 +145,7 @@ def main() -> None:
     h.write_json(NAME, args.quick, {
         "benchmark": NAME, "quick": args.quick, "machine": machine,
         "settings": {"threads": args.threads, "rounds": args.rounds, "chunks": len(texts), "pages": args.pages},
-        "load_after": h.load_average(), "ratio_batched_vs_one_by_one": ratio, "pipeline": whole,
+        "load_before": load_before, "load_after": h.load_average(), "ratio_batched_vs_one_by_one": ratio, "pipeline": whole,
         "targets": verdicts, "runs": runs,
     })  # fmt: skip
 

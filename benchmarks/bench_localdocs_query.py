@@ -10,7 +10,9 @@ rounds:
 - **search** — ``LocalDocs.search`` with the query vector already computed:
   FTS5 BM25 + exact vector search + reciprocal-rank fusion + fetching the hits;
 - **with query embedding** — the same plus embedding the question (what a
-  chat turn pays).
+  chat turn pays);
+- **keyword**, **vector**, **query embedding** — each part on its own, to see
+  where the time goes.
 
 The first query after opening pays for loading the vectors into memory; it is
 reported apart ("cold load").
@@ -26,6 +28,7 @@ import sqlite3
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,7 @@ import numpy as np
 
 import _harness as h
 import _localdocs_corpus as corpus_mod
+from _embedding_cache import CachedEmbedder
 
 NAME = "localdocs_query"
 TARGET_P95_MS = 50.0
@@ -100,13 +104,26 @@ def grow(db_path: Path, target: int, seed: int = 0) -> int:
     return int(have)
 
 
-def ask(docs: Any, questions: list[str]) -> list[float]:
+def ask(run: Callable[[str], object], questions: list[str]) -> list[float]:
+    """Milliseconds of ``run(question)`` for each question."""
     out = []
     for q in questions:
         t0 = time.perf_counter()
-        docs.search(["bench"], q, 5)
+        run(q)
         out.append((time.perf_counter() - t0) * 1000)
     return out
+
+
+def parts(docs: Any, vectors: dict[str, Any]) -> dict[str, Callable[[str], object]]:
+    """The two retrievers of ``LocalDocs.search`` on their own (where the time goes)."""
+    from llm4all.localdocs.collections import CANDIDATES
+    from llm4all.localdocs.search import keyword_search
+
+    cid = docs._id("bench")
+    return {
+        "keyword (FTS5 BM25)": lambda q: keyword_search(docs._conn, [cid], q, CANDIDATES),
+        "vector (exact)": lambda q: docs._vectors.search(docs._conn, [cid], vectors[q], CANDIDATES),
+    }
 
 
 def pct(values: list[float], q: float) -> float:
@@ -138,13 +155,16 @@ def main() -> None:
     questions = [q["question"] for q in corpus_mod.questions()]
     embedder = Embedder(n_threads=args.threads)
     precomputed = PrecomputedQueries(embedder, questions)
+    load = h.load_average()
+    h.note(f"{NAME}: load {load}")
     with tempfile.TemporaryDirectory() as tmp:
         pages = Path(tmp) / "pages"
         pages.mkdir()
         for page in sorted(folder.glob("*.txt"))[: args.pages]:
             shutil.copy(page, pages / page.name)
         base = Path(tmp) / "base.db"
-        with LocalDocs(base, embedder_factory=lambda _: embedder) as docs:
+        cached = CachedEmbedder(embedder)  # the pages' vectors, from earlier runs when there were
+        with LocalDocs(base, embedder_factory=lambda _: cached) as docs:
             docs.add("bench", [pages])
             h.note(f"indexing {args.pages} real pages: {docs.index('bench').chunks_added} chunks")
         dbs = {size: build(base, size, Path(tmp)) for size in sizes}
@@ -157,11 +177,16 @@ def main() -> None:
                 docs.search(["bench"], questions[0], 5)
                 cold[f"{size}/{mode}"] = (time.perf_counter() - t0) * 1000
                 opened[(size, mode)] = docs
-        names = [f"{size}/{mode}" for size, mode in opened]
+        runners: dict[str, Callable[[str], object]] = {
+            f"{size}/{mode}": lambda q, d=docs: d.search(["bench"], q, 5)
+            for (size, mode), docs in opened.items()
+        }
+        for size in sizes:
+            for part, run in parts(opened[(size, "search")], precomputed.vectors).items():
+                runners[f"{size}/{part}"] = run
+        runners["query embedding"] = embedder.embed_query
         runs = h.interleave(
-            names,
-            args.rounds,
-            lambda n: {"ms": ask(opened[(int(n.split("/")[0]), n.split("/")[1])], questions)},
+            list(runners), args.rounds, lambda n: {"ms": ask(runners[n], questions)}
         )
         for docs in opened.values():
             docs.close()
@@ -173,10 +198,15 @@ def main() -> None:
             "p95_ms": pct(ms, 95),
             "mean_ms": statistics.fmean(ms),
             "n": len(ms),
-            "cold_load_ms": cold[name],
+            "cold_load_ms": cold.get(name),
         }
     rows = [
-        [n, f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}", f"{r['cold_load_ms']:.0f}"]
+        [
+            n,
+            f"{r['p50_ms']:.1f}",
+            f"{r['p95_ms']:.1f}",
+            f"{r['cold_load_ms']:.0f}" if r["cold_load_ms"] is not None else "",
+        ]
         for n, r in results.items()
     ]
     h.print_table(
@@ -192,7 +222,7 @@ def main() -> None:
     h.write_json(NAME, args.quick, {
         "benchmark": NAME, "quick": args.quick, "machine": machine,
         "settings": {"threads": args.threads, "rounds": args.rounds, "sizes": sizes, "pages": args.pages},
-        "load_after": h.load_average(), "results": results, "targets": verdicts,
+        "load_before": load, "load_after": h.load_average(), "results": results, "targets": verdicts,
     })  # fmt: skip
 
 
