@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 EMBED_BATCH = 64  # chunks per engine call (and per commit)
 #: Characters of text read and chunked per commit in phase 1 (see :func:`read_files`).
 COMMIT_CHARS = 1_000_000
+COMMIT_FILES = 1_000
 
 
 class Progress(Protocol):
@@ -174,10 +175,11 @@ def read_files(
 ) -> None:
     """Phase 1: bring the ``files`` and ``chunks`` of a collection up to date with the disk.
 
-    Files are written in groups of up to :data:`COMMIT_CHARS` characters: each
-    commit rewrites some pages (the FTS5 segment structure, b-tree leaves), so
-    committing file by file wrote ~14 bytes per byte of text and committing in
-    groups ~3 (tests/test_localdocs_index.py). A killed run re-reads one group.
+    Files are written in groups of up to :data:`COMMIT_CHARS` characters (or
+    :data:`COMMIT_FILES` files): each commit rewrites some pages (the FTS5
+    segment structure, b-tree leaves), so this phase wrote ~14 bytes per byte of
+    text committing file by file and writes ~2 in groups
+    (tests/test_localdocs_index.py). A killed run re-reads one group.
     """
     known = {
         r["path"]: r
@@ -186,14 +188,17 @@ def read_files(
     found = list(walk(folders))
     report.files_seen = len(found)
     pending: list[_Read] = []
+    pending_chars = 0
     progress.start(len(found), f"reading {report.collection}")
     try:
         for path, st in found:
             read = _read_one(path, st, known.get(path), embedder, report, chunking)
             if read is not None:
                 pending.append(read)
-            if sum(len(c.text) for r in pending for c in r.chunks) >= COMMIT_CHARS:
+                pending_chars += sum(len(c.text) for c in read.chunks)
+            if pending_chars >= COMMIT_CHARS or len(pending) >= COMMIT_FILES:
                 _store(conn, collection_id, pending)
+                pending_chars = 0
             progress.advance(1)
         _store(conn, collection_id, pending)
     finally:
