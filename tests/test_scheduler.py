@@ -199,3 +199,44 @@ def test_a_busy_slot_lends_its_shared_prefix(
     busy.close()  # type: ignore[attr-defined]
     assert borrowed.usage.cached_tokens >= len(system) - 1
     assert borrowed.token_ids == alone.token_ids
+
+
+def test_interleaved_chats_each_keep_their_cached_turns(
+    engine: LlamaCppEngine, scheduler: BatchScheduler
+) -> None:
+    """Requests run on the lowest free slot, so caches move out of the way instead."""
+    chats = [
+        _tokens(engine, f"Chat {name}: a long talk about {topic}. " * 6 + "First question?")
+        for name, topic in (("A", "rivers"), ("B", "mountains"), ("C", "deserts"))
+    ]
+    answers = [collect(scheduler.submit(chat, GREEDY)) for chat in chats]  # all on slot 0
+    for chat, answer in zip(chats, answers, strict=True):
+        turn2 = chat + list(answer.token_ids) + _tokens(engine, " Next question?")
+        done = collect(scheduler.submit(turn2, GREEDY))
+        assert done.usage.cached_tokens >= len(chat)
+
+
+def test_busy_slots_stay_consecutive(engine: LlamaCppEngine, scheduler: BatchScheduler) -> None:
+    """llama.cpp splits a batch at each gap in the sequence ids: one pass per piece."""
+    seen: list[tuple[int, ...]] = []
+    step = scheduler._step
+
+    def recording_step() -> None:
+        seen.append(tuple(sorted(scheduler._active)))
+        step()
+
+    scheduler._step = recording_step  # type: ignore[method-assign]
+    long = GenerationParams(temperature=0, repeat_penalty=1.0, max_tokens=16)
+    first = [scheduler.submit(_tokens(engine, p), long) for p in PROMPTS[:4]]
+    for it in first:
+        next(it)
+    first[1].close()  # type: ignore[attr-defined]  # leaves a gap at slot 1 ...
+    deadline = time.monotonic() + 30
+    while scheduler.load()[0] > 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    later = collect(scheduler.submit(_tokens(engine, PROMPTS[5]), long))  # ... which this fills
+    for it in first[2:] + first[:1]:
+        collect(it)
+    assert later.token_ids
+    busy = [ids for ids in seen if len(ids) == 4]
+    assert busy and all(ids == (0, 1, 2, 3) for ids in busy), busy
