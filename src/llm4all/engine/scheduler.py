@@ -7,11 +7,14 @@ every sequence whose logits came out samples its next token with its own
 sampler chain (its own temperature, seed, grammar) and hands text to its
 caller. Requests join and leave between steps.
 
-A request is placed on the free KV slot whose cached tokens share the
-longest prefix with its prompt, so a shared system prompt or the next turn of
-a chat is evaluated once; when a busy slot shares a clearly longer prefix,
-its KV cells are copied into the new request's slot instead. A caller that stops reading (a disconnected HTTP
-client) marks its request cancelled; the slot is freed at the next step.
+A request runs on the lowest free KV slot, so that the busy slots stay
+consecutive (llama.cpp passes over the weights once per run of consecutive
+sequence ids in a batch). Caches move instead of requests: the chat a reused
+slot held is copied to the free slot used longest ago, and the longest prefix
+of the prompt cached in any other slot is copied in, so a shared system prompt
+or the next turn of a chat is evaluated once. A caller that stops reading (a
+disconnected HTTP client) marks its request cancelled; the slot is freed at
+the next step.
 
 Callers consume a request either as a blocking iterator (:meth:`submit`) or
 as an async iterator (:meth:`stream`, for an asyncio server): the scheduler
@@ -223,7 +226,7 @@ class BatchScheduler:
         self._fail_all(RuntimeError("scheduler closed"))
 
     def _admit(self) -> None:
-        """Move waiting requests onto free slots, best prefix match first."""
+        """Move waiting requests onto free slots, lowest first (see _place)."""
         while self._pending and self._free:
             request = self._pending.popleft()
             if request.cancelled:
