@@ -90,3 +90,19 @@ def embedder(embedding_model_path: Path) -> Iterator[object]:
 
     with Embedder(embedding_model_path) as loaded:
         yield loaded
+
+
+#: The fact the LocalDocs chat tests ask about; it is in ``notes/events.md`` only.
+FACT = "The Zorblax conference will be held in Tallinn on 14 March."
+
+
+@pytest.fixture
+def notes(tmp_path: Path) -> Path:
+    """A small folder of notes for LocalDocs tests: a Markdown file with headings and a text file."""
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "events.md").write_text(
+        f"# Events\n\nOffice party on Friday.\n\n## Travel\n\n{FACT}\n"
+    )
+    (folder / "pets.txt").write_text("The office cat is called Biscuit.\n")
+    return folder

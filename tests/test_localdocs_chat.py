@@ -15,25 +15,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from conftest import FACT
 from llm4all.api import ChatSession, Model
 from llm4all.chat.template import Message
 from llm4all.embeddings import Embedder
 from llm4all.localdocs import LocalDocs, with_excerpts
 from llm4all.localdocs.context import INSTRUCTION
 from llm4all.store import ChatStore
-
-FACT = "The Zorblax conference will be held in Tallinn on 14 March."
-
-
-@pytest.fixture
-def notes(tmp_path: Path) -> Path:
-    folder = tmp_path / "notes"
-    folder.mkdir()
-    (folder / "events.md").write_text(
-        f"# Events\n\nOffice party on Friday.\n\n## Travel\n\n{FACT}\n"
-    )
-    (folder / "pets.txt").write_text("The office cat is called Biscuit.\n")
-    return folder
 
 
 @pytest.fixture

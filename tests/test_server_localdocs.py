@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from conftest import FACT
 from llm4all.api import Model
 from llm4all.chat.template import Message
 from llm4all.embeddings import Embedder
@@ -22,7 +23,6 @@ from server_helpers import DEFAULT, FAST, LiveServer, fast_settings, running
 
 openai = pytest.importorskip("openai")
 
-FACT = "The Zorblax conference will be held in Tallinn on 14 March."
 QUESTION = "Where is the Zorblax conference held?"
 
 
@@ -30,17 +30,6 @@ QUESTION = "Where is the Zorblax conference held?"
 def server(fast_model_path: Path) -> Iterator[LiveServer]:
     with running(fast_settings(fast_model_path.parent, ctx=2048)) as live:
         yield live
-
-
-@pytest.fixture
-def notes(tmp_path: Path) -> Path:
-    folder = tmp_path / "notes"
-    folder.mkdir()
-    (folder / "events.md").write_text(
-        f"# Events\n\nOffice party on Friday.\n\n## Travel\n\n{FACT}\n"
-    )
-    (folder / "pets.txt").write_text("The office cat is called Biscuit.\n")
-    return folder
 
 
 @pytest.fixture

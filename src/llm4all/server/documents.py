@@ -31,22 +31,13 @@ async def with_documents(
     """``messages`` with excerpts in the last user turn, and the references (None: not asked)."""
     if collections is None:
         return messages, None
-    names = list(dict.fromkeys(collections))
+    from llm4all.localdocs import build_context, with_excerpts
+    from llm4all.server.ui_api import check_collections, localdocs_of
+
+    names = await asyncio.to_thread(check_collections, request, collections, 400)
     if not names:
         return messages, []
-    from llm4all.localdocs import build_context, with_excerpts
-    from llm4all.server.ui_api import localdocs_of
-
     docs = await asyncio.to_thread(localdocs_of, request)
-    known = set(await asyncio.to_thread(docs.names))
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ApiError(
-            400,
-            f"no LocalDocs collection named {unknown[0]!r} (see `llm4all docs ls`)",
-            param="collections",
-            code="collection_not_found",
-        )
     at = next((i for i in range(len(messages) - 1, -1, -1) if messages[i].role == "user"), None)
     if at is None:
         raise ApiError(400, "collections needs a user message to search for", param="collections")

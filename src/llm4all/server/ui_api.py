@@ -175,14 +175,19 @@ def localdocs_of(request: Request) -> LocalDocs:
     return docs
 
 
-def _check_collections(request: Request, names: list[str]) -> list[str]:
+def check_collections(request: Request, names: list[str], status: int = 404) -> list[str]:
+    """``names`` without repeats; an unknown one is an ApiError with ``status``.
+
+    The UI's API answers 404 (a chat names a resource that is not there); the
+    OpenAI-style endpoints answer 400 (a field of the request is invalid).
+    """
     names = list(dict.fromkeys(names))
     if names:
         known = set(localdocs_of(request).names())
         unknown = [n for n in names if n not in known]
         if unknown:
             raise ApiError(
-                404,
+                status,
                 f"no LocalDocs collection named {unknown[0]!r} (see `llm4all docs ls`)",
                 param="collections",
                 code="collection_not_found",
@@ -224,7 +229,7 @@ def create_chat(
     defaults = _settings(store)
     model = body.model if "model" in body.model_fields_set else defaults.default_model
     _check_model(manager, model)
-    collections = _check_collections(request, body.collections)
+    collections = check_collections(request, body.collections)
     chat = store.create_chat(
         title=body.title,
         model=model,
@@ -276,7 +281,7 @@ def update_chat(
         chat = store.set_params(chat.id, clean_params(body.params or {}))
     if "collections" in given:
         store.set_setting(
-            _collections_key(chat.id), _check_collections(request, body.collections or [])
+            _collections_key(chat.id), check_collections(request, body.collections or [])
         )
     return _chat_out(chat, answering, store)
 
