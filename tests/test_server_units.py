@@ -6,6 +6,8 @@ import dataclasses
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from llm4all.chat.template import Message
@@ -201,3 +203,38 @@ def test_call_streamer_leaves_what_it_does_not_recognise_to_the_final_parse() ->
     _, entries, calls, held = _stream(cut)
     assert _arguments(entries) == {0: '{"q": "unfinis'}
     assert calls.finish(parse(held, forced=False, known=KNOWN)) == ([], False)  # sent stands
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+# What a sampled answer may look like: call-shaped JSON with any values, inside tags or not.
+_answers = st.one_of(
+    st.text(max_size=40),
+    st.builds(
+        lambda name, args, tagged: ("<tool_call>{}</tool_call>" if tagged else "{}").format(
+            json.dumps({"name": name, "arguments": args})
+        ),
+        st.sampled_from(sorted(KNOWN)) | _json,
+        _json,
+        st.booleans(),
+    ),
+    _json.map(json.dumps),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=_answers, forced=st.booleans(), parallel=st.booleans(), step=st.integers(1, 7))
+def test_no_answer_makes_the_tool_parsers_raise(
+    text: str, forced: bool, parallel: bool, step: int
+) -> None:
+    # A sampled answer is not under the client's control: any text must parse into
+    # content and calls (found: a name written as a list raised TypeError, a 500).
+    parsed = parse(text, forced=forced, known=KNOWN, parallel=parallel)
+    assert all(c["function"]["name"] in KNOWN for c in parsed.calls)
+    _, _, calls, held = _stream(text, forced=forced, parallel=parallel, step=step)
+    calls.finish(parse(held, forced=forced, known=KNOWN, parallel=parallel))

@@ -150,7 +150,10 @@ def _as_call(text: str | Any, known: set[str]) -> dict[str, Any] | None:
         data = json.loads(text) if isinstance(text, str) else text
     except ValueError:
         return None
-    if not isinstance(data, dict) or data.get("name") not in known:
+    # A model may write any JSON: a name that is a list or an object is no call (and unhashable).
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        return None
+    if data["name"] not in known:
         return None
     arguments = data.get("arguments", data.get("parameters", {}))
     return {
