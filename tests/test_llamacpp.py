@@ -68,3 +68,22 @@ def test_batched_embeddings_match_one_at_a_time(fast_model_path: Path) -> None:
         engine.close()
     for a, b in zip(together, alone, strict=True):
         assert sum(x * y for x, y in zip(a, b, strict=True)) > 0.999
+
+
+def test_a_huge_penalty_window_costs_no_memory(fast_model_path: Path) -> None:
+    # llama.cpp allocates the penalty window whole; a client's repeat_last_n of 4.6e15
+    # grew a server by 2.9 GB. The window is cut to the context, which is all it can see.
+    import psutil
+
+    engine = load_engine(fast_model_path, LoadParams(n_ctx=256))
+    try:
+        before = psutil.Process().memory_info().rss
+        params = GenerationParams(repeat_last_n=100_000_000, repeat_penalty=1.2, max_tokens=4)
+        generation = engine.start_generation(engine.tokenize("Hello"), params, 0)
+        grown = psutil.Process().memory_info().rss - before
+        generation.close()
+        assert grown < 50 * 2**20  # the uncut window is 400 MB of zeroed int32s
+        text = collect(engine.generate(engine.tokenize("Hello"), params)).text
+        assert text
+    finally:
+        engine.close()

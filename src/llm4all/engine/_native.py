@@ -235,7 +235,10 @@ class Sampler:
                 raise GrammarError("llama.cpp rejected the grammar (see the log with --debug)")
             self._add(s)
         n_vocab = ll.llama_vocab_n_tokens(native.vocab)
+        # A window longer than the context sees nothing more, but llama.cpp allocates it
+        # whole: a request's repeat_last_n of 4.6e15 grew a server by 2.9 GB (found by fuzzing).
         last_n = native.n_ctx if params.repeat_last_n == -1 else params.repeat_last_n
+        last_n = min(last_n, native.n_ctx)
         if params.repeat_penalty != 1.0 or params.presence_penalty or params.frequency_penalty:
             self._add(
                 ll.llama_sampler_init_penalties(
@@ -250,7 +253,7 @@ class Sampler:
             self._add(ll.llama_sampler_init_greedy())
             return
         if params.top_k > 0:
-            self._add(ll.llama_sampler_init_top_k(params.top_k))
+            self._add(ll.llama_sampler_init_top_k(min(params.top_k, n_vocab)))  # an int32 in C
         if params.top_p < 1.0:
             self._add(ll.llama_sampler_init_top_p(params.top_p, 1))
         if params.min_p > 0.0:
