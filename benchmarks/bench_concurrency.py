@@ -37,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -96,13 +96,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def server_command(contender: str, model: Path, args: Any, port: int) -> list[str]:
+def server_command(
+    contender: str, model: Path, args: Any, port: int, extra: Sequence[str] = ()
+) -> list[str]:
     if contender == "llm4all":
         return [
             *(sys.executable, "-m", "llm4all", "serve", "--model", str(model)),
             *("--port", str(port), "--threads", str(args.threads)),
             *("--parallel", str(max(LEVELS)), "--ctx", str(args.ctx)),
-            *("--keep-alive", "-1", "--log-level", "warning"),
+            *("--keep-alive", "-1", "--log-level", "warning", *extra),
         ]
     return [
         *(sys.executable, "-m", "llama_cpp.server", "--model", str(model)),
@@ -114,11 +116,14 @@ def server_command(contender: str, model: Path, args: Any, port: int) -> list[st
 
 
 @contextmanager
-def running_server(contender: str, model: Path, args: Any) -> Iterator[str]:
+def running_server(
+    contender: str, model: Path, args: Any, extra: Sequence[str] = ()
+) -> Iterator[str]:
+    """A server process on a free port (``extra``: more ``llm4all serve`` options); its URL."""
     port = free_port()
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(
-            server_command(contender, model, args, port),
+            server_command(contender, model, args, port, extra),
             stdout=log,
             stderr=subprocess.STDOUT,
             env=h.child_env(),

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from llm4all.engine import collect, load_engine
-from llm4all.errors import ModelLoadError
+from llm4all.errors import InvalidParameter, ModelLoadError
 from llm4all.params import GenerationParams, LoadParams
 
 
@@ -64,6 +64,8 @@ def test_batched_embeddings_match_one_at_a_time(fast_model_path: Path) -> None:
     try:
         together = engine.embed(texts)
         alone = [engine.embed([t])[0] for t in texts]
+        with pytest.raises(InvalidParameter, match=r"texts\[1\]"):  # no tokens: a clear error
+            engine.embed(["Hi.", "\x06"])
     finally:
         engine.close()
     for a, b in zip(together, alone, strict=True):

@@ -203,6 +203,9 @@ class LlamaCppEngine(Engine):
         if self._closed:
             raise RuntimeError("the model was closed")
         token_lists = [self.tokenize(t) for t in texts]
+        empty = next((i for i, tokens in enumerate(token_lists) if not tokens), None)
+        if empty is not None:  # a decode of no tokens fails; "\x06" is no token for some models
+            raise InvalidParameter(f"texts[{empty}]", texts[empty], "text with at least one token")
         limit = min(self.info.n_ctx, self._native.n_batch)
         for tokens in token_lists:
             del tokens[limit:]  # longer texts are truncated; callers chunk first

@@ -57,6 +57,8 @@ def _count(model: Model, texts: list[str]) -> list[int]:
     counts = [len(model.tokenize(t)) for t in texts]
     limit = model.info.n_ctx  # per sequence; the server loads embedders with n_ctx = n_batch
     for i, n in enumerate(counts):
+        if n == 0:  # a control character, say, which this model's tokenizer drops
+            raise ApiError(400, f"input {i} has no tokens for this model", param="input")
         if n > limit:
             raise ApiError(
                 400,
