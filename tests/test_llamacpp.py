@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,33 @@ def test_a_huge_penalty_window_costs_no_memory(fast_model_path: Path) -> None:
         assert text
     finally:
         engine.close()
+
+
+_SAMPLE_AT_THE_EDGES = """
+import sys, llm4all
+model = llm4all.Model(sys.argv[1], n_ctx=512)
+edges = [
+    dict(repeat_penalty=0.0, repeat_last_n=5, top_k=0, top_p=0.0, min_p=0.0),
+    dict(temperature=1e-45, top_k=0, top_p=1.0, min_p=0.0),
+]
+for knobs in edges:
+    for seed in range(12):
+        text = model.generate("Pour me drinks as JSON. Pour Pour Pour", json_schema="{}",
+                              max_tokens=12, seed=seed, **knobs)
+        assert text.lstrip()[:1] in '{["-0123456789tfn', repr(text)
+print("ok")
+"""
+
+
+def test_no_sampling_knobs_make_a_grammar_end_the_process(fast_model_path: Path) -> None:
+    # Found by fuzzing the server: NaN logits (a repeat_penalty of 0 times a masked -inf,
+    # or a temperature of 1e-45) let the chain pick a token the grammar forbids, and
+    # llama.cpp aborted the process. In a child process, so a regression fails only this.
+    run = subprocess.run(
+        [sys.executable, "-c", _SAMPLE_AT_THE_EDGES, str(fast_model_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().endswith("ok")

@@ -213,11 +213,22 @@ class Batch:
             self._freed = True
 
 
+#: Temperatures below this sample as greedy: the limit is the same, and a temperature of
+#: 1e-45 overflowed llama.cpp's float logits to inf, whose softmax is NaN.
+MIN_TEMPERATURE = 1e-3
+
+
 class Sampler:
-    """llama.cpp's native sampler chain built from :class:`GenerationParams`."""
+    """llama.cpp's native sampler chain built from :class:`GenerationParams`.
+
+    A grammar is kept out of the chain (see :meth:`_sample_constrained`).
+    """
 
     def __init__(self, native: NativeModel, params: GenerationParams, seed: int) -> None:
         self._chain: Any = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
+        self._grammar: Any = None
+        self._candidates: Any = None  # the token data array a grammar request samples from
+        self._ids: Any = None
         try:
             self._build(native, params, seed)
         except BaseException:
@@ -230,10 +241,9 @@ class Sampler:
     def _build(self, native: NativeModel, params: GenerationParams, seed: int) -> None:
         grammar = grammar_text(params)
         if grammar is not None:
-            s = ll.llama_sampler_init_grammar(native.vocab, grammar.encode(), b"root")
-            if not s:
+            self._grammar = ll.llama_sampler_init_grammar(native.vocab, grammar.encode(), b"root")
+            if not self._grammar:
                 raise GrammarError("llama.cpp rejected the grammar (see the log with --debug)")
-            self._add(s)
         n_vocab = ll.llama_vocab_n_tokens(native.vocab)
         # A window longer than the context sees nothing more, but llama.cpp allocates it
         # whole: a request's repeat_last_n of 4.6e15 grew a server by 2.9 GB (found by fuzzing).
@@ -249,7 +259,7 @@ class Sampler:
                     params.presence_penalty,
                 )
             )
-        if params.greedy:
+        if params.greedy or params.temperature < MIN_TEMPERATURE:
             self._add(ll.llama_sampler_init_greedy())
             return
         if params.top_k > 0:
@@ -263,12 +273,55 @@ class Sampler:
 
     def sample(self, native: NativeModel, index: int) -> int:
         """Sample (and accept) a token from the logits at batch ``index``."""
-        return int(ll.llama_sampler_sample(self._chain, native.ctx, index))
+        if self._grammar is None:
+            return int(ll.llama_sampler_sample(self._chain, native.ctx, index))
+        return self._sample_constrained(native, index)
+
+    def _sample_constrained(self, native: NativeModel, index: int) -> int:
+        """The grammar masks, the chain picks, and only an allowed token is accepted.
+
+        llama.cpp ends the process (``std::terminate``) when a grammar is made to
+        accept a token it forbids, and the chain can pick one: NaN logits (from a
+        ``repeat_penalty`` of 0 times a masked -inf, say) break its sorting. So a
+        forbidden pick becomes the most likely allowed token, and where the grammar
+        allows nothing at all the answer ends (end of text, not accepted).
+        """
+        import numpy as np
+
+        n_vocab = ll.llama_vocab_n_tokens(native.vocab)
+        if self._candidates is None:
+            self._candidates = (ll.llama_token_data * n_vocab)()
+            self._ids = np.arange(n_vocab, dtype=np.int32)
+        data = np.ctypeslib.as_array(self._candidates)  # id, logit, p per token
+        data["id"] = self._ids
+        data["logit"] = np.ctypeslib.as_array(
+            ll.llama_get_logits_ith(native.ctx, index), (n_vocab,)
+        )
+        data["p"] = 0.0
+        cur = ll.llama_token_data_array(self._candidates, n_vocab, -1, False)
+        ll.llama_sampler_apply(self._grammar, ctypes.byref(cur))
+        masked = data["logit"].copy()  # by token id: the grammar does not reorder
+        ll.llama_sampler_apply(self._chain, ctypes.byref(cur))  # may reorder and reallocate
+        token = int(cur.data[cur.selected].id) if 0 <= cur.selected < cur.size else -1
+        if not (0 <= token < n_vocab and np.isfinite(masked[token])):
+            best = int(np.argmax(masked))
+            if not np.isfinite(masked[best]):  # nothing allowed: end here, accepting nothing
+                ends = [ll.llama_vocab_eos(native.vocab), ll.llama_vocab_eot(native.vocab)]
+                if max(ends) < 0:
+                    raise GrammarError("the grammar allows no next token")
+                return int(max(ends) if min(ends) < 0 else ends[0])
+            token = best
+        ll.llama_sampler_accept(self._grammar, token)
+        ll.llama_sampler_accept(self._chain, token)
+        return token
 
     def free(self) -> None:
         if self._chain is not None:
             ll.llama_sampler_free(self._chain)
             self._chain = None
+        if self._grammar:
+            ll.llama_sampler_free(self._grammar)
+        self._grammar = None
 
 
 def grammar_text(params: GenerationParams) -> str | None:
