@@ -240,3 +240,28 @@ def test_busy_slots_stay_consecutive(engine: LlamaCppEngine, scheduler: BatchSch
     assert later.token_ids
     busy = [ids for ids in seen if len(ids) == 4]
     assert busy and all(ids == (0, 1, 2, 3) for ids in busy), busy
+
+
+def test_a_failing_step_ends_only_its_own_request(
+    engine: LlamaCppEngine, scheduler: BatchScheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    doomed = _tokens(engine, "This request's sampling will fail.")
+    real = engine.start_generation
+
+    def start(prompt: list[int], params: GenerationParams, slot: int) -> object:
+        generation = real(prompt, params, slot)
+        if list(prompt) == doomed:
+
+            def broken(index: int) -> None:
+                raise RuntimeError("sampling broke")
+
+            generation.step = broken  # type: ignore[method-assign]
+        return generation
+
+    monkeypatch.setattr(engine, "start_generation", start)
+    good = scheduler.submit(_tokens(engine, PROMPTS[1]), GREEDY)
+    next(good)  # running: the doomed request joins its batch
+    with pytest.raises(RuntimeError, match="sampling broke"):
+        collect(scheduler.submit(doomed, GREEDY))
+    assert collect(good).finish_reason == "length"  # it was not failed with the other
+    assert scheduler.load() == (0, 0)

@@ -337,7 +337,14 @@ class BatchScheduler:
         self.engine._decode_or_rollback(*(r.generation.slot for r in in_batch if r.generation))
         self.steps += 1
         for request in in_batch:
-            self._after_decode(request)
+            try:
+                self._after_decode(request)
+            except Exception as exc:  # its own sampling failed: it ends, the others go on
+                log.exception("a request failed after a decode step")
+                gen = request.generation
+                if gen is not None and self._active.get(gen.slot) is request:
+                    _deliver(request, exc)
+                    self._release(gen.slot, request, send=False)
 
     def _after_decode(self, request: _Request) -> None:
         gen = request.generation
