@@ -124,6 +124,7 @@ def main() -> None:
     with running_server("llm4all", model, args, CAPS) as url:
         proc = server_process(url)
         warm_up(url)
+        baseline = proc.memory_info().rss / 2**20
         for result in schema.get_all_operations():
             operation = result.ok()
             if args.only not in operation.path:
@@ -142,7 +143,8 @@ def main() -> None:
         "examples_per_operation": args.examples,
         "minutes": round((time.perf_counter() - t0) / 60, 1),
         "answers": counts,
-        "server_rss_mb_at_end": rss,
+        "server_rss_mb_after_warm_up": round(baseline),
+        "server_rss_mb_at_end": None if rss is None else round(rss),
         "findings": found,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
