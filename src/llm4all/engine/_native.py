@@ -228,7 +228,6 @@ class Sampler:
         self._chain: Any = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
         self._grammar: Any = None
         self._candidates: Any = None  # the token data array a grammar request samples from
-        self._ids: Any = None
         try:
             self._build(native, params, seed)
         except BaseException:
@@ -245,6 +244,8 @@ class Sampler:
             if not self._grammar:
                 raise GrammarError("llama.cpp rejected the grammar (see the log with --debug)")
         n_vocab = ll.llama_vocab_n_tokens(native.vocab)
+        if self._grammar is not None:
+            self._candidates = (ll.llama_token_data * n_vocab)()
         # A window longer than the context sees nothing more, but llama.cpp allocates it
         # whole: a request's repeat_last_n of 4.6e15 grew a server by 2.9 GB (found by fuzzing).
         last_n = native.n_ctx if params.repeat_last_n == -1 else params.repeat_last_n
@@ -288,12 +289,9 @@ class Sampler:
         """
         import numpy as np
 
-        n_vocab = ll.llama_vocab_n_tokens(native.vocab)
-        if self._candidates is None:
-            self._candidates = (ll.llama_token_data * n_vocab)()
-            self._ids = np.arange(n_vocab, dtype=np.int32)
+        n_vocab = len(self._candidates)
         data = np.ctypeslib.as_array(self._candidates)  # id, logit, p per token
-        data["id"] = self._ids
+        data["id"] = np.arange(n_vocab, dtype=np.int32)
         data["logit"] = np.ctypeslib.as_array(
             ll.llama_get_logits_ith(native.ctx, index), (n_vocab,)
         )
