@@ -146,6 +146,25 @@ class StoreError(Llm4allError):
         super().__init__(f"chat store {path}: {reason}")
 
 
+class StorageBusy(StoreError):
+    """Another writer held a database's lock for longer than the busy timeout; retry later."""
+
+    def __init__(self, path: str, waited_s: float) -> None:
+        self.waited_s = waited_s
+        super().__init__(
+            path,
+            f"the database is locked: another program kept writing to it for over "
+            f"{waited_s:g} s; try again",
+        )
+
+
+class StorageFull(StoreError):
+    """The disk that holds a database is full (or the database reached its size limit)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, "the database or its disk is full; free some space and try again")
+
+
 class AmbiguousChatId(ChatNotFound):
     """A chat id prefix matches more than one chat; ``matches`` lists some of them."""
 
