@@ -1,0 +1,210 @@
+"""Refusal rate of each chat model, per candidate system prompt: how the catalog's defaults were chosen.
+
+GPT4All's first README example, ``write me a story about a lonely computer``,
+made the default model answer "I'm sorry, but I can't assist with that
+request." in 4 of 8 runs at its default sampling. The catalog therefore
+carries a system prompt per model (``system_prompt``), chosen with this
+benchmark: every model answers a fixed set of everyday requests, once with no
+system message (the chat template's own default) and once with each
+candidate system prompt, at the default sampling over fixed seeds, and the
+shared detector (:mod:`llm4all.data.refusals`) counts the answers that
+decline.
+
+The requests:
+
+- ``story`` — the seed's story prompt, 24 times (seeds 0–23);
+- ``vicuna`` — the 80 vicuna questions (``shared/data/eval``);
+- ``self-instruct`` — the first 40 user-oriented self-instruct instructions,
+  with their first input;
+- ``zh`` — the three Chinese questions a review of GPT4All asked.
+
+Only the opening of each answer is generated (``--max-tokens``, 48 by
+default): models decline in their first sentence, and the detector reads only
+the first 240 characters. ``catalog`` is the prompt a user gets today
+(whatever the catalog says, or the template's default if it says nothing).
+
+Example: ``python benchmarks/bench_refusals.py --models qwen2.5-coder-0.5b-instruct``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import _harness as h
+from llm4all.data import find_refusal
+
+NAME = "refusals"
+DATA = h.REPO.parent / "shared" / "data" / "eval"
+STORY = "write me a story about a lonely computer"
+STORY_SEEDS = 24
+SELF_INSTRUCT = 40
+
+# The candidates. "template" sends no system message; "catalog" sends what the
+# catalog says for the model (the template's default where it says nothing).
+CANDIDATES: dict[str, str | None] = {
+    "template": None,
+    "helpful": "You are a helpful assistant.",
+    "general": (
+        "You are a helpful, friendly assistant. You answer questions on any topic and "
+        "write stories, poems, emails, code and other text when asked."
+    ),
+}
+MODELS = ("qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct", "smollm2-135m-instruct")
+
+
+@dataclass(frozen=True)
+class Request:
+    set: str
+    id: str
+    text: str
+    seed: int
+
+
+def _jsonl(name: str) -> Iterator[dict[str, Any]]:
+    with (DATA / name).open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
+
+
+def requests(quick: bool) -> list[Request]:
+    """The fixed request set (a few of each kind with ``quick``)."""
+    out = [Request("story", f"story-{s}", STORY, s) for s in range(STORY_SEEDS)]
+    out += [
+        Request("vicuna", f"vicuna-{q['question_id']}", q["text"], 1000 + int(q["question_id"]))
+        for q in _jsonl("vicuna_questions_80.jsonl")
+    ]
+    for i, task in enumerate(_jsonl("self_instruct_user_oriented.jsonl")):
+        if i == SELF_INSTRUCT:
+            break
+        given = (task.get("instances") or [{}])[0].get("input", "").strip()
+        text = f"{task['instruction']}\n\n{given}" if given else task["instruction"]
+        out.append(Request("self-instruct", task["id"], text, 2000 + i))
+    out += [
+        Request("zh", q["id"], q["question"], 3000 + i)
+        for i, q in enumerate(_jsonl("seed_article_questions.jsonl"))
+    ]
+    if quick:
+        by_set: dict[str, list[Request]] = {}
+        for r in out:
+            by_set.setdefault(r.set, []).append(r)
+        out = [r for rs in by_set.values() for r in rs[:3]]
+    return out
+
+
+def measure(
+    model_name: str, candidates: dict[str, str | None], args: argparse.Namespace
+) -> dict[str, Any]:
+    """Every request under every candidate with one loaded model."""
+    import llm4all
+    from llm4all import Message
+
+    model = llm4all.Model(model_name, n_ctx=2048, n_threads=args.threads)
+    catalog_prompt = model.default_system_prompt
+    todo = dict(candidates)
+    todo["catalog"] = catalog_prompt
+    results: dict[str, Any] = {"catalog_system_prompt": catalog_prompt, "candidates": {}}
+    for label, system in todo.items():
+        rows = []
+        t0 = time.perf_counter()
+        for req in requests(args.quick):
+            messages = [Message("system", system)] if system else []
+            messages.append(Message("user", req.text))
+            params = model.params.replace(seed=req.seed, max_tokens=args.max_tokens)
+            answer = model.stream_tokens(model.chat_tokens(messages), params).text()
+            found = find_refusal(answer, disclaimers=True)
+            rows.append(
+                {
+                    "set": req.set,
+                    "id": req.id,
+                    "refusal": found is not None and found.reason == "declines",
+                    "disclaimer": found is not None and found.reason == "ai-disclaimer",
+                    "answer": answer,
+                }
+            )
+        results["candidates"][label] = {
+            "system_prompt": system,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "rows": rows,
+        }
+        h.note(f"{model_name} / {label}: {_summary(rows)}")
+    model.close()
+    return results
+
+
+def _summary(rows: list[dict[str, Any]]) -> str:
+    parts = []
+    for name in dict.fromkeys(r["set"] for r in rows):
+        of_set = [r for r in rows if r["set"] == name]
+        parts.append(f"{name} {sum(r['refusal'] for r in of_set)}/{len(of_set)}")
+    return ", ".join(parts)
+
+
+def table_rows(results: dict[str, Any]) -> list[list[str]]:
+    out = []
+    for model_name, per_model in results.items():
+        for label, cand in per_model["candidates"].items():
+            rows = cand["rows"]
+            counts = [
+                f"{sum(r['refusal'] for r in rows if r['set'] == s)}/"
+                f"{sum(1 for r in rows if r['set'] == s)}"
+                for s in ("story", "vicuna", "self-instruct", "zh")
+            ]
+            total = f"{sum(r['refusal'] for r in rows)}/{len(rows)}"
+            disclaimers = str(sum(r["disclaimer"] for r in rows))
+            out.append([model_name, label, *counts, total, disclaimers])
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="3 requests of each kind, SmolLM2 only")
+    p.add_argument("--models", help=f"comma-separated catalog names (default: {', '.join(MODELS)})")
+    p.add_argument("--max-tokens", type=int, default=48, help="tokens generated per answer")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--candidates",
+        help=f"comma-separated candidate names (default: all of {', '.join(CANDIDATES)})",
+    )
+    args = p.parse_args()
+    names = args.models.split(",") if args.models else [h.FAST_MODEL] if args.quick else MODELS
+    wanted = args.candidates.split(",") if args.candidates else list(CANDIDATES)
+    candidates = {k: CANDIDATES[k] for k in wanted}
+    load_before = h.load_average()
+    results = {name: measure(name, candidates, args) for name in names}
+    h.print_table(
+        "Refusals (declining answers) per model and system prompt",
+        [
+            "model",
+            "system prompt",
+            "story",
+            "vicuna",
+            "self-instruct",
+            "zh",
+            "all",
+            "AI disclaimers",
+        ],
+        table_rows(results),
+    )
+    h.write_json(
+        NAME,
+        args.quick,
+        {
+            "benchmark": NAME,
+            "machine": h.machine_info(),
+            "settings": {"max_tokens": args.max_tokens, "threads": args.threads},
+            "candidates": CANDIDATES,
+            "load_before": load_before,
+            "load_after": h.load_average(),
+            "results": results,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
