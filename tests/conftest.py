@@ -74,6 +74,15 @@ def default_model(default_model_path: Path) -> Iterator[object]:
     model.close()
 
 
+BASE_MODEL = "gemma-3-270m"
+
+
+@pytest.fixture(scope="session")
+def base_model_path() -> Path:
+    """The 253 MB Gemma 3 270M GGUF: a base model (plain text completion, no chat tuning)."""
+    return _model_path(BASE_MODEL)
+
+
 EMBEDDING_MODEL = "all-minilm-l6-v2"
 
 

@@ -289,7 +289,7 @@ def test_chat_completion_returns_the_openai_like_dict(
     result = g4a.chat_completion(
         messages, verbose=False, streaming=False, n_predict=8, temp=0, n_ctx=512
     )
-    assert capsys.readouterr().out == ""
+    assert capsys.readouterr().out == "\n"  # 1.x's prompt_model always ended with a new line
     assert result["model"] == "smollm2-135m-instruct"
     answer = result["choices"][0]["message"]
     assert answer["role"] == "assistant" and isinstance(answer["content"], str)
@@ -298,9 +298,39 @@ def test_chat_completion_returns_the_openai_like_dict(
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
 
     streamed = g4a.chat_completion(messages, n_predict=8, temp=0)  # 1.x defaults: print it all
-    out = capsys.readouterr().out
-    assert "### Prompt: \nName a colour." in out
-    assert streamed["choices"][0]["message"]["content"] in out
+    prompt = v1_prompt(messages)
+    assert "### Prompt: \nName a colour." in prompt
+    answer = streamed["choices"][0]["message"]["content"]
+    assert capsys.readouterr().out == f"{prompt}\n{answer}\n"  # the prompt, the answer as written
+
+    g4a.chat_completion(messages, streaming=False, n_predict=8, temp=0)
+    assert capsys.readouterr().out == f"{prompt}\n\n{answer}\n"  # 1.x: new line, then the answer
+
+
+def test_v1_prompt_is_the_1x_prompt_byte_for_byte() -> None:
+    # gpt4all 1.x's _build_prompt, header from a triple-quoted string, indentation and all.
+    assert v1_prompt([{"role": "user", "content": "Hi"}]) == (
+        "### Instruction: \n"
+        "            The prompt below is a question to answer, a task to complete, or a conversation \n"
+        "            to respond to; decide which and write an appropriate response.\n"
+        "            \n### Prompt: \nHi\n### Response:"
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.default_model
+def test_chat_completion_stops_at_the_formats_next_header(default_model_path: Path) -> None:
+    """Issue 21: the default model wrote "### Conversation: …" after its answer."""
+    g4a = GPT4All(default_model_path.name, model_path=default_model_path.parent)
+    try:
+        result = g4a.chat_completion(
+            [{"role": "user", "content": "Name 3 colors"}], verbose=False, streaming=False, temp=0
+        )
+    finally:
+        g4a.close()
+    answer = result["choices"][0]["message"]["content"]
+    assert answer.strip() and "###" not in answer
+    assert result["usage"]["completion_tokens"] < 128  # it stopped, not ran out of tokens
 
 
 def test_nomic_open_prompt_close(fast_model_path: Path) -> None:

@@ -29,6 +29,8 @@ from llm4all.chat.template import PLAIN_STOPS, PLAIN_TEMPLATE, Message, render
 from llm4all.chat.tools import describe_in_system, template_takes_tools
 from llm4all.engine import Chunk, Completion, Engine, ModelInfo, Timings, Usage, load_engine
 from llm4all.errors import InvalidParameter
+from llm4all.models.catalog import Kind
+from llm4all.models.kinds import kind_from_metadata
 from llm4all.params import GenerationParams, LoadParams
 
 if TYPE_CHECKING:
@@ -160,7 +162,8 @@ class Model:
             ensure_fits_in_ram(self.path.stat().st_size)
         self.engine: Engine = load_engine(self.path, load, backend)
         self.params = params or GenerationParams()
-        self._template, self._default_stops = self._choose_template()
+        self.kind: Kind = self._kind()
+        self._template, self._chat_stops = self._choose_template()
 
     @classmethod
     def from_engine(
@@ -170,16 +173,26 @@ class Model:
         self = cls.__new__(cls)
         self.path, self.entry, self.name, self.engine = Path(name), None, name, engine
         self.params = params or GenerationParams()
-        self._template, self._default_stops = self._choose_template()
+        self.kind = self._kind()
+        self._template, self._chat_stops = self._choose_template()
         return self
+
+    def _kind(self) -> Kind:
+        if self.entry is not None:
+            return self.entry.kind
+        info = self.engine.info
+        return kind_from_metadata(
+            info.architecture, info.chat_template, info.metadata, self.path.name
+        )
 
     def _choose_template(self) -> tuple[str, tuple[str, ...]]:
         override = getattr(self.entry, "chat_template", None)
         if override:
             return override, ()
-        if self.engine.info.chat_template:
+        if self.kind != "base" and self.engine.info.chat_template:
             return self.engine.info.chat_template, ()
-        log.info("%s has no chat template; using a plain transcript", self.name)
+        # A base model was not tuned on any chat format, not even one its file may carry.
+        log.info("%s is a base model; chats use a plain transcript", self.name)
         return PLAIN_TEMPLATE, PLAIN_STOPS
 
     @property
@@ -188,11 +201,37 @@ class Model:
 
     @property
     def has_chat_template(self) -> bool:
+        """False for a base model: its chats are a plain transcript (:data:`PLAIN_TEMPLATE`)."""
         return self._template is not PLAIN_TEMPLATE
 
     @property
+    def chat_stops(self) -> tuple[str, ...]:
+        """Stop strings every chat answer gets: the plain transcript's next turn, if any."""
+        return self._chat_stops
+
+    @property
     def default_system_prompt(self) -> str | None:
+        """The catalog's system prompt for this model (None: the chat template's own default)."""
         return getattr(self.entry, "system_prompt", None) or None
+
+    def system_prompt_for(self, given: str | None) -> str | None:
+        """The system prompt of an answer: the one place that decides it, for every path.
+
+        The user's own (``given``) always wins, and ``""`` means none; otherwise
+        the catalog's default for this model; otherwise None, and the chat
+        template adds its own default if it has one.
+        Example: ``model.system_prompt_for("Be brief.")`` → ``"Be brief."``.
+        """
+        if given is not None:
+            return given or None
+        return self.default_system_prompt
+
+    def with_system_prompt(self, messages: Sequence[Message]) -> list[Message]:
+        """``messages`` with the default system prompt first when they bring none."""
+        if any(m.role == "system" for m in messages):
+            return list(messages)
+        system = self.system_prompt_for(None)
+        return [Message("system", system), *messages] if system else list(messages)
 
     # -- tokens and templates ------------------------------------------------------
     def tokenize(self, text: str, *, special: bool = True) -> list[int]:
@@ -245,6 +284,12 @@ class Model:
         return self.engine.tokenize(text, add_special=add_bos, parse_special=True)
 
     # -- generation --------------------------------------------------------------------
+    def chat_params(self, params: GenerationParams) -> GenerationParams:
+        """``params`` with :attr:`chat_stops` added (for an answer in the chat format)."""
+        if not self._chat_stops:
+            return params
+        return params.replace(stop=tuple(dict.fromkeys(params.stop + self._chat_stops)))
+
     def stream_tokens(
         self,
         tokens: Sequence[int],
@@ -252,10 +297,11 @@ class Model:
         *,
         slot: int = 0,
         on_done: Callable[[Completion], None] | None = None,
+        chat: bool = True,
     ) -> Response:
         """Stream an answer to already built prompt tokens."""
-        if self._default_stops:
-            params = params.replace(stop=tuple(dict.fromkeys(params.stop + self._default_stops)))
+        if chat:  # an answer in the chat format ends where the transcript's next turn begins
+            params = self.chat_params(params)
         self.engine.check_fits(len(tokens))  # fail now, not on the first next()
         return Response(
             lambda go_on: self.engine.generate(tokens, params, should_continue=go_on, slot=slot),
@@ -274,17 +320,21 @@ class Model:
     ) -> Response:
         """Stream an answer to one prompt.
 
-        By default ``prompt`` is a user message in the model's chat format;
-        ``raw=True`` continues the text as is (plain completion). With
-        ``collections`` (LocalDocs names) numbered excerpts go before the
-        prompt and ``response.sources`` lists them.
+        By default ``prompt`` is a user message in the model's chat format,
+        after the system prompt :meth:`system_prompt_for` chooses. With
+        ``raw=True``, and always for a base model, the text is continued as is
+        (plain completion; a ``system_prompt`` given goes before it, as in the
+        plain transcript). With ``collections`` (LocalDocs names) numbered
+        excerpts go before the prompt and ``response.sources`` lists them.
         """
         p = merge_params(self.params, params)
         prompt, sources = _with_documents(prompt, collections)
-        if raw:
-            response = self.stream_tokens(self.tokenize(prompt), p)
+        if raw or self.kind == "base":
+            text = f"{system_prompt}\n\n{prompt}" if system_prompt else prompt
+            response = self.stream_tokens(self.tokenize(text), p, chat=False)
         else:
-            messages = [Message("system", system_prompt)] if system_prompt else []
+            system = self.system_prompt_for(system_prompt)
+            messages = [Message("system", system)] if system else []
             messages.append(Message("user", prompt))
             response = self.stream_tokens(self.chat_tokens(messages), p)
         response.sources = sources
@@ -347,9 +397,7 @@ class ChatSession:
         localdocs: LocalDocs | None = None,
     ) -> None:
         self.model = model
-        self.system_prompt = (
-            system_prompt if system_prompt is not None else model.default_system_prompt
-        )
+        self.system_prompt = model.system_prompt_for(system_prompt)
         self.params = params or model.params
         self.messages: list[Message] = [m for m in messages if m.role != "system"]
         self.store = store

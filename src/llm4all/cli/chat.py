@@ -101,6 +101,13 @@ def chat_command(
     elif chat_id:
         raise click.UsageError("--chat needs the chat store (drop --no-save)")
     model = load_model(model_name, load)
+    if not model.has_chat_template:  # said once; see docs/cli.md, "Base models"
+        err_console.print(
+            f"{model.name} is a base model (no chat template): the chat is a plain "
+            "### Human: / ### Assistant: transcript; `llm4all run` completes text as given",
+            style="dim",
+            markup=False,
+        )
     params = merge_params(merge_params(model.params, _tuple_stops(stored_params)), overrides)
     session = ChatSession(
         model,

@@ -33,7 +33,11 @@ from llm4all.params import GenerationParams
     help="Model name, file name or path (default: the default model).",
 )
 @click.option("-s", "--system", help="System prompt.")
-@click.option("--raw", is_flag=True, help="Plain completion: no chat template.")
+@click.option(
+    "--raw",
+    is_flag=True,
+    help="Plain completion: no chat template (always so for a base model).",
+)
 @click.option("--stats", is_flag=True, help="Print tokens/s and token counts to stderr.")
 @click.option(
     "--json",
@@ -60,6 +64,8 @@ def run_command(
     """Answer PROMPT (or standard input) and exit.
 
     Example: llm4all run "Write a haiku about autumn" --temp 0.2
+
+    A base model (see `llm4all models info`) completes PROMPT as given.
     """
     params = generation_overrides(kwargs)
     load = load_overrides(kwargs)

@@ -24,20 +24,31 @@ MessageType = dict[str, str]
 
 #: The nomic-era model names; they now mean llm4all's default model.
 NOMIC_MODELS = frozenset({"gpt4all-lora-quantized", "gpt4all-lora-unfiltered-quantized"})
-#: 1.x generate() keywords with no meaning here (the engine manages the context).
-LEGACY_KWARGS = frozenset({"logits_size", "tokens_size", "n_past", "n_ctx", "context_erase"})
+#: 1.x generate() keywords with no meaning here (the engine manages the context and batch).
+LEGACY_KWARGS = frozenset(
+    {"logits_size", "tokens_size", "n_past", "n_ctx", "context_erase", "n_batch"}
+)
 #: nomic-era decoder_config keys → GenerationParams fields.
 _DECODER_KEYS = {
     "temp": "temperature", "top_k": "top_k", "top_p": "top_p", "repeat_penalty": "repeat_penalty",
     "repeat_last_n": "repeat_last_n", "n_predict": "max_tokens", "seed": "seed",
 }  # fmt: skip
-#: The instruction header of the 1.x ``chat_completion`` prompt.
+#: The instruction header of the 1.x ``chat_completion`` prompt, byte for byte (the
+#: indentation came from a triple-quoted string in the 1.x source).
 V1_PROMPT_HEADER = (
-    "### Instruction:\n"
-    "The prompt below is a question to answer, a task to complete, or a conversation "
-    "to respond to; decide which and write an appropriate response.\n"
-    "\n### Prompt: "
+    "### Instruction: \n"
+    "            The prompt below is a question to answer, a task to complete, or a conversation \n"
+    "            to respond to; decide which and write an appropriate response.\n"
+    "            \n### Prompt: "
 )
+#: Where a 1.x answer ends: the next ``### `` header. The 1.x models were trained to
+#: end their turn with an end token first; today's chat models write the next header.
+V1_STOPS = ("\n### ",)
+#: 1.x ``prompt_model``'s sampling defaults, which ``chat_completion`` used.
+V1_SAMPLING: dict[str, Any] = {
+    "max_tokens": 128, "temp": 0.1, "top_k": 40, "top_p": 0.9, "min_p": 0.0,
+    "repeat_penalty": 1.2, "repeat_last_n": 10, "n_predict": None,
+}  # fmt: skip
 _USER, _ANSWER = "\x00user\x00", "\x00answer\x00"
 
 

@@ -10,6 +10,7 @@ Generation streams engine chunks; ``streaming=False`` collects the same stream.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,11 +20,13 @@ from typing import Any, Literal, cast, overload
 
 from llm4all.api import ChatSession, Model
 from llm4all.chat.prompt import answer_reserve, fit_messages
-from llm4all.chat.template import PLAIN_STOPS, Message, Role
+from llm4all.chat.template import Message, Role
 from llm4all.engine import Chunk, Usage
 from llm4all.gpt4all import loading
 from llm4all.gpt4all.formats import (
     LEGACY_KWARGS,
+    V1_SAMPLING,
+    V1_STOPS,
     ConfigType,
     MessageType,
     ResponseCallbackType,
@@ -76,7 +79,7 @@ class GPT4All:
         self._conversation: ChatSession | None = None  # the nomic-era open()/prompt() chat
         self._stream: Generator[str, None, None] | None = None
         self._decoder_config = dict(decoder_config or {})
-        #: Token counts of the last generate() (``cached_tokens``: prompt tokens reused from the KV cache).
+        #: Token counts of the last answer (``cached_tokens``: prompt tokens reused from the KV cache).
         self.last_usage: Usage | None = None
         gpu_layers = loading.gpu_layers(device, ngl)
         self._device = device if gpu_layers else None
@@ -285,18 +288,28 @@ class GPT4All:
     ) -> Iterator[GPT4All]:
         """A multi-turn chat: inside it, :meth:`generate` answers with the history in context.
 
-        ``system_prompt`` (alias ``system_message``) defaults to the catalog's; False
-        means none. Without a template the model's own chat template is used. A
-        2.8-style template (``{0}`` the user's message, ``{1}`` the answer) or a
-        Jinja chat template (alias ``chat_template``) replaces it. Leaving the
-        block forgets the chat.
+        ``system_prompt`` (alias ``system_message``) defaults to the model's
+        (``Model.system_prompt_for``); False means none. Without a template the
+        model's own chat template is used; a base model gets the plain
+        ``### Human:``/``### Assistant:`` transcript (2.8.2's "Alpaca" default, with
+        its DeprecationWarning). A 2.8-style template (``{0}`` the user's message,
+        ``{1}`` the answer) or a Jinja chat template (alias ``chat_template``)
+        replaces it. Leaving the block forgets the chat.
         """
         system = system_message if system_message is not None else system_prompt
         if system is None:
-            system = str(self.config.get("systemPrompt") or "")
+            system = self.model.system_prompt_for(None) or ""
         template = chat_template if chat_template is not None else prompt_template
         history = [] if system is False else [{"role": "system", "content": system}]
-        stops = PLAIN_STOPS if template is None and not self.model.has_chat_template else ()
+        stops: tuple[str, ...] = ()
+        if template is None and self.model.chat_stops:
+            warnings.warn(
+                f"{self.model.name} is a base model without a chat template; "
+                "the chat session defaults to Alpaca (### Human: / ### Assistant:)",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            stops = self.model.chat_stops
         self._session = _Session(history, self._tokens_of(template), stops)
         try:
             yield self
@@ -334,26 +347,34 @@ class GPT4All:
     ) -> dict[str, Any]:
         """The 1.x API: answer ``messages`` in an instruction format; an OpenAI-like dict.
 
-        As in 1.x, ``verbose`` prints the prompt (and the answer when not
-        streaming) and ``streaming`` prints the answer as it is written.
+        Without a system message, the model's default system prompt comes first.
+        The answer ends at the format's next ``### `` header. As in 1.x,
+        ``verbose`` prints the prompt, ``streaming`` prints the answer as it is
+        written, a new line follows the answer, and then ``verbose`` without
+        ``streaming`` prints the answer. Sampling defaults are 1.x's.
         """
+        if not any(m["role"] == "system" for m in messages):
+            system = self.model.system_prompt_for(None)
+            messages = [{"role": "system", "content": system}, *messages] if system else messages
         prompt = v1_prompt(messages, default_prompt_header, default_prompt_footer)
         if verbose:
             print(prompt)
         kwargs = {k: v for k, v in generate_kwargs.items() if k not in LEGACY_KWARGS}
+        params = sampling_params(**{**V1_SAMPLING, **kwargs})
+        if params is not None:
+            params = params.replace(stop=params.stop + V1_STOPS)
         session, self._session = self._session, None  # 1.x had no sessions: a plain completion
         try:
-            text = self.generate(
-                prompt,
-                streaming=False,
-                callback=_echo if streaming else empty_response_callback,
-                **kwargs,
+            pieces, answer = self._begin(
+                prompt, params, _echo if streaming else empty_response_callback
             )
+            for _ in pieces:
+                pass
         finally:
             self._session = session
-        if streaming:
-            print()
-        elif verbose:
+        text = answer["content"]
+        print()  # 1.x's prompt_model always ended the answer with a new line
+        if verbose and not streaming:
             print(text)
         usage = self.last_usage or Usage(0, 0)
         return {
@@ -377,6 +398,8 @@ class GPT4All:
         for piece in response:
             if write_to_stdout:
                 print(piece, end="", flush=True)
+        if response.completion is not None:
+            self.last_usage = response.completion.usage
         return response.text()
 
 

@@ -18,6 +18,7 @@ Example: ``load_catalog().default().name`` → ``"qwen2.5-coder-0.5b-instruct"``
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -272,5 +273,7 @@ def _load_cached(path: str | None) -> Catalog:
 
 
 def load_catalog(path: str | Path | None = None) -> Catalog:
-    """The catalog shipped with llm4all, or one read from ``path``."""
+    """The catalog shipped with llm4all, or one read from ``path`` (or ``$LLM4ALL_CATALOG``)."""
+    if path is None:
+        path = os.environ.get("LLM4ALL_CATALOG") or None
     return _load_cached(None if path is None else str(path))

@@ -42,6 +42,7 @@ from llm4all.errors import (
 )
 from llm4all.models.catalog import Catalog, CatalogEntry, load_catalog
 from llm4all.models.gguf import GGUFMetadata, read_metadata
+from llm4all.models.kinds import kind_from_metadata
 from llm4all.models.sources import (
     NULL_PROGRESS,
     Progress,
@@ -67,7 +68,6 @@ log = logging.getLogger(__name__)
 #: Loading needs the file plus this share of it (KV cache, compute buffers) plus a fixed margin.
 RAM_OVERHEAD_FACTOR = 1.2
 RAM_OVERHEAD_BYTES = 200 * 2**20
-_EMBEDDING_ARCHITECTURES = {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "t5encoder"}
 
 
 @dataclass(frozen=True)
@@ -147,13 +147,7 @@ def ensure_fits_in_ram(size_bytes: int, *, available: int | None = None) -> int:
 
 def describe_metadata(meta: GGUFMetadata) -> dict[str, Any]:
     """What the store records about a local model, from its GGUF header."""
-    if (
-        f"{meta.architecture}.pooling_type" in meta.values
-        or meta.architecture in _EMBEDDING_ARCHITECTURES
-    ):
-        kind = "embedding"
-    else:
-        kind = "chat" if meta.chat_template else "base"
+    kind = kind_from_metadata(meta.architecture, meta.chat_template, meta.values, meta.path.name)
     return {
         "architecture": meta.architecture,
         "model_name": meta.name,

@@ -1,10 +1,11 @@
 """``POST /v1/chat/completions``: messages in, an answer (or tool calls) out, streamed or whole.
 
 The messages are rendered with the model's chat template (tool definitions
-included), every choice runs on the model's batch scheduler, and the answer
-is returned in OpenAI's shape: one ``chat.completion``, or server-sent
-``chat.completion.chunk`` events ending in ``data: [DONE]`` (with a usage
-chunk first when ``stream_options.include_usage`` is set). Tool calls stream
+included; the model's default system prompt first when they bring none; a
+base model's plain transcript, as in ``llm4all chat``), every choice runs on
+the model's batch scheduler, and the answer is returned in OpenAI's shape:
+one ``chat.completion``, or server-sent ``chat.completion.chunk`` events
+ending in ``data: [DONE]`` (with a usage chunk first when ``stream_options.include_usage`` is set). Tool calls stream
 as OpenAI streams them (:mod:`llm4all.server.tool_stream`). With
 ``collections`` (an llm4all extension) the answer draws on LocalDocs
 excerpts and the response carries their ``references``
@@ -21,7 +22,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from llm4all.api import Model
-from llm4all.chat.template import PLAIN_STOPS, Message
+from llm4all.chat.template import Message
 from llm4all.engine.base import Chunk
 from llm4all.engine.scheduler import ScoredChunk
 from llm4all.params import GenerationParams
@@ -83,12 +84,12 @@ def plan(
     if body.top_logprobs is not None and not body.logprobs:
         raise ApiError(400, "top_logprobs needs logprobs set to true", param="top_logprobs")
     knobs = body.knobs()
-    if not model.has_chat_template:  # a base model keeps writing turns otherwise
+    if model.chat_stops:  # a base model keeps writing turns otherwise
         stop = knobs.get("stop", [])
-        knobs["stop"] = [*([stop] if isinstance(stop, str) else stop), *PLAIN_STOPS]
+        knobs["stop"] = [*([stop] if isinstance(stop, str) else stop), *model.chat_stops]
     requested = body.max_completion_tokens or knobs.pop("max_tokens", None)
     max_tokens = max_tokens_for(settings, requested)
-    prompt = model.chat_tokens(messages, tools=specs)
+    prompt = model.chat_tokens(model.with_system_prompt(messages), tools=specs)
     check_context(model.info.n_ctx, len(prompt), requested, "messages")
     return Plan(
         prompt=prompt,

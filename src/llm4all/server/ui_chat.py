@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from llm4all.api import Model, merge_params
 from llm4all.chat.prompt import Prompt, answer_reserve, fit_messages
-from llm4all.chat.template import PLAIN_STOPS, Message
+from llm4all.chat.template import Message
 from llm4all.engine.base import Chunk
 from llm4all.engine.scheduler import AsyncStream
 from llm4all.params import GenerationParams
@@ -125,7 +125,7 @@ def chat_prompt(
     ``asked`` replaces the last question's text in the prompt (not in the store):
     the question with its LocalDocs excerpts, as ``ChatSession`` does.
     """
-    system = chat.system_prompt if chat.system_prompt is not None else model.default_system_prompt
+    system = model.system_prompt_for(chat.system_prompt)
     messages = [Message("system", system)] if system else []
     messages += [
         Message("user" if m.role == "user" else "assistant", m.content)
@@ -302,8 +302,7 @@ async def _generate(req: AnswerRequest, loaded: Loaded, stop: asyncio.Event) -> 
     model, scheduler = loaded.model, loaded.scheduler
     assert scheduler is not None
     params = chat_params(req.settings, req.chat.params)
-    if not model.has_chat_template:  # a base model keeps writing turns otherwise
-        params = params.replace(stop=tuple(dict.fromkeys(params.stop + PLAIN_STOPS)))
+    params = model.chat_params(params)  # a base model keeps writing turns otherwise
     history = req.store.messages(req.chat.id)
     asked, sources = await _with_documents(req, history)
     prompt = chat_prompt(model, req.chat, history, params, asked)
