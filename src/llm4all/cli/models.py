@@ -12,11 +12,13 @@ from typing import Any
 import click
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from llm4all.cli._common import echo_json, err_console
 from llm4all.cli.progress import RichProgress
-from llm4all.models import CatalogEntry, InstalledModel, ModelStore, memory_needed
+from llm4all.models import CatalogEntry, InstalledModel, ModelStore
+from llm4all.models.store import name_is_alias
 
 out_console = Console()
 
@@ -28,7 +30,7 @@ def _gib(n: float) -> str:
 
 def _entry_row(entry: CatalogEntry, installed: InstalledModel | None) -> dict[str, Any]:
     return {
-        "name": entry.name,
+        "name": installed.name if installed else entry.name,
         "installed": installed is not None,
         "size": installed.size if installed else entry.size,
         "parameters": entry.parameters,
@@ -36,7 +38,7 @@ def _entry_row(entry: CatalogEntry, installed: InstalledModel | None) -> dict[st
         "ram_gb": entry.ram_required_gb,
         "kind": entry.kind,
         "license": entry.license,
-        "default": entry.default,
+        "default": entry.default and (installed is None or installed.name == entry.name),
         "source": "catalog",
         "filename": entry.filename,
         "path": str(installed.path) if installed else None,
@@ -52,7 +54,7 @@ def _local_row(model: InstalledModel) -> dict[str, Any]:
         "size": model.size,
         "parameters": d.get("parameters"),
         "quantization": d.get("quantization"),
-        "ram_gb": round(memory_needed(model.size) / 2**30, 1),
+        "ram_gb": model.ram_required_gb,
         "kind": model.kind,
         "license": None,
         "default": False,
@@ -66,7 +68,7 @@ def _local_row(model: InstalledModel) -> dict[str, Any]:
 def model_rows(store: ModelStore, include_catalog: bool) -> list[dict[str, Any]]:
     """Installed models first (catalog, then local), then the rest of the catalog."""
     installed = store.installed()
-    by_entry = {m.entry.name: m for m in installed if m.entry is not None}
+    by_entry = {m.entry.name for m in installed if m.entry is not None}
     rows = [_entry_row(m.entry, m) if m.entry else _local_row(m) for m in installed]
     if include_catalog:
         rows += [_entry_row(e, None) for e in store.catalog if e.name not in by_entry]
@@ -132,14 +134,22 @@ def list_command(show_all: bool, as_json: bool) -> None:
 @models_group.command("pull")
 @click.argument("name")
 def pull_command(name: str) -> None:
-    """Download a catalog model (and verify its checksum)."""
+    """Download a catalog model, or a GGUF from Hugging Face (and verify its checksum).
+
+    NAME is a catalog name (`llm4all models list --all`) or a Hugging Face
+    repository: hf.co/USER/REPO:Q4_K_M, hf.co/USER/REPO (its Q4_K_M or the
+    nearest quantization) or hf.co/USER/REPO/FILE.gguf. An interrupted pull
+    resumes when run again.
+    """
     store = ModelStore()
     entry = store.catalog.get(name) or store.catalog.by_filename(name)
     if entry is not None and store.path_of(entry).exists():
         err_console.print(f"{entry.name} is already installed; verifying it")
     with RichProgress() as progress:
         path = store.pull(name, progress)
-    err_console.print(f"[green]✓[/] {entry.name if entry else name} ({_gib(path.stat().st_size)})")
+    found = store.find_installed(name)
+    shown = found.name if found else entry.name if entry else name
+    err_console.print(f"[green]✓[/] {escape(shown)} ({_gib(path.stat().st_size)})")
     click.echo(str(path))
 
 
@@ -156,11 +166,20 @@ def add_command(path: str, name: str | None, copy: bool) -> None:
     store = ModelStore()
     with RichProgress() as progress:
         model = store.add(path, name, link=not copy, progress=progress)
+    others = [n for n in store.names_of(model.path) if n != model.name]
+    if others:  # the file was in the store already: say what the names are now
+        err_console.print(
+            f"[green]✓[/] {escape(model.path.name)} is in the store as "
+            f"{escape(', '.join(others))}; {escape(model.name)} is another name for it "
+            f"(`llm4all models rm {escape(model.name)}` removes only that name)"
+        )
+        click.echo(str(model.path))
+        return
     d = model.entry.to_dict() if model.entry else model.described
     facts = ", ".join(
         str(d.get(k)) for k in ("architecture", "parameters", "quantization") if d.get(k)
     )
-    err_console.print(f"[green]✓[/] added {model.name} ({facts}, {_gib(model.size)})")
+    err_console.print(f"[green]✓[/] added {escape(model.name)} ({facts}, {_gib(model.size)})")
     click.echo(str(model.path))
 
 
@@ -171,12 +190,23 @@ def rm_command(name: str, yes: bool) -> None:
     """Remove an installed model from the store."""
     store = ModelStore()
     model = store.find_installed(name)
+    others = [n for n in store.names_of(model.path) if n != model.name] if model else []
+    if model is not None and others and (model.entry is None or name_is_alias(model)):
+        store.remove(name)  # only a name: nothing to confirm
+        err_console.print(
+            f"removed the name {escape(model.name)}; {escape(model.path.name)} stays "
+            f"as {escape(', '.join(others))}"
+        )
+        return
     if model is not None and not yes:
+        also = f", also called {', '.join(others)}" if others else ""
         click.confirm(
-            f"Remove {model.name} ({_gib(model.size)}, {model.path})?", abort=True, err=True
+            f"Remove {model.name} ({_gib(model.size)}, {model.path}{also})?",
+            abort=True,
+            err=True,
         )
     removed = store.remove(name)
-    err_console.print(f"removed {removed}")
+    err_console.print(f"removed {escape(str(removed))}")
 
 
 @models_group.command("info")

@@ -18,14 +18,13 @@ from llm4all.models.catalog import (
     load_catalog,
 )
 from llm4all.models.gguf import GGUFMetadata, read_metadata
+from llm4all.models.memory import ensure_fits_in_ram, memory_needed
 from llm4all.models.sources import NULL_PROGRESS, NullProgress, Progress
 from llm4all.models.store import (
     InstalledModel,
     ModelDetails,
     ModelStore,
     ResolvedModel,
-    ensure_fits_in_ram,
-    memory_needed,
 )
 
 __all__ = [

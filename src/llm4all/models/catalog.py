@@ -17,14 +17,18 @@ Example: ``load_catalog().default().name`` → ``"qwen2.5-coder-0.5b-instruct"``
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
+
+from llm4all.models.memory import ram_gib
 
 Kind = Literal["chat", "embedding", "base"]
 KINDS: tuple[str, ...] = ("chat", "embedding", "base")
@@ -100,7 +104,6 @@ class CatalogEntry:
     architecture: str
     parameters: str
     quantization: str
-    ram_required_gb: float
     context_length: int
     chat_template: str | None  # replaces the file's own template when set
     system_prompt: str | None
@@ -113,6 +116,11 @@ class CatalogEntry:
     prefixes: Mapping[str, str] = field(default_factory=dict, hash=False)
     #: Embedding models trained to be cut to fewer dimensions (Matryoshka).
     matryoshka: bool = False
+
+    @property
+    def ram_required_gb(self) -> float:
+        """About how much RAM it needs loaded, in GiB (:func:`memory.memory_needed` of its size)."""
+        return ram_gib(self.size)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (sources as their descriptions; the template elided)."""
@@ -186,6 +194,36 @@ class Catalog:
         return [e for e in self.entries if all(w in _haystack(e) for w in words)]
 
 
+def suggest(query: str, names: Sequence[str], limit: int = 3) -> list[str]:
+    """Known names a user may have meant by ``query``, best first.
+
+    ollama-style names match by family and tag: ``llama3`` → the Llama 3.2
+    models, ``phi3`` → ``phi-3-mini-4k-instruct``, ``qwen2.5:0.5b`` → the
+    0.5B Qwen2.5 models (shortest name first). Then names containing the
+    text, then close spellings (``qwen2.5-coder-0.5b-instuct``).
+
+    Example: ``suggest("gemma3", ["gemma-3-270m", "phi-3-mini"])`` → ``["gemma-3-270m"]``.
+    """
+    key = query.lower().strip()
+    family, _, tag = key.partition(":")
+    found: list[str] = []
+    if _squash(family):
+        same_family = [n for n in names if _squash(n).startswith(_squash(family))]
+        tagged = [n for n in same_family if tag and tag in re.split(r"[-_:\s]+", n.lower())]
+        found += sorted(tagged or same_family, key=len)
+    found += [n for n in names if key and key in n.lower()]
+    lowered = {n.lower(): n for n in names}
+    found += [
+        lowered[n] for n in difflib.get_close_matches(key, list(lowered), n=limit, cutoff=0.5)
+    ]
+    return list(dict.fromkeys(found))[:limit]
+
+
+def _squash(text: str) -> str:
+    """A name without separators, so ``llama3`` matches ``llama-3.2-1b-instruct``."""
+    return re.sub(r"[-_\s]", "", text.lower())
+
+
 def _haystack(entry: CatalogEntry) -> str:
     return " ".join(
         (entry.name, entry.filename, entry.architecture, entry.kind, entry.description)
@@ -219,7 +257,6 @@ def entry_from_json(data: Mapping[str, Any]) -> CatalogEntry:
             architecture=str(data["architecture"]),
             parameters=str(data["parameters"]),
             quantization=str(data["quantization"]),
-            ram_required_gb=float(data["ram_required_gb"]),
             context_length=int(data["context_length"]),
             chat_template=data.get("chat_template"),
             system_prompt=data.get("system_prompt"),

@@ -40,7 +40,13 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
-from llm4all.errors import ChecksumMismatch, DownloadError, InsufficientDisk, ModelLoadError
+from llm4all.errors import (
+    ChecksumMismatch,
+    DownloadError,
+    DownloadIncomplete,
+    InsufficientDisk,
+    ModelLoadError,
+)
 from llm4all.models.catalog import ConvertedPypiSource, PypiPart, PypiSource, Source, UrlSource
 from llm4all.models.gguf import read_metadata
 
@@ -106,6 +112,36 @@ def verified_path(dest: Path) -> Path:
 
 def _state_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".part.json")
+
+
+def resumable_bytes(dest: Path) -> int:
+    """How much of an unfinished download of ``dest`` the next pull keeps.
+
+    The whole ``FILE.part`` for a URL; for PyPI, the packages that completed.
+    """
+    part = partial_path(dest)
+    have = part.stat().st_size if part.exists() else 0
+    try:
+        state = json.loads(_state_path(dest).read_text("utf-8"))
+        return min(have, int(state["bytes"])) if "parts_done" in state else have
+    except (OSError, ValueError, KeyError, TypeError):
+        return have
+
+
+def claim_part(dest: Path, identity: dict[str, Any]) -> None:
+    """Keep ``FILE.part`` only if it was begun for ``identity`` (URL, size, sha256); record it.
+
+    A part of another file (a repository that changed since, another URL) is
+    dropped instead of being resumed into a file that can never verify.
+    """
+    state = _state_path(dest)
+    try:
+        previous = json.loads(state.read_text("utf-8"))
+    except (OSError, ValueError):
+        previous = None
+    if previous != identity:
+        partial_path(dest).unlink(missing_ok=True)
+    write_json_atomic(state, identity)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -200,10 +236,10 @@ def _finish(part: Path, dest: Path, size: int | None, sha256: str | None, digest
     """Check the complete ``part`` and move it to ``dest`` (or remove it and raise)."""
     actual = part.stat().st_size
     if size is not None and actual != size:
-        part.unlink()
+        _drop_part(dest)
         raise ChecksumMismatch(str(dest), f"{size:,} bytes", f"{actual:,} bytes")
     if sha256 is not None and digest != sha256:
-        part.unlink()
+        _drop_part(dest)
         raise ChecksumMismatch(str(dest), sha256, digest)
     if sha256 is None:
         try:
@@ -216,6 +252,11 @@ def _finish(part: Path, dest: Path, size: int | None, sha256: str | None, digest
     os.replace(part, dest)
     _state_path(dest).unlink(missing_ok=True)
     record_verified(dest, digest)
+
+
+def _drop_part(dest: Path) -> None:
+    partial_path(dest).unlink(missing_ok=True)
+    _state_path(dest).unlink(missing_ok=True)
 
 
 def check_disk(folder: Path, needed: int, what: str) -> None:
@@ -271,6 +312,9 @@ def fetch_url(
     try:
         digest, total = _stream(http, url, part, have, progress, dest)
     except httpx.HTTPError as exc:
+        received = part.stat().st_size if part.exists() else 0
+        if received and not isinstance(exc, httpx.ConnectError):
+            raise DownloadIncomplete(url, received, size) from None
         raise DownloadError(url, _http_error_text(exc)) from None
     finally:
         if own_client:
@@ -278,10 +322,7 @@ def fetch_url(
     expected = size if sha256 is not None else total
     received = part.stat().st_size
     if expected is not None and received < expected:
-        raise DownloadError(
-            url,
-            f"the connection closed after {received:,} of {expected:,} bytes; pull again to resume",
-        )
+        raise DownloadIncomplete(url, received, expected)
     _finish(part, dest, expected, sha256, digest)
     return digest
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import difflib
 import json
 import logging
 import os
@@ -28,31 +27,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from llm4all import paths
 from llm4all.errors import (
     ChecksumMismatch,
     DownloadError,
+    DownloadInterrupted,
     InsufficientDisk,
-    InsufficientMemory,
     ModelLoadError,
     ModelNotFound,
     ModelNotInstalled,
 )
-from llm4all.models.catalog import Catalog, CatalogEntry, load_catalog
+from llm4all.models import hub
+from llm4all.models.catalog import Catalog, CatalogEntry, load_catalog, suggest
 from llm4all.models.gguf import GGUFMetadata, read_metadata
 from llm4all.models.kinds import kind_from_metadata
+from llm4all.models.memory import ram_gib
 from llm4all.models.sources import (
     NULL_PROGRESS,
     Progress,
     Verified,
     cached_verification,
+    claim_part,
     copy_into,
     fetch,
-    hash_file,
+    fetch_url,
+    make_client,
     partial_path,
     record_verified,
+    resumable_bytes,
     verified_path,
     verify_file,
     write_json_atomic,
@@ -64,10 +66,6 @@ except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
-
-#: Loading needs the file plus this share of it (KV cache, compute buffers) plus a fixed margin.
-RAM_OVERHEAD_FACTOR = 1.2
-RAM_OVERHEAD_BYTES = 200 * 2**20
 
 
 @dataclass(frozen=True)
@@ -103,6 +101,11 @@ class InstalledModel:
     def kind(self) -> str:
         return self.entry.kind if self.entry else str(self.described.get("kind", "chat"))
 
+    @property
+    def ram_required_gb(self) -> float:
+        """About how much RAM it needs loaded, in GiB: the same figure under every name."""
+        return ram_gib(self.size)
+
 
 @dataclass(frozen=True)
 class ModelDetails:
@@ -126,23 +129,6 @@ class ModelDetails:
             "local": dict(self.described) or None,
             "metadata": self.metadata.summary() if self.metadata else None,
         }
-
-
-def memory_needed(size_bytes: int) -> int:
-    """RAM a model file of this size needs to load. Example: 1 GB → about 1.4 GB."""
-    return int(size_bytes * RAM_OVERHEAD_FACTOR) + RAM_OVERHEAD_BYTES
-
-
-def ensure_fits_in_ram(size_bytes: int, *, available: int | None = None) -> int:
-    """Raise :class:`InsufficientMemory` unless a model of this size fits in free RAM.
-
-    Returns the bytes it will need. ``available`` overrides psutil (for tests).
-    """
-    needed = memory_needed(size_bytes)
-    free = psutil.virtual_memory().available if available is None else available
-    if needed > free:
-        raise InsufficientMemory(needed, int(free))
-    return needed
 
 
 def describe_metadata(meta: GGUFMetadata) -> dict[str, Any]:
@@ -185,22 +171,50 @@ class ModelStore:
     # --- listing -------------------------------------------------------------
 
     def installed(self) -> list[InstalledModel]:
-        """The models in the store, catalog ones first, then local ones, by name."""
-        models = [self._describe_file(p) for p in sorted(self.root.glob("*.gguf")) if p.is_file()]
+        """The models in the store, catalog ones first, then local ones, by name.
+
+        A file with several names (``models add FILE --name other``) is listed once per name.
+        """
+        models = [
+            model
+            for p in sorted(self.root.glob("*.gguf"))
+            if p.is_file()
+            for model in self._describe_file(p)
+        ]
         return sorted(models, key=lambda m: (m.entry is None, m.name.lower()))
 
-    def _describe_file(self, path: Path) -> InstalledModel:
+    def _describe_file(self, path: Path) -> list[InstalledModel]:
+        """The file under each of its names (a catalog file's catalog name first)."""
         size = path.stat().st_size
+        sidecar = self._read_sidecar(path)
         entry = self.catalog.by_filename(path.name)
         if entry is not None:
-            return InstalledModel(entry.name, path, size, entry)
-        described = self._read_sidecar(path)
+            names = list(dict.fromkeys([entry.name, *_names(sidecar)]))
+            return [InstalledModel(n, path, size, entry) for n in names]
+        described = sidecar
         if not described:
             try:
                 described = describe_metadata(read_metadata(path))
             except ModelLoadError as exc:
                 described = {"error": exc.reason}
-        return InstalledModel(str(described.get("name") or path.stem), path, size, None, described)
+        names = _names(described) or [path.stem]
+        return [InstalledModel(n, path, size, None, described) for n in names]
+
+    def names_of(self, path: Path) -> list[str]:
+        """Every name of a file in the store (empty when it is not there)."""
+        return [m.name for m in self._describe_file(path)] if path.is_file() else []
+
+    def _add_name(self, path: Path, name: str, **facts: Any) -> None:
+        sidecar = self._read_sidecar(path) | facts
+        sidecar["names"] = list(dict.fromkeys([*_names(sidecar), name]))
+        sidecar.pop("name", None)
+        write_json_atomic(_model_sidecar(path), sidecar)
+
+    def _drop_name(self, path: Path, name: str) -> None:
+        sidecar = self._read_sidecar(path)
+        sidecar["names"] = [n for n in _names(sidecar) if n.lower() != name.lower()]
+        sidecar.pop("name", None)
+        write_json_atomic(_model_sidecar(path), sidecar)
 
     @staticmethod
     def _read_sidecar(path: Path) -> dict[str, Any]:
@@ -211,25 +225,28 @@ class ModelStore:
         return data if isinstance(data, dict) else {}
 
     def find_installed(self, name: str) -> InstalledModel | None:
-        """The installed model with this name, file name or file stem (case-insensitive)."""
-        key = name.lower()
-        for model in self.installed():
-            if key in (model.name.lower(), model.path.name.lower(), model.path.stem.lower()):
+        """The installed model with this name, file name or file stem (case-insensitive).
+
+        A ``hf.co/USER/REPO`` name without a quantization finds the file of that
+        repository whose quantization comes first in :data:`hub.DEFAULT_QUANTS`.
+        """
+        ref = hub.parse_ref(name)
+        key = ref.name.lower() if ref is not None else name.lower()
+        models = self.installed()
+        for model in models:
+            if key == model.name.lower():
+                return model
+        if ref is not None:
+            return _installed_from_hub(ref, models)
+        for model in models:
+            if key in (model.path.name.lower(), model.path.stem.lower()):
                 return model
         return None
 
     def suggestions(self, name: str, limit: int = 3) -> list[str]:
-        """Known names that look like ``name``: substrings first, then close spellings."""
-        names = list(
-            dict.fromkeys([e.name for e in self.catalog] + [m.name for m in self.installed()])
-        )
-        key = name.lower()
-        found = [n for n in names if key and key in n.lower()]
-        lowered = {n.lower(): n for n in names}
-        found += [
-            lowered[n] for n in difflib.get_close_matches(key, list(lowered), n=limit, cutoff=0.5)
-        ]
-        return list(dict.fromkeys(found))[:limit]
+        """Known names that look like ``name`` (ollama-style names by family; see :func:`suggest`)."""
+        names = [e.name for e in self.catalog] + [m.name for m in self.installed()]
+        return suggest(name, list(dict.fromkeys(names)), limit)
 
     # --- resolving -----------------------------------------------------------
 
@@ -252,6 +269,9 @@ class ModelStore:
         if name_or_path is None:
             return self._resolve_entry(self.catalog.default(), allow_download, progress)
         text = os.fspath(name_or_path)
+        ref = hub.parse_ref(text)
+        if ref is not None:
+            return self._resolve_hub(ref, allow_download, progress)
         if _looks_like_path(text):
             return self._resolve_path(Path(text).expanduser(), progress)
         entry = self.catalog.get(text) or self.catalog.by_filename(text)
@@ -259,8 +279,7 @@ class ModelStore:
             return self._resolve_entry(entry, allow_download, progress)
         local = self.find_installed(text)
         if local is not None:
-            verify_file(local.path, size=None, sha256=None, remove_bad=False)
-            return ResolvedModel(local.path, local.name, None)
+            return self._resolve_installed(local, progress)
         if text.lower().endswith(".gguf") and Path(text).is_file():
             return self._resolve_path(Path(text), progress)  # a file in the working folder
         raise ModelNotFound(text, self.suggestions(text))
@@ -274,11 +293,32 @@ class ModelStore:
             entry = self.catalog.by_filename(path.name)
             if entry is not None:
                 return self._resolve_entry(entry, False, progress)
-            local = self._describe_file(path)
+            local = self._describe_file(path)[0]
             verify_file(path, size=None, sha256=None, remove_bad=False)
             return ResolvedModel(path, local.name, None)
         read_metadata(path)  # refuse a broken file here, with a clear reason
         return ResolvedModel(path.resolve(), path.stem, None)
+
+    def _resolve_hub(
+        self, ref: hub.HubRef, allow_download: bool, progress: Progress
+    ) -> ResolvedModel:
+        found = self.find_installed(ref.name)
+        if found is None and not allow_download:
+            raise ModelNotInstalled(ref.name)
+        if found is None:
+            self.pull(ref.name, progress)
+            found = self.find_installed(ref.name)
+            assert found is not None, ref
+        return self._resolve_installed(found, progress)
+
+    def _resolve_installed(self, model: InstalledModel, progress: Progress) -> ResolvedModel:
+        """An installed model under the name it was asked by (a catalog file keeps its entry)."""
+        if model.entry is not None:
+            entry = model.entry
+            verify_file(model.path, size=entry.size, sha256=entry.sha256, progress=progress)
+        else:
+            verify_file(model.path, size=None, sha256=None, remove_bad=False)
+        return ResolvedModel(model.path, model.name, model.entry)
 
     def _resolve_entry(
         self, entry: CatalogEntry, allow_download: bool, progress: Progress
@@ -313,11 +353,17 @@ class ModelStore:
         """Download a catalog model (no-op when it is installed and verifies); returns its path.
 
         Sources are tried in order; when all fail, the first one's error is raised.
+        ``hf.co/USER/REPO[:QUANT]`` names pull from a Hugging Face repository
+        (:mod:`llm4all.models.hub`). Ctrl-C keeps what came and raises
+        :class:`DownloadInterrupted`, which says how far it got.
         """
         progress = progress if progress is not None else NULL_PROGRESS
+        ref = hub.parse_ref(name)
+        if ref is not None:
+            return self._pull_hub(ref, progress)
         entry = self._catalog_entry(name)
         dest = self.path_of(entry)
-        with self._lock(dest):
+        with self._lock(dest), _resumable(entry.name, dest, entry.size):
             if dest.exists():
                 try:
                     verify_file(dest, size=entry.size, sha256=entry.sha256, progress=progress)
@@ -342,6 +388,51 @@ class ModelStore:
                     log.info("%s: %s failed: %s", entry.name, source.describe(), exc)
                     errors.append(exc)
             raise errors[0]
+
+    def _pull_hub(self, ref: hub.HubRef, progress: Progress) -> Path:
+        with make_client() as client:
+            client.headers.update(hub.auth_headers())
+            file = hub.choose_file(ref, hub.list_files(ref, client))
+            name, url = file.model_name(ref.repo), hub.download_url(ref, file)
+            dest = self.root / file.filename
+            facts = {"hub": {"repo": ref.repo, "path": file.path, "revision": ref.revision}}
+            with self._lock(dest):
+                if dest.exists():
+                    self._check_same_file(dest, file.size, file.sha256, url)
+                else:
+                    claim_part(dest, {"url": url, "size": file.size, "sha256": file.sha256})
+                    with _resumable(name, dest, file.size):
+                        digest = fetch_url(
+                            url, dest, size=file.size, sha256=file.sha256, progress=progress,
+                            client=client,
+                        )  # fmt: skip
+                    self._check_catalog_file(dest, digest)
+                    if self.catalog.by_filename(dest.name) is None:
+                        facts |= describe_metadata(read_metadata(dest)) | {
+                            "source": url, "sha256": digest, "added": _now(),
+                        }  # fmt: skip
+                self._add_name(dest, name, **facts)
+        return dest
+
+    def _check_same_file(self, dest: Path, size: int, sha256: str | None, url: str) -> None:
+        """``dest`` is already in the store: it must be the file the hub offers."""
+        try:
+            verify_file(dest, size=size, sha256=sha256, remove_bad=False)
+        except ChecksumMismatch:
+            raise FileExistsError(
+                f"{dest} already exists in the model store and is not {url}; remove it first"
+            ) from None
+        if sha256 is None and dest.stat().st_size != size:
+            raise FileExistsError(
+                f"{dest} already exists in the model store and is not {url}; remove it first"
+            )
+
+    def _check_catalog_file(self, dest: Path, digest: str) -> None:
+        """A download named like a catalog file must be that file."""
+        entry = self.catalog.by_filename(dest.name)
+        if entry is not None and entry.sha256 is not None and digest != entry.sha256:
+            _unlink_all(dest)
+            raise ChecksumMismatch(str(dest), entry.sha256, digest)
 
     @contextlib.contextmanager
     def _lock(self, dest: Path) -> Iterator[None]:
@@ -369,28 +460,34 @@ class ModelStore:
         src = Path(path).expanduser().resolve()
         meta = read_metadata(src)
         entry = self.catalog.by_filename(src.name)
-        model_name = entry.name if entry else (name or src.stem)
-        if entry is None:
-            self._check_new_name(model_name)
+        model_name = name or (entry.name if entry else src.stem)
         dest = self.root / src.name
         if dest.exists() and not dest.samefile(src):
             raise FileExistsError(f"{dest} already exists in the model store; remove it first")
-        digest = (
-            hash_file(src) if dest.exists() else copy_into(src, dest, link=link, progress=progress)
-        )
+        if dest.exists():  # the same file again: at most a new name for it
+            return self._name_file(dest, model_name)
+        if model_name != (entry.name if entry else None):
+            self._check_new_name(model_name)
+        digest = copy_into(src, dest, link=link, progress=progress)
         if entry is not None and entry.sha256 is not None and digest != entry.sha256:
             dest.unlink()
             raise ChecksumMismatch(str(src), entry.sha256, digest, removed=False)
         record_verified(dest, digest)
         if entry is None:
-            described = describe_metadata(meta) | {
-                "name": model_name,
-                "source": str(src),
-                "sha256": digest,
-                "added": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            }
-            write_json_atomic(_model_sidecar(dest), described)
-        return self._describe_file(dest)
+            facts = {"source": str(src), "sha256": digest, "added": _now()}
+            self._add_name(dest, model_name, **describe_metadata(meta), **facts)
+        elif model_name != entry.name:
+            self._add_name(dest, model_name)
+        return self._name_file(dest, model_name)
+
+    def _name_file(self, path: Path, name: str) -> InstalledModel:
+        """The store's file under ``name``, which is added to its names if it is new."""
+        known = {m.name.lower(): m for m in self._describe_file(path)}
+        if name.lower() not in known:
+            self._check_new_name(name)
+            self._add_name(path, name)
+            known = {m.name.lower(): m for m in self._describe_file(path)}
+        return known[name.lower()]
 
     def _check_new_name(self, name: str) -> None:
         if not name.strip() or "/" in name or "\\" in name:
@@ -401,7 +498,11 @@ class ModelStore:
             )
 
     def remove(self, name: str) -> Path:
-        """Delete an installed model (or a catalog model's partial download); returns its path."""
+        """Delete an installed model (or a catalog model's partial download); returns its path.
+
+        A file with other names keeps them: only this name goes (as ``ollama rm``
+        of one tag), unless it is the file's catalog name.
+        """
         model = self.find_installed(name)
         if model is None:
             entry = self.catalog.get(name)
@@ -412,16 +513,22 @@ class ModelStore:
                 raise ModelNotInstalled(entry.name)
             _unlink_all(self.path_of(entry))
             return part
-        _unlink_all(model.path)
+        if len(self.names_of(model.path)) > 1 and (model.entry is None or name_is_alias(model)):
+            self._drop_name(model.path, model.name)
+        else:
+            _unlink_all(model.path)
         return model.path
 
     def info(self, name: str) -> ModelDetails:
         """Catalog fields, installed state and GGUF metadata of a model (or of any .gguf path)."""
-        if _looks_like_path(name) and not self._in_store(Path(name).expanduser()):
+        ref = hub.parse_ref(name)
+        if ref is not None and self.find_installed(name) is None:
+            raise ModelNotInstalled(ref.name)
+        if ref is None and _looks_like_path(name) and not self._in_store(Path(name).expanduser()):
             path = Path(name).expanduser()
             meta = read_metadata(path)
             return ModelDetails(path.stem, None, path, False, meta, None, describe_metadata(meta))
-        model = self.find_installed(Path(name).name if _looks_like_path(name) else name)
+        model = self.find_installed(Path(name).name if _is_store_path(name) else name)
         entry = model.entry if model else self.catalog.get(name) or self.catalog.by_filename(name)
         if model is None:
             if entry is None:
@@ -436,6 +543,50 @@ class ModelStore:
             verified=cached_verification(model.path),
             described=model.described,
         )
+
+
+def _names(sidecar: Mapping[str, Any]) -> list[str]:
+    """The names a sidecar records (``name`` in sidecars written before ``names``)."""
+    names = sidecar.get("names") or ([sidecar["name"]] if sidecar.get("name") else [])
+    return [str(n) for n in names]
+
+
+def name_is_alias(model: InstalledModel) -> bool:
+    """A catalog file's other name (from ``add --name`` or a ``hf.co/`` pull)."""
+    return model.entry is not None and model.name != model.entry.name
+
+
+def _installed_from_hub(ref: hub.HubRef, models: list[InstalledModel]) -> InstalledModel | None:
+    """The installed file ``ref`` names (``hf.co/USER/REPO``: the best quantization there is)."""
+    prefix = f"hf.co/{ref.repo}".lower()
+    mine = [m for m in models if m.name.lower().startswith((prefix + ":", prefix + "/"))]
+    if ref.path is not None:
+        wanted = ref.path.rsplit("/", 1)[-1].lower()
+        return next((m for m in mine if m.path.name.lower() == wanted), None)
+    if ref.quant is not None or not mine:
+        return None
+    rank = {q: i for i, q in enumerate(hub.DEFAULT_QUANTS)}
+    return min(mine, key=lambda m: rank.get(hub.quantization_of(m.path.name) or "", len(rank)))
+
+
+@contextlib.contextmanager
+def _resumable(name: str, dest: Path, total: int | None) -> Iterator[None]:
+    """Turn Ctrl-C during a download into :class:`DownloadInterrupted` (how far, and resume)."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        have = resumable_bytes(dest)
+        if isinstance(exc, DownloadInterrupted) or not have:
+            raise
+        raise DownloadInterrupted(name, have, total) from None
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _is_store_path(text: str) -> bool:
+    return _looks_like_path(text) and hub.parse_ref(text) is None
 
 
 def _looks_like_path(text: str) -> bool:

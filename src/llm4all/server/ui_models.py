@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from llm4all.errors import Llm4allError
-from llm4all.models import CatalogEntry, InstalledModel, ModelStore, memory_needed
+from llm4all.models import CatalogEntry, InstalledModel, ModelStore
 from llm4all.server.manager import ModelManager
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def installed_model(model: InstalledModel, manager: ModelManager) -> dict[str, A
             "name": model.name,
             "kind": model.kind,
             "installed": True,
-            "ram_required_gb": round(memory_needed(model.size) / 1e9, 1),
+            "ram_required_gb": model.ram_required_gb,
             "parameters": d.get("parameters"),
             "quantization": d.get("quantization"),
             "context_length": d.get("context_length"),
