@@ -2,6 +2,8 @@
 
 Backends register a loader here (the built-in one uses the same hook a
 third-party backend would); callers ask :func:`load_engine` for a path.
+Importing this package sets OpenMP's waiting policy (``openmp.py``) before any
+backend loads llama.cpp.
 """
 
 from __future__ import annotations
@@ -9,8 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from llm4all.engine import openmp
 from llm4all.engine.base import Chunk, Completion, Engine, ModelInfo, Timings, Usage, collect
 from llm4all.params import LoadParams
+
+openmp.apply_default()  # libgomp reads it once, when llama_cpp loads it
 
 Loader = Callable[[Path, LoadParams], Engine]
 _BACKENDS: dict[str, Loader] = {}
