@@ -65,7 +65,9 @@ def _file_handler(server: FileServer) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             record = Request(
-                self.path, self.headers.get("Range"), authorization=self.headers.get("Authorization")
+                self.path,
+                self.headers.get("Range"),
+                authorization=self.headers.get("Authorization"),
             )
             server.requests.append(record)
             data = server.files.get(self.path)
