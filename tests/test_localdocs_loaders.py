@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from llm4all.localdocs.loaders import LoadFailed, decode, load, supported
+from llm4all.localdocs.loaders import (
+    LoadFailed,
+    NotText,
+    decode,
+    known_type,
+    load,
+    load_document,
+    media_type,
+)
 
 DOCX_TYPES = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
 <Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">
@@ -160,9 +168,40 @@ def test_encodings_are_detected(tmp_path: Path) -> None:
     bom = tmp_path / "bom.txt"
     bom.write_bytes("\ufeffhello".encode())
     assert load(bom)[0].text == "hello"
-    assert decode("naïve".encode("utf-16")) == "naïve"
+    assert decode("naïve".encode("utf-16")).text == "naïve"
     russian = "Привет, как дела? Это текст на русском языке.".encode("cp1251")
-    assert decode(russian).startswith("Привет")
+    assert decode(russian).text.startswith("Привет")
+    assert decode(russian).note == f"not UTF-8: read as {decode(russian).encoding}"
+    assert load_document(latin).note == "not UTF-8: read as cp1252"
+    assert load_document(bom).note is None
+
+
+def test_invalid_utf8_stays_utf8_with_a_note() -> None:
+    """A few broken bytes in UTF-8 text were read as cp1252: ``café`` became ``cafÃ©``."""
+    data = "Grüße aus Köln, café crème.\n".encode() + b"\xff\xfe end\n"
+    decoded = decode(data)
+    assert decoded.text.startswith("Grüße aus Köln, café crème.")
+    assert decoded.encoding == "utf-8"
+    assert decoded.note == "2 invalid UTF-8 bytes shown as \ufffd"
+
+
+def test_bytes_no_encoding_reads_are_binary_unless_the_type_is_text() -> None:
+    noise = bytes(range(128, 256)) * 8  # no NUL, no encoding reads it with little mess
+    with pytest.raises(NotText, match="binary"):
+        decode(noise, known_text=False)
+    lenient = decode(noise)  # a .txt: read anyway, and said so
+    assert lenient.encoding == "utf-8" and lenient.note is not None
+    assert lenient.note.startswith("unknown text encoding")
+
+
+def test_files_are_recognised_by_content_when_the_name_says_nothing(tmp_path: Path) -> None:
+    gpl = tmp_path / "GPL-3"
+    gpl.write_text("GNU GENERAL PUBLIC LICENSE\n\nVersion 3, 29 June 2007\n")
+    assert [b.text for b in load(gpl)] == ["GNU GENERAL PUBLIC LICENSE", "Version 3, 29 June 2007"]
+    blob = tmp_path / "LGPL-2.1"
+    blob.write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)))
+    with pytest.raises(NotText, match="binary"):
+        load(blob)
 
 
 @pytest.mark.parametrize(
@@ -181,7 +220,7 @@ def test_broken_files_say_why(tmp_path: Path, name: str, data: bytes, reason: st
         load(path)
 
 
-def test_supported_types() -> None:
+def test_known_types_and_media() -> None:
     for name in (
         "a.txt",
         "a.md",
@@ -192,8 +231,16 @@ def test_supported_types() -> None:
         "a.py",
         "a.csv",
         "a.json",
-        "README",
+        "Makefile",
     ):
-        assert supported(Path(name)), name
-    for name in ("a.png", "a.zip", "a.exe", "a.gguf"):
-        assert not supported(Path(name)), name
+        assert known_type(Path(name)), name
+        assert media_type(Path(name)) is None, name
+    for name in ("a.png", "a.zip", "a.exe", "a.gguf", "GPL-3"):
+        assert not known_type(Path(name)), name
+    assert [media_type(Path(n)) for n in ("a.PNG", "b.mp3", "c.mkv", "d.woff2", "e.svg")] == [
+        "image",
+        "audio",
+        "video",
+        "font",
+        "image",
+    ]

@@ -200,7 +200,7 @@ class StoreError(Llm4allError):
     def __init__(self, path: str, reason: str) -> None:
         self.path = path
         self.reason = reason
-        super().__init__(f"chat store {path}: {reason}")
+        super().__init__(f"database {path}: {reason}")
 
 
 class StorageBusy(StoreError):
@@ -220,6 +220,14 @@ class StorageFull(StoreError):
 
     def __init__(self, path: str) -> None:
         super().__init__(path, "the database or its disk is full; free some space and try again")
+
+
+class CollectionNotFound(Llm4allError):
+    """No LocalDocs collection has this name (or it was removed while in use)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"no LocalDocs collection named {name!r} (see `llm4all docs ls`)")
 
 
 class AmbiguousChatId(ChatNotFound):

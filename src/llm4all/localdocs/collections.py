@@ -11,21 +11,29 @@ Example::
 
 One ``LocalDocs`` may be shared by threads (the server's workers): a lock
 serialises its use of its SQLite connection, and each embedding model is
-loaded once and shared.
+loaded once and shared. Several processes may use one database at once; a
+SQLite failure surfaces as a one-line :class:`~llm4all.errors.StoreError`
+(:class:`~llm4all.errors.StorageBusy` when another writer held the lock too
+long, :class:`~llm4all.errors.StorageFull` on a full disk), never as a raw
+``sqlite3`` error.
 """
 
 from __future__ import annotations
 
 import builtins
 import datetime as dt
+import logging
 import os
+import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm4all.errors import Llm4allError
+from llm4all.errors import CollectionNotFound as CollectionNotFound  # re-exported
+from llm4all.errors import StorageBusy
 from llm4all.localdocs import db
 from llm4all.localdocs.chunking import MAX_TOKENS, OVERLAP
 from llm4all.localdocs.indexer import (
@@ -37,17 +45,12 @@ from llm4all.localdocs.indexer import (
     read_files,
 )
 from llm4all.localdocs.search import VectorIndex, keyword_search, rrf
+from llm4all.sqlite import storage_error
+
+log = logging.getLogger(__name__)
 
 #: Candidates each retriever contributes before fusion.
 CANDIDATES = 40
-
-
-class CollectionNotFound(Llm4allError):
-    """No LocalDocs collection has this name."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        super().__init__(f"no LocalDocs collection named {name!r} (see `llm4all docs ls`)")
 
 
 @dataclass(frozen=True)
@@ -86,16 +89,27 @@ class CollectionInfo:
     name: str
     folders: list[str]
     embedding_model: str
-    files: int
+    files: int  # documents: indexed, waiting for vectors, or failed (not the skipped ones)
     indexed: int
     chunks: int
     embedded: int
     chars: int
     indexed_at: str | None  # when an indexing run last changed the index (None: never indexed)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    #: Files that are not text (binary, too large), with why; they are not in ``files``.
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: Indexed files with something to know (their encoding was guessed, bytes replaced).
+    notes: list[tuple[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"failed": [{"path": p, "reason": r} for p, r in self.failed]}
+        def pairs(items: list[tuple[str, str]], key: str) -> list[dict[str, str]]:
+            return [{"path": p, key: r} for p, r in items]
+
+        return asdict(self) | {
+            "failed": pairs(self.failed, "reason"),
+            "skipped": pairs(self.skipped, "reason"),
+            "notes": pairs(self.notes, "note"),
+        }
 
 
 class LocalDocs:
@@ -114,6 +128,15 @@ class LocalDocs:
         self._factory = embedder_factory or _load_embedder
         self._owns_embedders = embedder_factory is None  # a caller's embedders are the caller's
         self._embedders: dict[str, ChunkEmbedder] = {}
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock; SQLite errors become one-line :class:`StoreError`."""
+        with self._lock:
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                raise storage_error(self.path, exc) from exc
 
     def close(self) -> None:
         with self._lock:
@@ -154,7 +177,7 @@ class LocalDocs:
             if not path.exists():
                 raise FileNotFoundError(2, "no such file or folder", str(path))
             real.append(os.path.realpath(path))
-        with self._lock, db.transaction(self._conn):
+        with self._db(), db.write_transaction(self._conn):
             row = self._conn.execute(
                 "SELECT id FROM collections WHERE name = ?", (name,)
             ).fetchone()
@@ -174,49 +197,57 @@ class LocalDocs:
 
     def remove(self, name: str) -> None:
         """Delete a collection and everything indexed for it (the files themselves stay)."""
-        with self._lock:
+        with self._db():
             cid = self._id(name)
-            with db.transaction(self._conn):
+            with db.write_transaction(self._conn):
                 self._conn.execute("DELETE FROM collections WHERE id = ?", (cid,))
             self._vectors.forget(cid)
 
     def names(self) -> list[str]:
-        with self._lock:
+        with self._db():
             return [r[0] for r in self._conn.execute("SELECT name FROM collections ORDER BY name")]
 
     # ``list()`` (every collection) is the last method: defined earlier, its name
     # would shadow the builtin in the annotations of the methods after it.
 
     def info(self, name: str) -> CollectionInfo:
-        with self._lock:
+        with self._db() as conn:
             cid = self._id(name)
-            c = self._conn.execute("SELECT * FROM collections WHERE id = ?", (cid,)).fetchone()
+            c = conn.execute("SELECT * FROM collections WHERE id = ?", (cid,)).fetchone()
             folders = [
                 r[0]
-                for r in self._conn.execute(
+                for r in conn.execute(
                     "SELECT path FROM folders WHERE collection_id = ? ORDER BY path", (cid,)
                 )
             ]
-            stats = self._conn.execute(
+            stats = conn.execute(
                 """SELECT COUNT(*), COALESCE(SUM(state = 'indexed'), 0), COALESCE(SUM(n_chunks), 0),
-                          COALESCE(SUM(n_chars), 0) FROM files WHERE collection_id = ?""",
+                          COALESCE(SUM(n_chars), 0) FROM files
+                   WHERE collection_id = ? AND state != 'skipped'""",
                 (cid,),
             ).fetchone()
-            embedded = self._conn.execute(
+            embedded = conn.execute(
                 """SELECT COUNT(*) FROM vectors v JOIN chunks c ON c.id = v.chunk_id
                    JOIN files f ON f.id = c.file_id WHERE f.collection_id = ?""",
                 (cid,),
             ).fetchone()[0]
-            failed = [
-                (r[0], r[1])
-                for r in self._conn.execute(
-                    "SELECT path, error FROM files WHERE collection_id = ? AND state = 'failed' ORDER BY path",
-                    (cid,),
-                )
-            ]
+
+            def listed(column: str, where: str) -> builtins.list[tuple[str, str]]:
+                return [
+                    (r[0], r[1])
+                    for r in conn.execute(
+                        f"SELECT path, {column} FROM files WHERE collection_id = ? AND {where}"
+                        " ORDER BY path",
+                        (cid,),
+                    )
+                ]
+
+            failed = listed("error", "state = 'failed'")
+            skipped = listed("error", "state = 'skipped'")
+            notes = listed("note", "note IS NOT NULL")
         return CollectionInfo(
             name, folders, c["embedding_model"], stats[0], stats[1], stats[2], embedded, stats[3],
-            c["indexed_at"], failed,
+            c["indexed_at"], failed, skipped, notes,
         )  # fmt: skip
 
     def _id(self, name: str) -> int:
@@ -236,7 +267,7 @@ class LocalDocs:
     ) -> IndexReport:
         """Bring a collection's index up to date with its folders (see :mod:`.indexer`)."""
         progress = progress or _NoProgress()
-        with self._lock:
+        with self._db():
             cid = self._id(name)
             row = self._conn.execute(
                 "SELECT embedding_model FROM collections WHERE id = ?", (cid,)
@@ -249,12 +280,12 @@ class LocalDocs:
             ]
         embedder = self.embedder(row[0])
         report = IndexReport(name)
-        with self._lock:
+        with self._db():
             read_files(self._conn, cid, folders, embedder, report, progress, (max_tokens, overlap))
             embed_pending(self._conn, cid, embedder, report, progress)
             changed = report.files_changed or report.files_removed or report.chunks_embedded
             # A run that found nothing new writes nothing (``watch`` runs every few seconds).
-            with db.transaction(self._conn):
+            with db.write_transaction(self._conn):
                 self._conn.execute(
                     "UPDATE collections SET indexed_at = ? WHERE id = ? AND (? OR indexed_at IS NULL)",
                     (_now(), cid, bool(changed)),
@@ -273,9 +304,13 @@ class LocalDocs:
         """Re-index ``name`` every ``interval`` seconds (a run with no change reads no file) until ``stop``."""
         stop = stop or threading.Event()
         while not stop.is_set():
-            report = self.index(name, progress)
-            if on_run is not None:
-                on_run(report)
+            try:
+                report = self.index(name, progress)
+            except StorageBusy as exc:  # another indexer's long write: the next scan catches up
+                log.warning("%s", exc)
+            else:
+                if on_run is not None:
+                    on_run(report)
             stop.wait(interval)
 
     # -- search ----------------------------------------------------------------------------------
@@ -283,7 +318,7 @@ class LocalDocs:
         """The ``k`` best chunks for ``query`` in ``collections``: BM25 and vectors fused by RRF."""
         if not query.strip():
             return []
-        with self._lock:
+        with self._db():
             ids = {n: self._id(n) for n in dict.fromkeys(collections)}
             models = {
                 n: self._conn.execute(
@@ -295,9 +330,9 @@ class LocalDocs:
         for model in dict.fromkeys(models.values()):
             same = [ids[n] for n, m in models.items() if m == model]
             vector = self.embedder(model).embed_query(query)
-            with self._lock:
+            with self._db():
                 semantic.append(self._vectors.search(self._conn, same, vector, CANDIDATES))
-        with self._lock:
+        with self._db():
             keyword = keyword_search(self._conn, list(ids.values()), query, CANDIDATES)
             fused = rrf([keyword, *semantic])[:k]
             return self._hits(fused)

@@ -5,8 +5,10 @@ Tables:
 - ``collections`` (name, embedding model, a ``version`` bumped whenever its
   vectors change) and ``folders`` (the folders a collection may read);
 - ``files``: one row per indexed file with its size, mtime and sha256 (what
-  incremental indexing compares), its state (``chunked`` → ``indexed``, or
-  ``failed`` with the reason) and its chunk count;
+  incremental indexing compares), its state (``chunked`` → ``indexed``;
+  ``failed`` with the reason; ``skipped`` with why, for a file that is not
+  text), its chunk count and a ``note`` (how its text was decoded, when a
+  user should know);
 - ``chunks``: the text of each chunk with its heading, page and line range;
 - ``chunks_fts``: an FTS5 index over (title, text) that stores no second copy
   of the text (``content='chunks'``), kept in step by triggers;
@@ -15,17 +17,20 @@ Tables:
 A chunk and its vector are separate rows so that embedding appends rows
 instead of rewriting the pages of the chunk text: the bytes written stay
 proportional to the text indexed. WAL mode lets a search read while an
-indexing run writes. Schema changes are ordered migrations, as in the chat store.
+indexing run writes. Opening, locking and ordered migrations are
+:mod:`llm4all.sqlite`'s, the same as the chat store's, so a ``docs add``, a
+``docs index``, a ``docs watch`` and the server may all open a fresh file at once.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from llm4all import paths
+from llm4all import paths, sqlite
+from llm4all.sqlite import Migration, write_transaction
+
+__all__ = ["MIGRATIONS", "bump_version", "connect", "default_path", "write_transaction"]
 
 _M001_INITIAL = """
         CREATE TABLE collections (
@@ -83,8 +88,32 @@ _M001_INITIAL = """
         END;
 """
 
-#: Each migration is one SQL script, run in its own transaction with the version bump.
-MIGRATIONS: list[str] = [_M001_INITIAL]
+
+def _statements(script: str) -> list[str]:
+    """The statements of a SQL script (``executescript`` would commit the migration's lock away)."""
+    out: list[str] = []
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    return out
+
+
+def _m001_initial(conn: sqlite3.Connection) -> None:
+    """Collections, folders, files, chunks, vectors and the full-text index."""
+    for statement in _statements(_M001_INITIAL):
+        conn.execute(statement)
+
+
+def _m002_file_notes(conn: sqlite3.Connection) -> None:
+    """``files.note``: what a user should know about a file that was indexed (its encoding)."""
+    conn.execute("ALTER TABLE files ADD COLUMN note TEXT")
+
+
+#: The schema's history; index i holds the migration to version i + 1.
+MIGRATIONS: list[Migration] = [_m001_initial, _m002_file_notes]
 
 
 def default_path() -> Path:
@@ -93,36 +122,15 @@ def default_path() -> Path:
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    """Open (creating and migrating) the LocalDocs database at ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    """Open (creating and migrating) the LocalDocs database at ``path``; rows are ``sqlite3.Row``.
+
+    Raises :class:`~llm4all.errors.StoreError` as :func:`llm4all.sqlite.connect` does.
+    """
+    conn = sqlite.connect(path, MIGRATIONS)
     conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    for number, script in enumerate(MIGRATIONS[version:], version + 1):
-        try:
-            conn.executescript(
-                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version={number};\nCOMMIT;"
-            )
-        except sqlite3.Error:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+    # An index is rebuilt from the files: a power cut may lose its last commits, never corrupt it.
+    conn.execute("PRAGMA synchronous = NORMAL")
     return conn
-
-
-@contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One ``BEGIN IMMEDIATE`` … ``COMMIT`` (rolled back on any error)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 def bump_version(conn: sqlite3.Connection, collection_id: int) -> None:

@@ -3,9 +3,12 @@
 Each loader keeps what chunking needs to cut well and to cite precisely: the
 kind of block (heading, text, code, table row), the heading path it sits under,
 and where it came from (a PDF page, or the line range of a text file). Text
-encodings are detected (UTF-8 first, then ``charset-normalizer``); a file that
-is binary or fails to parse raises :class:`LoadFailed` with a reason a user can
-read in ``llm4all docs ls``. Nothing here reads anything but the one path given.
+encodings are detected (UTF-8 first, then ``charset-normalizer`` with a
+confidence threshold; a doubtful decoding is reported, never silent); a file
+that is binary raises :class:`NotText`, one that fails to parse
+:class:`LoadFailed`, with a reason a user can read in ``llm4all docs ls``.
+Files are recognised by name (``.md``, ``.py``, ``Makefile``) and, when the
+name says nothing, by content: ``GPL-3`` or ``notes.2024`` is read as text. Nothing here reads anything but the one path given.
 
 Example: ``load(Path("notes.md"))[0]`` → ``Block("heading", "Notes", "Notes", None, 1, 1)``.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import mimetypes
 import re
 import zipfile
 from collections.abc import Callable, Iterator
@@ -52,33 +56,70 @@ class LoadFailed(Exception):
 
 # -- text decoding ------------------------------------------------------------------
 
+#: Bytes looked at to tell text from binary before a file of unknown type is read whole.
+SNIFF_BYTES = 8192
+#: Most "mess" (charset-normalizer's chaos ratio, 0–1) accepted from a detected encoding.
+MAX_CHAOS = 0.2
 
-def decode(data: bytes) -> str:
-    """Bytes to text: a BOM, UTF-8, Western (cp1252) text, else the detected encoding.
 
-    Example: ``decode("café".encode("latin-1")) == "café"``. Raises :class:`LoadFailed`
-    for binary data.
+class NotText(LoadFailed):
+    """The file is not text (binary): it is skipped, not failed."""
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """Text and how it was read; ``note`` tells a user what they should know (a guess, bytes lost)."""
+
+    text: str
+    encoding: str
+    note: str | None = None
+
+
+def looks_binary(head: bytes) -> bool:
+    """Whether the first bytes of a file say it is binary: NUL bytes, and no UTF-16 BOM.
+
+    Example: ``looks_binary(b"\\x89PNG\\r\\n\\x1a\\n\\x00\\x00")`` is true.
+    """
+    return b"\x00" in head[:SNIFF_BYTES] and not head.startswith((b"\xff\xfe", b"\xfe\xff"))
+
+
+def decode(data: bytes, *, known_text: bool = True) -> Decoded:
+    """Bytes to text: a BOM, UTF-8, Western (cp1252) text, else a confident detection.
+
+    Mostly-UTF-8 bytes with a few invalid ones stay UTF-8 (the invalid bytes become
+    U+FFFD, and the note says how many) rather than turning into cp1252 mojibake.
+    Bytes no encoding reads confidently are binary when the file's type is not
+    known to be text (:class:`NotText`), else UTF-8 with replacement and a note.
+
+    Example: ``decode("café".encode("latin-1")).text == "café"``.
     """
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return data.decode("utf-16")
-    if b"\x00" in data[:8192]:
-        raise LoadFailed("binary file (not text)")
+        return Decoded(data.decode("utf-16", "replace"), "utf-16")
+    if looks_binary(data):
+        raise NotText("binary")
     try:
-        return data.decode("utf-8-sig")
+        return Decoded(data.decode("utf-8-sig"), "utf-8")
     except UnicodeDecodeError:
         pass
-    western = _western(data)
-    if western is not None:
-        return western
-    from charset_normalizer import from_bytes
+    lenient = data.decode("utf-8", "replace")
+    invalid = lenient.count("\ufffd")
+    valid = sum(1 for c in lenient if ord(c) > 127) - invalid
+    if valid > invalid:  # UTF-8 with a few broken bytes, not a legacy encoding
+        return Decoded(lenient, "utf-8", _replaced(invalid))
+    detected = _western(data) or _detected(data)
+    if detected is not None:
+        text, encoding = detected
+        return Decoded(text, encoding, f"not UTF-8: read as {encoding}")
+    if not known_text:
+        raise NotText("binary")
+    return Decoded(lenient, "utf-8", f"unknown text encoding: {_replaced(invalid)}")
 
-    best = from_bytes(data).best()
-    if best is None:
-        raise LoadFailed("unknown text encoding")
-    return str(best)
+
+def _replaced(invalid: int) -> str:
+    return f"{invalid} invalid UTF-8 byte{'s' if invalid != 1 else ''} shown as \ufffd"
 
 
-def _western(data: bytes) -> str | None:
+def _western(data: bytes) -> tuple[str, str] | None:
     """``data`` as cp1252 when that reads like Western European text (few non-ASCII letters).
 
     Detectors guess badly on short Latin-1 text (``très`` → ``trčs`` as cp1250);
@@ -90,7 +131,17 @@ def _western(data: bytes) -> str | None:
         return None
     letters = [c for c in text if c.isalpha()]
     foreign = sum(1 for c in letters if not c.isascii())
-    return text if letters and foreign / len(letters) < 0.25 else None
+    return (text, "cp1252") if letters and foreign / len(letters) < 0.25 else None
+
+
+def _detected(data: bytes) -> tuple[str, str] | None:
+    """charset-normalizer's best guess, if it reads the bytes with little mess."""
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data).best()
+    if best is None or best.chaos > MAX_CHAOS:
+        return None
+    return str(best), best.encoding
 
 
 # -- headings --------------------------------------------------------------------------
@@ -546,24 +597,53 @@ CODE_SUFFIXES = frozenset(
 )
 _BINARY_LOADERS: dict[str, Callable[[Path], list[Block]]] = {".pdf": load_pdf, ".docx": load_docx}
 SUFFIXES = frozenset(_TEXT_LOADERS) | CODE_SUFFIXES | frozenset(_BINARY_LOADERS)
-_PLAIN_NAMES = frozenset(
-    {"readme", "license", "copying", "changelog", "news", "authors", "makefile", "dockerfile"}
-)
+_CODE_NAMES = frozenset({"makefile", "dockerfile"})
+#: Media types never read: their files are skipped by name, without opening them.
+_MEDIA = ("image", "audio", "video", "font")
 
 
-def supported(path: Path) -> bool:
-    """Whether LocalDocs indexes files like this one. Example: ``supported(Path("a.md"))``."""
-    return path.suffix.lower() in SUFFIXES or path.name.lower() in _PLAIN_NAMES
+def known_type(path: Path) -> bool:
+    """Whether a loader knows files like this one by name. Example: ``known_type(Path("a.md"))``.
+
+    Other files are read too when their bytes are text (``LICENSE-2.0``, ``GPL-3``).
+    """
+    return path.suffix.lower() in SUFFIXES or path.name.lower() in _CODE_NAMES
+
+
+def media_type(path: Path) -> str | None:
+    """``"image"``, ``"audio"``, ``"video"`` or ``"font"`` for a media file (by name), else None.
+
+    Example: ``media_type(Path("cat.png")) == "image"``.
+    """
+    if known_type(path):
+        return None
+    guessed, _ = mimetypes.guess_type(path.name)
+    major = guessed.split("/")[0] if guessed else None
+    return major if major in _MEDIA else None
+
+
+@dataclass(frozen=True)
+class Document:
+    """What loading one file gave: its blocks, and a note for the user (how it was decoded)."""
+
+    blocks: list[Block]
+    note: str | None = None
 
 
 def load(path: Path, data: bytes | None = None) -> list[Block]:
     """The blocks of one file (``data``: its bytes, when the caller has read them already)."""
+    return load_document(path, data).blocks
+
+
+def load_document(path: Path, data: bytes | None = None) -> Document:
+    """The blocks of one file and what its user should know; a file of unknown type is read
+    as plain text when its bytes are text, else :class:`NotText` is raised."""
     suffix = path.suffix.lower()
     if suffix in _BINARY_LOADERS:
-        return _BINARY_LOADERS[suffix](path)
+        return Document(_BINARY_LOADERS[suffix](path))
     if data is None:
         data = path.read_bytes()
-    text = decode(data)
-    if suffix in CODE_SUFFIXES or path.name.lower() in ("makefile", "dockerfile"):
-        return load_code(text)
-    return _TEXT_LOADERS.get(suffix, load_text)(text)
+    decoded = decode(data, known_text=known_type(path))
+    if suffix in CODE_SUFFIXES or path.name.lower() in _CODE_NAMES:
+        return Document(load_code(decoded.text), decoded.note)
+    return Document(_TEXT_LOADERS.get(suffix, load_text)(decoded.text), decoded.note)
