@@ -25,6 +25,7 @@ from llm4all.api import ChatSession, Model, merge_params
 from llm4all.chat.template import Message
 from llm4all.cli._common import err_console, load_model
 from llm4all.cli.docs import docs_option, print_sources
+from llm4all.cli.models import print_startup_tip
 from llm4all.cli.options import (
     generation_options,
     generation_overrides,
@@ -108,6 +109,7 @@ def chat_command(
             style="dim",
             markup=False,
         )
+    print_startup_tip(model)  # the first time the default model runs here: a better one, once
     params = merge_params(merge_params(model.params, _tuple_stops(stored_params)), overrides)
     session = ChatSession(
         model,

@@ -7,6 +7,9 @@ line by the CLI edge in :mod:`llm4all.cli._common`.
 
 from __future__ import annotations
 
+import datetime as dt
+import os
+import sys
 from typing import Any
 
 import click
@@ -18,6 +21,7 @@ from rich.table import Table
 from llm4all.cli._common import echo_json, err_console
 from llm4all.cli.progress import RichProgress
 from llm4all.models import CatalogEntry, InstalledModel, ModelStore
+from llm4all.models.recommend import Recommendation, SpeedSample, parameter_count, recommend
 from llm4all.models.store import name_is_alias
 
 out_console = Console()
@@ -65,13 +69,17 @@ def _local_row(model: InstalledModel) -> dict[str, Any]:
     }
 
 
-def model_rows(store: ModelStore, include_catalog: bool) -> list[dict[str, Any]]:
+def model_rows(
+    store: ModelStore, include_catalog: bool, recommended: str | None = None
+) -> list[dict[str, Any]]:
     """Installed models first (catalog, then local), then the rest of the catalog."""
     installed = store.installed()
     by_entry = {m.entry.name for m in installed if m.entry is not None}
     rows = [_entry_row(m.entry, m) if m.entry else _local_row(m) for m in installed]
     if include_catalog:
         rows += [_entry_row(e, None) for e in store.catalog if e.name not in by_entry]
+    for row in rows:
+        row["recommended"] = row["name"] == recommended
     return rows
 
 
@@ -88,7 +96,7 @@ def _table(rows: list[dict[str, Any]]) -> Table:
     table.add_column("licence", no_wrap=True, min_width=10)
     for r in rows:
         table.add_row(
-            r["name"] + ("*" if r["default"] else ""),
+            r["name"] + ("*" if r["default"] else "") + ("+" if r["recommended"] else ""),
             _gib(r["size"]),
             r["parameters"] or "?",
             r["quantization"] or "?",
@@ -97,8 +105,10 @@ def _table(rows: list[dict[str, Any]]) -> Table:
             r["kind"],
             r["license"] or "",
         )
-    if any(r["default"] for r in rows):
-        table.caption = "* the default chat model"
+    captions = ["* the default chat model"] if any(r["default"] for r in rows) else []
+    if any(r["recommended"] for r in rows):
+        captions.append("+ recommended for this machine")
+    table.caption = "; ".join(captions) or None
     return table
 
 
@@ -115,7 +125,9 @@ def models_group() -> None:
 def list_command(show_all: bool, as_json: bool) -> None:
     """List installed models (with --all: the whole catalog too)."""
     store = ModelStore()
-    rows = model_rows(store, include_catalog=show_all)
+    advice = recommendation(store)
+    best = advice.entry.name if advice else None
+    rows = model_rows(store, include_catalog=show_all, recommended=best)
     if as_json:
         echo_json(rows)
         return
@@ -129,6 +141,8 @@ def list_command(show_all: bool, as_json: bool) -> None:
     more = len(store.catalog) - sum(r["source"] == "catalog" for r in rows)
     if more and not show_all:
         err_console.print(f"{more} more models in the catalog: `llm4all models list --all`")
+    if advice is not None and not any(r["recommended"] for r in rows if r["installed"]):
+        err_console.print(_advice_line(advice, installed=False), soft_wrap=True)
 
 
 @models_group.command("pull")
@@ -236,3 +250,131 @@ def _show(value: Any) -> str:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 10_000:
         return f"{value:,}"
     return str(value)
+
+
+# --- recommending a model ------------------------------------------------------------
+
+SPEED_KEY = "models.speed_sample"
+TIP_KEY = "models.recommendation_tip_shown"
+#: The speed probe: bursts of tokens (about a second in all on the default model, two cores).
+PROBE_BURSTS = 3
+PROBE_TOKENS = 12
+
+
+def _machine() -> dict[str, int]:
+    """What a cached speed is valid for: a new CPU count or RAM size measures again."""
+    import psutil
+
+    return {"cpus": os.cpu_count() or 1, "ram_gib": round(psutil.virtual_memory().total / 2**30)}
+
+
+def measure_speed(model: Any) -> SpeedSample | None:
+    """Decode speed of a loaded :class:`llm4all.Model`: the best of a few short greedy answers.
+
+    The best, not the mean: other programs only ever slow a burst down, so the
+    fastest one is the closest to what the machine can do.
+    """
+    speeds = []
+    for _ in range(PROBE_BURSTS):
+        response = model.stream(
+            "Count from 1 to 100, separated by commas.", max_tokens=PROBE_TOKENS, temperature=0
+        )
+        response.text()
+        speeds.append(float(response.completion.timings.tokens_per_second))
+    speed = max(speeds)
+    name = model.entry.name if model.entry else model.name
+    return SpeedSample(name, model.path.stat().st_size, speed) if speed > 0 else None
+
+
+def speed_sample(store: ModelStore, model: Any = None) -> SpeedSample | None:
+    """This machine's decode speed: cached in the settings, else measured once now.
+
+    Measured with ``model`` (a loaded :class:`llm4all.Model`) or by loading the
+    installed default model; None when there is nothing to measure with.
+    """
+    from llm4all.store import ChatStore
+
+    with ChatStore() as settings:
+        cached = settings.get_setting(SPEED_KEY)
+        if isinstance(cached, dict) and cached.get("machine") == _machine():
+            try:
+                return SpeedSample(
+                    str(cached["model"]), int(cached["size"]), float(cached["tokens_per_second"])
+                )
+            except (KeyError, TypeError, ValueError):
+                pass
+        sample = measure_speed(model) if model is not None else _measure_default(store)
+        if sample is not None:
+            settings.set_setting(
+                SPEED_KEY,
+                sample.__dict__
+                | {"machine": _machine(), "measured": dt.datetime.now(dt.UTC).isoformat()},
+            )
+    return sample
+
+
+def _measure_default(store: ModelStore) -> SpeedSample | None:
+    from llm4all.api import Model
+
+    default = store.catalog.default()
+    if not store.path_of(default).exists():
+        return None
+    status = err_console.status(f"measuring this machine's speed once with {default.name}…")
+    with status, Model(default.name, allow_download=False, n_ctx=512) as model:
+        return measure_speed(model)
+
+
+def recommendation(store: ModelStore, model: Any = None) -> Recommendation | None:
+    """The catalog model to recommend here (see :mod:`llm4all.models.recommend`), or None."""
+    import psutil
+
+    sample = speed_sample(store, model)
+    if sample is None:
+        return None
+    return recommend(store.catalog, sample, psutil.virtual_memory().total)
+
+
+def _advice_line(advice: Recommendation, *, installed: bool) -> str:
+    name = advice.entry.name
+    how = (
+        f"llm4all chat -m {name}"
+        if installed
+        else f"llm4all models pull {name}, then llm4all chat -m {name}"
+    )
+    return (
+        f"tip: {name} answers better and runs at ~{advice.tokens_per_second:.0f} tok/s here: {how}"
+    )
+
+
+def startup_tip(model: Any) -> str | None:
+    """One line recommending a better model, the first time the default model runs here.
+
+    ``model`` is the loaded :class:`llm4all.Model`; if this machine's speed is
+    not known yet it is measured with it, once (about a second). Returns None
+    when the model is not the catalog default, when the tip was shown before,
+    or when nothing better runs usably here.
+    """
+    from llm4all.store import ChatStore
+
+    store = ModelStore()
+    if model.entry is None or model.entry.name != store.catalog.default().name:
+        return None
+    with ChatStore() as settings:
+        if settings.get_setting(TIP_KEY):
+            return None
+        settings.set_setting(TIP_KEY, True)
+    advice = recommendation(store, model)
+    if advice is None or parameter_count(advice.entry.parameters) <= parameter_count(
+        model.entry.parameters
+    ):
+        return None  # nothing that answers better runs usably here
+    return _advice_line(advice, installed=store.path_of(advice.entry).exists())
+
+
+def print_startup_tip(model: Any) -> None:
+    """:func:`startup_tip` on stderr, in an interactive terminal only (scripts never wait)."""
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return
+    tip = startup_tip(model)
+    if tip:
+        err_console.print(tip, style="dim", markup=False, highlight=False, soft_wrap=True)
