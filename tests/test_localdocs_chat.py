@@ -19,8 +19,8 @@ from conftest import FACT
 from llm4all.api import ChatSession, Model
 from llm4all.chat.template import Message
 from llm4all.embeddings import Embedder
-from llm4all.localdocs import LocalDocs, with_excerpts
-from llm4all.localdocs.context import INSTRUCTION
+from llm4all.localdocs import LocalDocs, documents_turn, with_excerpts
+from llm4all.localdocs.context import INSTRUCTION, search_text
 from llm4all.store import ChatStore
 
 
@@ -168,3 +168,75 @@ def test_the_default_model_answers_from_the_document(default_model: Model, docs:
     response = session.send("In which city will the Zorblax conference be held?", max_tokens=40)
     assert "Tallinn" in response.text()
     assert response.sources[0]["excerpt"] == FACT
+
+
+# -- a conversation: follow-up questions are searched with the earlier turns ----------------------
+VENV = "Activate the environment with source .venv/bin/activate before installing packages."
+VPN = "Activate the connection from the tray icon, then sign in with your badge number."
+
+
+@pytest.fixture
+def how_to(tmp_path: Path, embedder: Embedder) -> Iterator[LocalDocs]:
+    """Two pages that both say how to activate something, and one about something else."""
+    folder = tmp_path / "how-to"
+    folder.mkdir()
+    (folder / "venv.md").write_text(f"# Python virtual environments\n\n{VENV}\n")
+    (folder / "vpn.md").write_text(f"# The office VPN\n\n{VPN}\n")
+    (folder / "pets.txt").write_text("The office cat is called Biscuit.\n")
+    with LocalDocs(tmp_path / "how-to.db", embedder_factory=lambda _: embedder) as d:
+        d.add("how-to", [folder])
+        d.index("how-to")
+        yield d
+
+
+FOLLOW_UP = "How do I activate it?"
+TOPICS = {
+    "venv.md": "What is a Python virtual environment for?",
+    "vpn.md": "What is the office VPN?",
+}
+
+
+def test_search_text_keeps_the_last_user_turns() -> None:
+    assert search_text("how do I activate it?", ["a", " ", "what is a venv?"]) == (
+        "a\nwhat is a venv?\nhow do I activate it?"
+    )
+    assert search_text("q", ["a", "b", "c"], turns=1) == "c\nq"
+    assert search_text(" q ", []) == "q" and search_text("q", ["a"], turns=0) == "q"
+
+
+def test_a_follow_up_is_searched_with_the_conversation(how_to: LocalDocs) -> None:
+    for expected, topic in TOPICS.items():
+        turn, refs = documents_turn(FOLLOW_UP, ["how-to"], [topic], localdocs=how_to)
+        assert refs[0]["file"] == expected, (topic, [r["file"] for r in refs])
+        assert turn.endswith(FOLLOW_UP) and topic not in turn  # the model sees its question only
+    # A question that changes the subject still finds its own page.
+    _, refs = documents_turn(
+        "What is the cat called?", ["how-to"], [TOPICS["vpn.md"]], localdocs=how_to
+    )
+    assert refs[0]["file"] == "pets.txt"
+
+
+def test_a_chat_session_searches_follow_ups_with_the_earlier_turns(
+    fast_model: Model, how_to: LocalDocs
+) -> None:
+    for expected, topic in TOPICS.items():
+        session = ChatSession(fast_model, collections=["how-to"], localdocs=how_to)
+        session.send(topic, max_tokens=4).text()
+        follow_up = session.send(FOLLOW_UP, max_tokens=4)
+        follow_up.text()
+        assert follow_up.sources[0]["file"] == expected
+
+
+def test_answers_from_documents_have_a_default_length(
+    fast_model: Model, docs: LocalDocs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("llm4all.localdocs.context.ANSWER_TOKENS", 3)
+    session = ChatSession(fast_model, collections=["notes"], localdocs=docs)
+    bounded = session.send("Tell me everything about the Zorblax conference.", temperature=0)
+    bounded.text()
+    assert bounded.completion is not None and bounded.completion.finish_reason == "length"
+    assert bounded.completion.usage.completion_tokens == 3
+    longer = session.send("And about the cat?", temperature=0, max_tokens=6)
+    longer.text()
+    assert longer.completion is not None  # the caller's own limit wins
+    assert longer.completion.usage.completion_tokens > 3

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -24,7 +23,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from llm4all.api import ChatSession, Model
-from llm4all.errors import StoreError
+from llm4all.errors import InvalidParameter, StoreError
 from llm4all.localdocs import LocalDocs
 from llm4all.models import ModelStore, UrlSource, load_catalog
 from llm4all.models.catalog import Catalog, PypiPart, PypiSource
@@ -503,7 +502,7 @@ def test_shutdown_closes_the_chat_store_and_localdocs_and_cancels_pulls(tmp_path
     assert (models / "big-test.gguf.part").stat().st_size == job.completed
     with pytest.raises(StoreError, match="closed"):
         store.list_chats()
-    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+    with pytest.raises(StoreError, match="closed"):
         docs.list()
 
 
@@ -769,3 +768,93 @@ def test_a_chat_with_collections_cites_its_sources(
     finally:
         live.app.state.localdocs.close()
         live.app.state.localdocs = None
+
+
+# -- adding a folder from the page --------------------------------------------------------------------
+def _app_client(tmp_path: Path, **settings: Any) -> TestClient:
+    app = create_app(ServerSettings(preload=False, models_dir=tmp_path / "models", **settings))
+    app.state.localdocs = LocalDocs(tmp_path / "localdocs.db")  # closed with the app
+    return TestClient(app, base_url="http://127.0.0.1:4891")
+
+
+def _wait_indexed(client: TestClient, name: str, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = {c["name"]: c for c in client.get("/api/collections").json()}
+        state = found[name]["indexing"]["state"]
+        if state != "running" or time.monotonic() > deadline:
+            return found[name]
+        time.sleep(0.1)
+
+
+def test_the_page_adds_a_folder_on_a_loopback_server_and_it_is_indexed(tmp_path: Path) -> None:
+    folder = tmp_path / "office"
+    folder.mkdir()
+    (folder / "office.md").write_text("# Office\n\n" + NOTE, encoding="utf-8")
+    with _app_client(tmp_path) as client:
+        policy = client.get("/api/collections/folders").json()
+        assert policy == {"can_add": True, "roots": [], "message": None}
+        added = client.post("/api/collections", json={"name": "office", "folder": str(folder)})
+        assert added.status_code == 202, added.text
+        assert added.json()["folders"] == [str(folder.resolve())]
+        assert added.json()["indexing"]["state"] == "running"
+        again = client.post("/api/collections", json={"name": "office", "folder": str(folder)})
+        assert again.status_code in (202, 409)  # 409 while the first run still goes on
+        done = _wait_indexed(client, "office")
+        assert done["indexing"]["state"] == "done", done
+        assert (done["files"], done["indexed"]) == (1, 1) and done["embedded"] == done["chunks"] > 0
+        hits = client.app.state.localdocs.search(["office"], "code of the blue door")  # type: ignore[attr-defined]
+        assert "4711" in hits[0].text
+        bad = client.post("/api/collections", json={"name": "a/b", "folder": str(folder)})
+        assert _error(bad, 400)["param"] == "name"
+        unknown = client.post("/api/collections", json={"name": "x", "folder": "/no/such/folder"})
+        assert _error(unknown, 400)["message"] == "'/no/such/folder' is not a folder on the server"
+
+
+def test_folders_outside_the_docs_roots_are_refused(tmp_path: Path) -> None:
+    root, outside = tmp_path / "shared", tmp_path / "private"
+    (root / "team").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.txt").write_text("the payroll\n")
+    (root / "team" / "readme.txt").write_text("team notes\n")
+    (root / "escape").symlink_to(outside)  # a symlink out of the root
+    (root / "file.txt").write_text("not a folder\n")
+    with _app_client(tmp_path, docs_roots=(root,)) as client:
+        policy = client.get("/api/collections/folders").json()
+        assert policy == {"can_add": True, "roots": [str(root.resolve())], "message": None}
+        for given in (str(outside), "../private", str(root / "team" / ".." / ".." / "private"),
+                      str(root / "escape"), "/", str(tmp_path / "nowhere")):  # fmt: skip
+            refused = client.post("/api/collections", json={"name": "x", "folder": given})
+            error = _error(refused, 403)
+            assert error["code"] == "folder_not_allowed" and "--docs-root" in error["message"], (
+                given
+            )
+        not_folder = client.post("/api/collections", json={"name": "x", "folder": "file.txt"})
+        assert "is not a folder" in _error(not_folder, 400)["message"]
+        assert client.get("/api/collections").json() == []  # nothing was made
+        added = client.post("/api/collections", json={"name": "team", "folder": "team"})
+        assert added.status_code == 202 and added.json()["folders"] == [
+            str((root / "team").resolve())
+        ]
+        assert _wait_indexed(client, "team")["files"] == 1
+
+
+def test_a_server_off_loopback_without_docs_roots_adds_no_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    with _app_client(tmp_path, host="0.0.0.0", insecure=True) as client:
+        policy = client.get("/api/collections/folders").json()
+        assert policy["can_add"] is False and "--docs-root" in policy["message"]
+        refused = client.post("/api/collections", json={"name": "notes", "folder": str(folder)})
+        error = _error(refused, 403)
+        assert error["code"] == "folder_not_allowed" and "0.0.0.0" in error["message"]
+        assert client.get("/api/collections").json() == []
+    with _app_client(tmp_path, host="0.0.0.0", insecure=True, docs_roots=(tmp_path,)) as client:
+        added = client.post("/api/collections", json={"name": "notes", "folder": str(folder)})
+        assert added.status_code == 202, added.text
+        assert _wait_indexed(client, "notes")["indexing"]["state"] == "done"
+
+
+def test_docs_roots_must_be_folders(tmp_path: Path) -> None:
+    with pytest.raises(InvalidParameter, match="docs_roots"):
+        ServerSettings(docs_roots=(tmp_path / "missing",))

@@ -530,6 +530,43 @@ def test_choose_collections_and_see_the_cited_sources(
         docs.close()
 
 
+def test_add_a_folder_from_the_page_and_ask_it(page: Any, site: Site, tmp_path: Path) -> None:
+    trip = tmp_path / "trip"
+    trip.mkdir()
+    (trip / "plan.md").write_text(
+        "# Trip\n\nThe ferry to Suomenlinna leaves from the Market Square at 9:20.\n",
+        encoding="utf-8",
+    )
+    docs = LocalDocs(tmp_path / "localdocs.db")
+    site.server.app.state.localdocs = docs
+    try:
+        page.click("#open-settings")
+        page.wait_for_selector("#add-folder")
+        page.fill("#add-folder-name", "trip")
+        page.fill("#add-folder-path", str(tmp_path / "no-such-folder"))
+        page.click("#add-folder")
+        page.wait_for_selector("#add-folder-note.error")
+        assert "is not a folder on the server" in page.inner_text("#add-folder-note")
+        page.fill("#add-folder-path", str(trip))
+        page.click("#add-folder")
+        row = page.locator('label.collection:has([data-collection="trip"])')
+        row.wait_for()
+        assert page.is_checked('[data-collection="trip"]')  # a new collection is chosen at once
+        page.wait_for_selector('label.collection[data-state="done"]:has([data-collection="trip"])')
+        assert "1 files" in row.inner_text()
+        page.click("#save-settings")
+        page.wait_for_selector("#docs-badge:not([hidden])")
+        assert site.api("GET", f"/chats/{current_chat_id(page)}")["collections"] == ["trip"]
+        send(page, "When does the ferry to Suomenlinna leave?")
+        sources = wait_answer(page).locator("details.sources")
+        sources.locator("summary").click()
+        assert "plan.md" in sources.inner_text() and "9:20" in sources.inner_text()
+    finally:
+        site.server.app.state.indexing.wait(30)
+        site.server.app.state.localdocs = None
+        docs.close()
+
+
 CODE_ANSWER = """Here is one way, with a **dictionary**:
 
 ```python

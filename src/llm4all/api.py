@@ -328,7 +328,7 @@ class Model:
         excerpts go before the prompt and ``response.sources`` lists them.
         """
         p = merge_params(self.params, params)
-        prompt, sources = _with_documents(prompt, collections)
+        prompt, sources, p = _with_documents(prompt, collections, p)
         if raw or self.kind == "base":
             text = f"{system_prompt}\n\n{prompt}" if system_prompt else prompt
             response = self.stream_tokens(self.tokenize(text), p, chat=False)
@@ -418,7 +418,10 @@ class ChatSession:
         """Add a user message and stream the answer (added to the history when done)."""
         p = merge_params(self.params, params)
         user = Message("user", text)
-        asked, self._sources = _with_documents(text, self.collections, self.localdocs)
+        earlier = [m.content for m in self.messages if m.role == "user"]
+        asked, self._sources, p = _with_documents(
+            text, self.collections, p, self.localdocs, earlier
+        )
         n_ctx = self.model.info.n_ctx
         prompt = fit_messages(
             [*self.history, Message("user", asked)],
@@ -477,12 +480,21 @@ class ChatSession:
 
 
 def _with_documents(
-    text: str, collections: Sequence[str], localdocs: LocalDocs | None = None
-) -> tuple[str, list[dict[str, Any]]]:
-    """``text`` with LocalDocs excerpts before it, and their references (unchanged without)."""
-    if not collections:
-        return text, []
-    from llm4all.localdocs import build_context, with_excerpts
+    text: str,
+    collections: Sequence[str],
+    params: GenerationParams,
+    localdocs: LocalDocs | None = None,
+    earlier: Sequence[str] = (),
+) -> tuple[str, list[dict[str, Any]], GenerationParams]:
+    """``text`` with LocalDocs excerpts, their references, and the answer's parameters.
 
-    excerpts, refs = build_context(collections, text, localdocs=localdocs)
-    return with_excerpts(text, excerpts), refs
+    ``earlier`` are the conversation's previous user turns, searched with
+    ``text``. An answer from documents gets a bounded length unless
+    ``params.max_tokens`` sets one. Without collections all is unchanged.
+    """
+    if not collections:
+        return text, [], params
+    from llm4all.localdocs.context import answer_tokens, documents_turn
+
+    asked, refs = documents_turn(text, collections, earlier, localdocs=localdocs)
+    return asked, refs, params.replace(max_tokens=answer_tokens(params.max_tokens))

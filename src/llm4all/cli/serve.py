@@ -30,6 +30,15 @@ from llm4all.params import GenerationParams, LoadParams, help_of
 )
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback --host without an API key.")
 @click.option(
+    "--docs-root",
+    "docs_roots",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    metavar="DIR",
+    help="Let the web page add LocalDocs folders under DIR only (repeatable). Without it, "
+    "a loopback server allows any folder and any other server none.",
+)
+@click.option(
     "--cors",
     multiple=True,
     metavar="ORIGIN",

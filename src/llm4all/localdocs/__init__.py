@@ -13,8 +13,10 @@ from llm4all.localdocs.chunking import Chunk, chunk_blocks
 from llm4all.localdocs.collections import CollectionInfo, CollectionNotFound, Hit, LocalDocs
 from llm4all.localdocs.context import (
     build_context,
+    documents_turn,
     format_excerpts,
     references,
+    retrieve,
     shared_localdocs,
     source_lines,
     with_excerpts,
@@ -34,10 +36,12 @@ __all__ = [
     "LocalDocs",
     "build_context",
     "chunk_blocks",
+    "documents_turn",
     "format_excerpts",
     "fts_query",
     "load",
     "references",
+    "retrieve",
     "rrf",
     "shared_localdocs",
     "source_lines",

@@ -1,31 +1,44 @@
 """From retrieved chunks to a prompt: numbered excerpts in, cited answers and references out.
 
-The model sees the question preceded by numbered excerpts and an instruction
-to cite them as ``[1]``, ``[2]``; the caller gets the same numbering back as
-references (file, page or lines, heading, the excerpt itself), which the CLI
-prints under the answer, the chat store keeps in a message's ``sources``, and
-the server returns with a response. Everything here but :func:`build_context`
-is pure.
+The model sees the question, numbered excerpts and an instruction to answer
+in its own words and cite them as ``[1]``, ``[2]``; the caller gets the same
+numbering back as references (file, page or lines, heading, the excerpt
+itself), which the CLI prints under the answer, the chat store keeps in a
+message's ``sources``, and the server returns with a response.
+
+Every front end (``ChatSession``, ``llm4all run/chat --docs``, the web chat,
+``/v1/chat/completions`` with ``collections``) goes through
+:func:`documents_turn`, so they search and word the prompt alike. A follow-up
+question ("how do I activate it?") is searched together with the earlier user
+turns of the conversation (:func:`search_text`), and its own words are
+searched alone as well, the two rankings fused (:func:`retrieve`): the
+follow-up finds the page the conversation is about, and a question that
+changes the subject still finds its own. The numbers behind each choice here
+(conversational retrieval, how many excerpts, the wording, the answer length)
+are measured by ``benchmarks/bench_localdocs_answers.py`` (docs/localdocs.md).
 
 For the server (or any other caller)::
 
-    excerpts, references = build_context(["notes"], question)
-    user_content = with_excerpts(question, excerpts)   # put this in the user turn
+    user_content, references = documents_turn(question, ["notes"], earlier=["what is X?"])
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from llm4all.localdocs.collections import Hit, LocalDocs
+from llm4all.localdocs.collections import CANDIDATES, Hit, LocalDocs
+from llm4all.localdocs.search import rrf
 
 #: Chunks put into a prompt.
 TOP_K = 5
-# Instruction first, each excerpt's text before its label: small models (0.5B) then
-# answer from the text and cite "[1]" instead of copying the label back.
+#: Earlier user turns searched together with a question (most recent last).
+EARLIER_TURNS = 2
+#: Default length of an answer from documents, in tokens, when the caller sets none.
+ANSWER_TOKENS = 384
 INSTRUCTION = (
     "Answer the question using the excerpts from the user's documents below, "
     "and cite the excerpts you use by their number, like [1]."
@@ -97,10 +110,52 @@ def shared_localdocs(path: str | None = None) -> LocalDocs:
         return _shared[key]
 
 
+def search_text(question: str, earlier: Sequence[str] = (), turns: int = EARLIER_TURNS) -> str:
+    """What a question is searched with in a conversation: the last ``turns`` user turns, then it.
+
+    Example: ``search_text("how do I activate it?", ["what is a venv?"])``
+    → ``"what is a venv?\nhow do I activate it?"``
+    """
+    kept = [t.strip() for t in earlier if t.strip()][-turns:] if turns > 0 else []
+    return "\n".join([*kept, question.strip()])
+
+
+def fuse_hits(rankings: Sequence[Sequence[Hit]], k: int) -> list[Hit]:
+    """The ``k`` best of several rankings of hits by reciprocal rank (scores replaced by it)."""
+    by_id = {h.chunk_id: h for ranking in rankings for h in ranking}
+    fused = rrf([[h.chunk_id for h in ranking] for ranking in rankings])[:k]
+    return [dataclasses.replace(by_id[i], score=score) for i, score in fused]
+
+
+def retrieve(
+    collections: Sequence[str],
+    question: str,
+    earlier: Sequence[str] = (),
+    *,
+    k: int = TOP_K,
+    localdocs: LocalDocs | None = None,
+) -> list[Hit]:
+    """The ``k`` excerpts for ``question`` asked after the user turns ``earlier``.
+
+    Without earlier turns this is one search. With them, the question with the
+    recent turns and the question alone are searched, and the rankings fused.
+    Raises :class:`~llm4all.localdocs.CollectionNotFound` for an unknown name.
+    """
+    if not collections:
+        return []
+    docs = localdocs or shared_localdocs()
+    conversation = search_text(question, earlier)
+    if conversation == question.strip():
+        return docs.search(collections, question, k)
+    rankings = [docs.search(collections, q, CANDIDATES) for q in (conversation, question)]
+    return fuse_hits(rankings, k)
+
+
 def build_context(
     collections: Sequence[str],
     query: str,
     *,
+    earlier: Sequence[str] = (),
     k: int = TOP_K,
     localdocs: LocalDocs | None = None,
 ) -> tuple[str, list[dict[str, Any]]]:
@@ -108,7 +163,28 @@ def build_context(
 
     Raises :class:`~llm4all.localdocs.CollectionNotFound` for an unknown name.
     """
-    if not collections:
-        return "", []
-    hits = (localdocs or shared_localdocs()).search(collections, query, k)
+    hits = retrieve(collections, query, earlier, k=k, localdocs=localdocs)
     return format_excerpts(hits), references(hits)
+
+
+def documents_turn(
+    question: str,
+    collections: Sequence[str],
+    earlier: Sequence[str] = (),
+    *,
+    localdocs: LocalDocs | None = None,
+) -> tuple[str, list[dict[str, Any]]]:
+    """The user turn that asks ``question`` of ``collections``, and the references it cites.
+
+    ``earlier`` are the conversation's previous user turns (oldest first). The
+    turn is the question itself when no collection is named or nothing is found.
+    """
+    if not collections:
+        return question, []
+    excerpts, refs = build_context(collections, question, earlier=earlier, localdocs=localdocs)
+    return with_excerpts(question, excerpts), refs
+
+
+def answer_tokens(max_tokens: int | None) -> int:
+    """The length limit of an answer from documents: the caller's, else :data:`ANSWER_TOKENS`."""
+    return max_tokens if max_tokens is not None else ANSWER_TOKENS

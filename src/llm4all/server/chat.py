@@ -89,6 +89,10 @@ def plan(
         knobs["stop"] = [*([stop] if isinstance(stop, str) else stop), *model.chat_stops]
     requested = body.max_completion_tokens or knobs.pop("max_tokens", None)
     max_tokens = max_tokens_for(settings, requested)
+    if references is not None:  # an answer from documents: bounded unless asked otherwise
+        from llm4all.localdocs.context import answer_tokens
+
+        max_tokens = answer_tokens(max_tokens)
     prompt = model.chat_tokens(model.with_system_prompt(messages), tools=specs)
     check_context(model.info.n_ctx, len(prompt), requested, "messages")
     return Plan(

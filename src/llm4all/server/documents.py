@@ -2,9 +2,12 @@
 
 A request may name LocalDocs collections (``"collections": ["notes"]``, an
 llm4all extension; with the ``openai`` package, ``extra_body=``). The last
-user message is searched in them, and its text becomes the numbered excerpts
-followed by the question, worded as ``ChatSession`` and the web UI word it
-(:func:`llm4all.localdocs.with_excerpts`). The response carries the
+user message is searched in them (with the earlier user messages, so that a
+follow-up question finds what the conversation is about), and its text
+becomes the numbered excerpts and the question, worded as ``ChatSession`` and
+the web UI word it (:func:`llm4all.localdocs.documents_turn`); an answer
+without ``max_tokens`` is bounded to
+:data:`~llm4all.localdocs.context.ANSWER_TOKENS`. The response carries the
 references in a top-level ``references`` list (in the last chunk of a
 stream), numbered as the model was asked to cite them.
 
@@ -31,8 +34,8 @@ async def with_documents(
     """``messages`` with excerpts in the last user turn, and the references (None: not asked)."""
     if collections is None:
         return messages, None
-    from llm4all.localdocs import build_context, with_excerpts
-    from llm4all.server.ui_api import check_collections, localdocs_of
+    from llm4all.localdocs import documents_turn
+    from llm4all.server.ui_docs import check_collections, localdocs_of
 
     names = await asyncio.to_thread(check_collections, request, collections, 400)
     if not names:
@@ -41,7 +44,9 @@ async def with_documents(
     at = next((i for i in range(len(messages) - 1, -1, -1) if messages[i].role == "user"), None)
     if at is None:
         raise ApiError(400, "collections needs a user message to search for", param="collections")
-    question = messages[at].content
-    excerpts, references = await asyncio.to_thread(build_context, names, question, localdocs=docs)
-    asked = dataclasses.replace(messages[at], content=with_excerpts(question, excerpts))
+    earlier = [m.content for m in messages[:at] if m.role == "user"]
+    content, references = await asyncio.to_thread(
+        documents_turn, messages[at].content, names, earlier, localdocs=docs
+    )
+    asked = dataclasses.replace(messages[at], content=content)
     return [*messages[:at], asked, *messages[at + 1 :]], references

@@ -34,6 +34,17 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _folders(paths: str | Path | Any) -> tuple[Path, ...]:
+    """``--docs-root`` values: existing folders, one path or many."""
+    out = []
+    for raw in (paths,) if isinstance(paths, str | Path) else paths:
+        path = Path(raw).expanduser()
+        if not path.is_dir():
+            raise InvalidParameter("docs_roots", str(raw), "an existing folder")
+        out.append(path)
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     """Everything ``llm4all serve`` can be told. Example: ``ServerSettings(parallel=8)``."""
@@ -46,6 +57,9 @@ class ServerSettings:
     api_key: str | None = None
     insecure: bool = False  # allow a non-loopback bind without an API key
     cors_origins: tuple[str, ...] = ()
+    #: Folders under which the web page may add LocalDocs folders (none: anywhere on a
+    #: loopback server, nowhere on any other)
+    docs_roots: tuple[Path, ...] = ()
     parallel: int = 4  # KV slots per chat model: requests decoded together
     ctx: int = LoadParams().n_ctx  # context window of each request
     max_loaded: int = 2  # models kept in memory at once (least recently used unloads first)
@@ -69,6 +83,7 @@ class ServerSettings:
                 if isinstance(self.cors_origins, str)
                 else tuple(self.cors_origins),
             )
+        object.__setattr__(self, "docs_roots", _folders(self.docs_roots))
         self.load_params()  # range-checks parallel, ctx, threads, batch
         for name in ("max_loaded", "max_body", "max_queue", "max_n", "port"):
             if getattr(self, name) < (0 if name == "port" else 1):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
@@ -37,13 +37,14 @@ from llm4all.server.manager import ModelManager
 from llm4all.server.markdown import highlight_css
 from llm4all.server.settings import ServerSettings, is_loopback
 from llm4all.server.ui_chat import Answering, AnswerRequest, answer_events, message_out
+from llm4all.server.ui_docs import Indexing, check_collections, localdocs_of
+from llm4all.server.ui_docs import router as docs_router
 from llm4all.server.ui_models import Pulls, catalog_model, installed_model
 from llm4all.server.ui_schemas import (
     ChatCreate,
     ChatDetail,
     ChatOut,
     ChatPatch,
-    CollectionOut,
     MessageOut,
     ModelsOut,
     ParamSpec,
@@ -59,9 +60,6 @@ from llm4all.server.ui_schemas import (
     param_specs,
 )
 from llm4all.store import Chat, ChatStore, StoredMessage
-
-if TYPE_CHECKING:
-    from llm4all.localdocs import LocalDocs
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 SETTINGS_KEY = "ui"
@@ -161,38 +159,6 @@ def _collections_key(chat_id: str) -> str:
 def _collections_of(store: ChatStore, chat_id: str) -> list[str]:
     names = store.get_setting(_collections_key(chat_id))
     return [str(n) for n in names] if isinstance(names, list) else []
-
-
-def localdocs_of(request: Request) -> LocalDocs:
-    """The LocalDocs of this llm4all home, opened on first use and closed with the app."""
-    state = request.app.state
-    with state.ui_lock:
-        if state.localdocs is None:
-            from llm4all.localdocs import LocalDocs
-
-            state.localdocs = LocalDocs()
-        docs: LocalDocs = state.localdocs
-    return docs
-
-
-def check_collections(request: Request, names: list[str], status: int = 404) -> list[str]:
-    """``names`` without repeats; an unknown one is an ApiError with ``status``.
-
-    The UI's API answers 404 (a chat names a resource that is not there); the
-    OpenAI-style endpoints answer 400 (a field of the request is invalid).
-    """
-    names = list(dict.fromkeys(names))
-    if names:
-        known = set(localdocs_of(request).names())
-        unknown = [n for n in names if n not in known]
-        if unknown:
-            raise ApiError(
-                status,
-                f"no LocalDocs collection named {unknown[0]!r} (see `llm4all docs ls`)",
-                param="collections",
-                code="collection_not_found",
-            )
-    return names
 
 
 def _check_model(manager: ModelManager, name: str | None) -> None:
@@ -434,12 +400,6 @@ def get_params(request: Request) -> Any:
     return param_specs(settings.defaults)
 
 
-@router.get("/collections", response_model=list[CollectionOut])
-def list_collections(request: Request) -> Any:
-    """The LocalDocs collections a chat can search (``llm4all docs add`` makes them)."""
-    return [c.to_dict() for c in localdocs_of(request).list()]
-
-
 # -- models ---------------------------------------------------------------------------------------
 @router.get("/models", response_model=ModelsOut)
 def list_models(
@@ -532,6 +492,7 @@ def close(app: FastAPI) -> None:
     """Cancel running pulls, then close the chat store and LocalDocs (at the app's shutdown)."""
     state = app.state
     state.pulls.cancel_all(wait=CANCEL_WAIT)
+    state.indexing.wait(CANCEL_WAIT)  # an unfinished run resumes at the next indexing
     with state.ui_lock:
         for resource in (state.chat_store, state.localdocs):
             if resource is not None:
@@ -545,7 +506,9 @@ def install(app: FastAPI) -> None:
     app.state.localdocs = None
     app.state.answering = Answering()
     app.state.pulls = Pulls()
+    app.state.indexing = Indexing()
     app.include_router(router)
+    app.include_router(docs_router, dependencies=[Depends(same_origin)])
     app.add_api_route("/", index, methods=["GET", "HEAD"], include_in_schema=False)
     app.add_api_route("/highlight.css", code_colours, include_in_schema=False)
     static = StaticFiles(directory=WEB_DIR)

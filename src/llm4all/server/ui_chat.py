@@ -289,13 +289,12 @@ async def _with_documents(
     """The last question with its LocalDocs excerpts, and their references (None, [] without)."""
     if not req.collections or req.localdocs is None or not history or history[-1].role != "user":
         return None, []
-    from llm4all.localdocs import build_context, with_excerpts
+    from llm4all.localdocs import documents_turn
 
-    question = history[-1].content
-    excerpts, refs = await asyncio.to_thread(
-        build_context, req.collections, question, localdocs=req.localdocs()
+    earlier = [m.content for m in history[:-1] if m.role == "user"]
+    return await asyncio.to_thread(
+        documents_turn, history[-1].content, req.collections, earlier, localdocs=req.localdocs()
     )
-    return with_excerpts(question, excerpts), refs
 
 
 async def _generate(req: AnswerRequest, loaded: Loaded, stop: asyncio.Event) -> AsyncIterator[str]:
@@ -305,6 +304,10 @@ async def _generate(req: AnswerRequest, loaded: Loaded, stop: asyncio.Event) -> 
     params = model.chat_params(params)  # a base model keeps writing turns otherwise
     history = req.store.messages(req.chat.id)
     asked, sources = await _with_documents(req, history)
+    if asked is not None:  # an answer from documents: bounded unless the chat sets a length
+        from llm4all.localdocs.context import answer_tokens
+
+        params = params.replace(max_tokens=answer_tokens(params.max_tokens))
     prompt = chat_prompt(model, req.chat, history, params, asked)
     if req.chat.model != loaded.name:
         req.store.set_model(req.chat.id, loaded.name)  # the chat remembers who answered

@@ -275,12 +275,13 @@ async function pickModel(name) {
 
 async function openSettings() {
   let collections = [];
+  let folders = null;
   try {
-    collections = await api.get("/collections");
+    [collections, folders] = await Promise.all([api.get("/collections"), api.get("/collections/folders")]);
   } catch (e) {
     toast(`LocalDocs: ${e.message}`, "error");
   }
-  settings.show(state.chat, state.ui, collections);
+  settings.show(state.chat, state.ui, collections, folders);
 }
 
 async function saveSettings({ system_prompt, params, collections, asDefault }) {

@@ -1,10 +1,12 @@
-// The chat settings panel: system prompt, LocalDocs collections and sampling parameters.
+// The chat settings panel: system prompt, LocalDocs collections (localdocs.js) and sampling
+// parameters.
 //
 // The form is built from GET /api/params, which the server derives from
 // GenerationParams (llm4all/params.py): names, types, ranges, help and defaults
 // are declared there once. An empty field means "the default".
 
 import { fill, h, iconButton } from "./dom.js";
+import { LocalDocsField } from "./localdocs.js";
 
 const LABELS = { max_tokens: "Max tokens", top_k: "Top-k", top_p: "Top-p", min_p: "Min-p" };
 
@@ -24,7 +26,7 @@ export class SettingsPanel {
     this.actions = actions;
     this.specs = [];
     this.inputs = new Map();
-    this.boxes = [];
+    this.docs = null;
   }
 
   setSpecs(specs) {
@@ -56,32 +58,13 @@ export class SettingsPanel {
     return h("div", { class: "field" }, h("label", { for: id }, label(spec.name)), input, h("small", {}, spec.help));
   }
 
-  collectionsField(collections, chosen) {
-    this.boxes = [];
-    const rows = collections.map((c) => {
-      const box = h("input", { type: "checkbox", value: c.name, dataset: { collection: c.name } });
-      box.checked = chosen.includes(c.name);
-      this.boxes.push(box);
-      return h(
-        "label",
-        { class: "check collection" },
-        box,
-        h("span", {}, c.name),
-        h("small", {}, `${c.files} files · ${c.chunks} excerpts`),
-      );
-    });
-    return h(
-      "div",
-      { class: "field" },
-      rows.length
-        ? rows
-        : h("small", {}, "No collections yet. Add one with: llm4all docs add NAME FOLDER"),
-    );
-  }
-
-  /** Show the panel for a chat (null: the chat that the next message starts). */
-  show(chat, uiSettings, collections = []) {
+  /**
+   * Show the panel for a chat (null: the chat that the next message starts); collections
+   * and folders (whether the page may add one) come from /api/collections.
+   */
+  show(chat, uiSettings, collections = [], folders = null) {
     this.chatId = chat?.id ?? null;
+    this.docs = new LocalDocsField(collections, chat?.collections || [], folders);
     this.inputs.clear();
     const numeric = this.specs.filter((s) => s.type === "int" || s.type === "float");
     const other = this.specs.filter((s) => s.type === "text" || s.type === "list");
@@ -97,7 +80,7 @@ export class SettingsPanel {
           this.actions.save({
             system_prompt: system.value.trim() ? system.value : null,
             params: this.values(),
-            collections: this.boxes.filter((b) => b.checked).map((b) => b.value),
+            collections: this.docs.selected(),
             asDefault: asDefault.checked,
           });
         },
@@ -110,7 +93,7 @@ export class SettingsPanel {
         h("label", { class: "check" }, asDefault, "Use this system prompt for new chats"),
       ),
       h("h3", {}, "LocalDocs"),
-      this.collectionsField(collections, chat?.collections || []),
+      this.docs.element(),
       h("h3", {}, "Sampling"),
       h("div", { class: "grid" }, numeric.map((s) => this.field(s))),
       h("details", { class: "advanced" }, h("summary", {}, "Stop strings and grammar"), other.map((s) => this.field(s))),
