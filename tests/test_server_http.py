@@ -1,9 +1,17 @@
-"""The server over raw HTTP (httpx): shapes, streaming, limits and every error path."""
+"""The server over raw HTTP (httpx): shapes, streaming, limits and every error path.
+
+Also who it answers (the ``Host`` check on every route) and the statuses of the
+web chat's failures that happen before an answer streams: a busy chat (409), a
+database locked by another writer or on a full disk (503 with ``Retry-After``).
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import socket
+import sqlite3
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -251,7 +259,7 @@ def test_a_disconnected_stream_frees_its_slot(server: LiveServer) -> None:
     host, port = server.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port))) as sock:
         sock.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             + f"Content-Length: {len(body)}\r\n\r\n".encode()
             + body
         )
@@ -263,3 +271,203 @@ def test_a_disconnected_stream_frees_its_slot(server: LiveServer) -> None:
     state = server.wait_idle(timeout=15)
     assert [m["running"] for m in state["models"]] == [0]
     assert [m["leases"] for m in state["models"]] == [0]
+
+
+# -- who the server answers: one Host check for every route ------------------------------------
+ROUTES = [
+    ("GET", "/v1/models"),
+    ("GET", f"/v1/models/{FAST}"),
+    ("POST", CHAT),
+    ("POST", "/v1/completions"),
+    ("POST", "/v1/embeddings"),
+    ("GET", "/api/chats"),
+    ("POST", "/api/chats"),
+    ("GET", "/api/models"),
+    ("GET", "/"),
+    ("GET", "/assets/app.js"),
+    ("GET", "/health"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+    ("OPTIONS", CHAT),
+]
+FOREIGN = ["evil.example", "evil.example:4891", "localhost.evil.example", "127.0.0.1.nip.io"]
+
+
+@pytest.mark.parametrize("host", FOREIGN)
+def test_a_foreign_host_is_refused_on_every_route(client: httpx.Client, host: str) -> None:
+    """DNS rebinding: a page on evil.example re-pointed at 127.0.0.1 sends its own name."""
+    body = {"model": FAST, "messages": HI, "prompt": "Hi", "input": "Hi", "max_tokens": 2}
+    for method, path in ROUTES:
+        response = client.request(method, path, json=body, headers={"Host": host})
+        error = _error(response, 403)
+        assert error["code"] == "host_not_allowed" and "--allowed-host" in error["message"]
+        assert "references" not in response.text and FAST not in response.text, path
+
+
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1:{port}", "localhost:{port}", "LOCALHOST", "[::1]:{port}", "app.localhost"]
+)
+def test_loopback_names_and_addresses_are_answered(server: LiveServer, host: str) -> None:
+    port = server.url.rsplit(":", 1)[1]
+    headers = {"Host": host.format(port=port)}
+    with httpx.Client(base_url=server.url, timeout=30, headers=headers) as c:
+        assert c.get("/health").json()["status"] == "ok"
+        assert c.get("/v1/models").status_code == 200
+        assert c.get("/api/chats").status_code == 200
+
+
+def test_allowed_hosts_and_a_key_on_an_all_interfaces_server(fast_model_path: Path) -> None:
+    """0.0.0.0 with a key: names beyond IPs and localhost only when the operator allows them."""
+    settings = fast_settings(
+        fast_model_path.parent,
+        host="0.0.0.0",
+        api_key="s3cret",
+        allowed_hosts=("LLM.lan.", ".home.arpa"),
+        preload=False,
+    )
+    key = {"Authorization": "Bearer s3cret"}
+    with running(settings) as live, httpx.Client(base_url=live.url, timeout=30) as c:
+        for host in ("llm.lan", "llm.lan:4891", "box.home.arpa", "home.arpa", "192.168.1.20:4891"):
+            assert c.get("/v1/models", headers={"Host": host, **key}).status_code == 200, host
+            # the name is allowed, the key still needed
+            assert _error(c.get("/v1/models", headers={"Host": host}), 401)
+        for host in ("evil.example", "llm.lan.evil.example", "xhome.arpa"):
+            response = c.get("/v1/models", headers={"Host": host, **key})
+            assert _error(response, 403)["code"] == "host_not_allowed", host
+
+
+# -- the web chat: statuses before the stream starts --------------------------------------------
+def _new_chat(client: httpx.Client, **params: Any) -> str:
+    response = client.post("/api/chats", json={"params": {"temperature": 0, **params}})
+    assert response.status_code == 201, response.text
+    chat_id: str = response.json()["id"]
+    return chat_id
+
+
+def _send_pair(server: LiveServer, chat_id: str) -> list[tuple[int, Any]]:
+    """Two sends to one chat at the same instant; each returns (status, first event or error)."""
+    start, statuses_known = threading.Barrier(2), threading.Barrier(2)
+    out: list[tuple[int, Any]] = []
+
+    def send(text: str) -> None:
+        with httpx.Client(base_url=server.url, timeout=120) as c:
+            start.wait()
+            path = f"/api/chats/{chat_id}/messages"
+            with c.stream("POST", path, json={"content": text}) as r:
+                statuses_known.wait()  # the other one has its status too: nothing ends early
+                if r.status_code != 200:
+                    out.append((r.status_code, json.loads(r.read())))
+                    return
+                lines = r.iter_lines()
+                first = next(line for line in lines if line.startswith("data: "))
+                out.append((200, json.loads(first[len("data: ") :])))
+                c.post(f"/api/chats/{chat_id}/stop")
+                for _ in lines:  # to its end: the stop is heard
+                    pass
+
+    threads = [threading.Thread(target=send, args=(t,)) for t in ("Count.", "Count again.")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return out
+
+
+@pytest.mark.slow
+def test_two_sends_to_one_chat_at_once_the_second_is_409_before_any_stream(
+    server: LiveServer, client: httpx.Client
+) -> None:
+    for _ in range(8):
+        chat_id = _new_chat(client, grammar=ENDLESS, max_tokens=64)
+        results = sorted(_send_pair(server, chat_id), key=lambda r: r[0])
+        assert [status for status, _ in results] == [200, 409], results
+        (_, first_event), (_, refused) = results
+        assert first_event["type"] == "user"  # a real answer, not an error event
+        assert refused["error"]["code"] == "chat_busy"
+        messages = client.get(f"/api/chats/{chat_id}").json()["messages"]
+        assert [m["role"] for m in messages] in (["user"], ["user", "assistant"])  # one question
+    server.wait_idle()
+
+
+@pytest.mark.slow
+def test_a_database_locked_by_another_writer_is_503_with_retry_after(
+    server: LiveServer, client: httpx.Client
+) -> None:
+    chat_id = _new_chat(client, max_tokens=2)
+    path = server.app.state.chat_store.path
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process writing, for longer than the wait
+        response = client.post(f"/api/chats/{chat_id}/messages", json={"content": "Hi."})
+        error = _error(response, 503)
+        assert error["code"] == "storage_busy" and error["type"] == "server_error"
+        assert int(response.headers["retry-after"]) >= 1
+        assert response.headers["content-type"].startswith("application/json")
+    finally:
+        other.rollback()
+        other.close()
+    assert client.get(f"/api/chats/{chat_id}").json()["messages"] == []  # nothing half-saved
+    with client.stream("POST", f"/api/chats/{chat_id}/messages", json={"content": "Hi."}) as r:
+        assert r.status_code == 200  # the chat was let go: it answers again
+        r.read()
+    assert [m["role"] for m in client.get(f"/api/chats/{chat_id}").json()["messages"]] == [
+        "user",
+        "assistant",
+    ]
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 2 MiB file system (tmpfs), for a real full disk; needs root and mount."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(folder: Path) -> Path:
+    """Write a file until the disk is full; the file."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass  # ENOSPC
+    finally:
+        os.close(fd)
+    return filler
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_503_and_loses_nothing(
+    fast_model_path: Path, tiny_disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLM4ALL_HOME", str(tiny_disk / "home"))
+    settings = fast_settings(fast_model_path.parent, preload=False)
+    with running(settings) as live, httpx.Client(base_url=live.url, timeout=120) as c:
+        chat_id = _new_chat(c, max_tokens=2)
+        filler = _fill(tiny_disk)
+        big = "many words " * 13_000  # more than the WAL has room for: new pages are needed
+        response = c.post(f"/api/chats/{chat_id}/messages", json={"content": big})
+        error = _error(response, 503)
+        assert error["code"] == "storage_full" and int(response.headers["retry-after"]) >= 1
+        filler.unlink()
+        with c.stream("POST", f"/api/chats/{chat_id}/messages", json={"content": "Hi."}) as r:
+            assert r.status_code == 200
+            r.read()
+        messages = c.get(f"/api/chats/{chat_id}").json()["messages"]
+        assert messages[0]["content"] == "Hi."
+        assert [m["role"] for m in messages] == ["user", "assistant"]  # the big one never was
+    check = sqlite3.connect(tiny_disk / "home" / "llm4all.db")
+    assert check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    check.close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sqlite3
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -14,10 +16,13 @@ from llm4all.chat.template import Message
 from llm4all.chat.tools import describe_in_system
 from llm4all.errors import InvalidParameter
 from llm4all.params import GenerationParams
+from llm4all.server.errors import translate
 from llm4all.server.schemas import KNOB_NAMES, ChatCompletionRequest, Tool
+from llm4all.server.security import host_allowed
 from llm4all.server.settings import EMBED_SEQS, ServerSettings, is_loopback
 from llm4all.server.tool_stream import CallStreamer, ContentSplitter
 from llm4all.server.tools import forced_schema, parse
+from llm4all.sqlite import storage_error
 
 KNOWN = {"get_weather", "search"}
 TOOL = Tool.model_validate(
@@ -238,3 +243,69 @@ def test_no_answer_makes_the_tool_parsers_raise(
     assert all(c["function"]["name"] in KNOWN for c in parsed.calls)
     _, _, calls, held = _stream(text, forced=forced, parallel=parallel, step=step)
     calls.finish(parse(held, forced=forced, known=KNOWN, parallel=parallel))
+
+
+# -- the Host check and the storage statuses ----------------------------------------------------
+@pytest.mark.parametrize(
+    ("header", "allowed"),
+    [
+        ("127.0.0.1:4891", True),
+        ("10.1.2.3", True),  # an IP literal: a browser sends the address it connected to
+        ("[::1]:4891", True),
+        ("[fe80::1]", True),
+        ("localhost", True),
+        ("LocalHost.:4891", True),
+        ("chat.localhost", True),
+        ("", True),  # no header: not a browser
+        ("evil.example", False),
+        ("localhost.evil.example", False),
+        ("127.0.0.1.nip.io", False),
+        ("[::1", False),  # unbalanced bracket
+        ("llm.lan", False),
+        ("mybox", True),  # this machine's own name (given below)
+        ("mybox.local", True),
+    ],
+)
+def test_host_allowed(header: str, allowed: bool) -> None:
+    assert host_allowed(header, (), own={"mybox", "mybox.local"}) is allowed
+
+
+def test_allowed_hosts_exact_domain_and_any() -> None:
+    assert host_allowed("llm.lan:4891", ("llm.lan",))
+    assert not host_allowed("x.llm.lan", ("llm.lan",))
+    assert host_allowed("x.home.arpa", (".home.arpa",)) and host_allowed(
+        "home.arpa", (".home.arpa",)
+    )
+    assert not host_allowed("xhome.arpa", (".home.arpa",))
+    assert host_allowed("evil.example", ("*",))
+
+
+def test_allowed_hosts_setting_is_normalised_and_checked() -> None:
+    assert ServerSettings(allowed_hosts=("LLM.Lan.", "*")).allowed_hosts == ("llm.lan", "*")
+    assert ServerSettings(allowed_hosts="llm.lan").allowed_hosts == ("llm.lan",)  # type: ignore[arg-type]
+    for bad in ("http://llm.lan", "llm.lan:4891", "*.lan", "", "a b"):
+        with pytest.raises(InvalidParameter, match="allowed_hosts"):
+            ServerSettings(allowed_hosts=(bad,))
+
+
+def test_a_locked_or_full_database_is_503_with_retry_after(tmp_path: Path) -> None:
+    """Real SQLite errors: another connection's write lock, and a database at its size limit."""
+    path = tmp_path / "x.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN IMMEDIATE")
+    waiter = sqlite3.connect(path, timeout=0.05, isolation_level=None)
+    with pytest.raises(sqlite3.OperationalError) as locked:
+        waiter.execute("BEGIN IMMEDIATE")
+    holder.execute("ROLLBACK")
+    pages = waiter.execute("PRAGMA page_count").fetchone()[0]
+    waiter.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(sqlite3.OperationalError) as full:
+        waiter.execute("INSERT INTO t VALUES (?)", ("x" * 100_000,))
+    for exc, code in ((locked.value, "storage_busy"), (full.value, "storage_full")):
+        for error in (storage_error(path, exc), exc):  # translated by the store, or not
+            api = translate(error)
+            assert (api.status, api.code, api.type) == (503, code, "server_error")
+            assert int(api.headers["Retry-After"]) >= 1 and str(path) not in api.message
+    other = translate(storage_error(path, sqlite3.OperationalError("no such table: t2")))
+    assert other.status == 400

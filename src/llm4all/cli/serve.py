@@ -30,6 +30,15 @@ from llm4all.params import GenerationParams, LoadParams, help_of
 )
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback --host without an API key.")
 @click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    envvar="LLM4ALL_ALLOWED_HOSTS",
+    help="Also answer requests for host NAME (repeatable; .example.lan: a domain; *: any). "
+    "IPs, localhost and this machine's name always are; others get 403 (DNS rebinding).",
+)
+@click.option(
     "--docs-root",
     "docs_roots",
     multiple=True,

@@ -114,7 +114,11 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.state.manager = ModelManager(settings)
     install_handlers(app)
     install_security(
-        app, api_key=settings.api_key, max_body=settings.max_body, cors=settings.cors_origins
+        app,
+        api_key=settings.api_key,
+        max_body=settings.max_body,
+        cors=settings.cors_origins,
+        allowed_hosts=settings.allowed_hosts,
     )
     app.include_router(router)
     app.include_router(chat.router)

@@ -3,7 +3,9 @@
 ``{"error": {"message", "type", "param", "code"}}`` with the status code an
 OpenAI client expects: 400 for a bad request (naming the field), 401 for a
 wrong key, 404 for an unknown model (listing the installed ones), 413 for a
-body over the cap, 429/503 with ``Retry-After`` when busy. Library errors are
+body over the cap, 429/503 with ``Retry-After`` when busy (a full queue; a
+database locked by another writer or a full disk are 503, so that clients retry
+rather than give up). Library errors are
 translated here and nowhere else.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,8 +32,11 @@ from llm4all.errors import (
     ModelLoadError,
     ModelNotFound,
     ModelNotInstalled,
+    StorageBusy,
+    StorageFull,
     TemplateError,
 )
+from llm4all.sqlite import storage_error
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +50,11 @@ _TYPES = {
     500: "server_error",
     503: "server_error",
 }
+
+
+#: Seconds a client is told to wait when a database is locked by another writer, or full.
+RETRY_BUSY_S = 2
+RETRY_FULL_S = 60
 
 
 class ApiError(StarletteHTTPException):
@@ -103,11 +114,14 @@ def unknown_model(name: str, installed: Sequence[str], why: str = "does not exis
     )
 
 
-def busy(message: str, retry_after: float, status: int = 429) -> ApiError:
+def busy(
+    message: str, retry_after: float, status: int = 429, code: str = "server_overloaded"
+) -> ApiError:
+    """A "try again later" error: 429 or 503 with ``Retry-After`` (clients back off and retry)."""
     return ApiError(
         status,
         message,
-        code="server_overloaded",
+        code=code,
         headers={"Retry-After": str(max(1, round(retry_after)))},
     )
 
@@ -116,6 +130,22 @@ def translate(exc: BaseException, installed: Sequence[str] = ()) -> ApiError:
     """The :class:`ApiError` for a library error (or a generic 500 for anything else)."""
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, sqlite3.Error):  # one that a store did not translate itself
+        exc = storage_error("database", exc)
+    if isinstance(exc, StorageBusy):
+        return busy(
+            "The server's database is locked by another writer; try again shortly.",
+            RETRY_BUSY_S,
+            503,
+            code="storage_busy",
+        )
+    if isinstance(exc, StorageFull):
+        return busy(
+            "The server's disk is full, so nothing can be saved; try again once space is freed.",
+            RETRY_FULL_S,
+            503,
+            code="storage_full",
+        )
     if isinstance(exc, ContextOverflow):
         return ApiError(
             400,

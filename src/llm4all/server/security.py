@@ -1,15 +1,27 @@
-"""Who may talk to the server, and how much: API key, request size cap, CORS.
+"""Who may talk to the server, and how much: Host check, API key, request size cap, CORS.
 
-Both checks are plain ASGI middleware (not Starlette's ``BaseHTTPMiddleware``,
-which would break streaming and disconnect detection). The key is compared in
-constant time. The size cap looks at ``Content-Length`` first and also counts
-the bytes of a chunked body, so a client cannot stream past it.
+The checks are plain ASGI middleware (not Starlette's ``BaseHTTPMiddleware``,
+which would break streaming and disconnect detection), so each holds for every
+route: ``/v1``, ``/api``, the page, ``/health`` and the API description alike.
+
+- The ``Host`` check defeats DNS rebinding: a web page on ``evil.example``
+  whose name is re-pointed at 127.0.0.1 reaches the server with
+  ``Host: evil.example``. Only IP literals (a browser sends the address it
+  connected to), ``localhost`` (and ``*.localhost``), this machine's own name
+  and the operator's ``--allowed-host`` names are answered; the rest get 403.
+- The key is compared in constant time.
+- The size cap looks at ``Content-Length`` first and also counts the bytes of a
+  chunked body, so a client cannot stream past it.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
+import socket
+from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
@@ -41,6 +53,79 @@ async def _send_error(send: Send, error: ApiError) -> None:
 
 async def _no_receive() -> Message:  # pragma: no cover - a JSONResponse never reads
     return {"type": "http.disconnect"}
+
+
+def _host_name(header: str) -> str | None:
+    """The name in a ``Host`` header, lower case, without port or trailing dot; None if bad."""
+    try:
+        name = urlsplit(f"//{header}").hostname
+    except ValueError:  # an unbalanced "[" and the like
+        return None
+    return name.rstrip(".") if name else None
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def own_names() -> frozenset[str]:
+    """The names this machine answers to without being told: its host name and its mDNS name."""
+    name = socket.gethostname().lower().rstrip(".")
+    return frozenset({name, f"{name}.local"}) if name else frozenset()
+
+
+def host_allowed(header: str, allowed: Iterable[str] = (), own: Iterable[str] = ()) -> bool:
+    """Whether a request with this ``Host`` header is answered (see the module docstring).
+
+    ``allowed`` holds the operator's names: ``name`` exactly, ``.example.com`` for the
+    domain and its subdomains, ``*`` for any. An absent header (no browser omits it)
+    passes. Example: ``host_allowed("127.0.0.1:4891") and not host_allowed("evil.example")``
+    """
+    if not header:
+        return True
+    name = _host_name(header)
+    if name is None:
+        return False
+    if _is_ip(name) or name == "localhost" or name.endswith(".localhost") or name in own:
+        return True
+    for entry in allowed:
+        if entry == "*" or entry == name or (entry.startswith(".") and f".{name}".endswith(entry)):
+            return True
+    return False
+
+
+class HostCheckMiddleware:
+    """403 for a request whose ``Host`` is not a name of this server (DNS rebinding)."""
+
+    def __init__(self, app: ASGIApp, allowed: Iterable[str] = ()) -> None:
+        self.app = app
+        self.allowed = tuple(allowed)
+        self.own = own_names()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header = ""
+        for name, value in scope["headers"]:
+            if name == b"host":
+                header = value.decode("latin-1")
+        if host_allowed(header, self.allowed, self.own):
+            await self.app(scope, receive, send)
+            return
+        await _send_error(
+            send,
+            ApiError(
+                403,
+                f"this server answers only to loopback names, IP addresses and its allowed "
+                f"hosts, not {header!r}; to allow a name, start it with --allowed-host NAME",
+                code="host_not_allowed",
+            ),
+        )
 
 
 class ApiKeyMiddleware:
@@ -120,8 +205,15 @@ class BodyLimitMiddleware:
             await _send_error(send, exc)
 
 
-def install_security(app: FastAPI, *, api_key: str | None, max_body: int, cors: Any) -> None:
-    """Add the middleware, innermost first: key check, size cap, then CORS (outermost)."""
+def install_security(
+    app: FastAPI,
+    *,
+    api_key: str | None,
+    max_body: int,
+    cors: Any,
+    allowed_hosts: Iterable[str] = (),
+) -> None:
+    """Add the middleware, innermost first: key check, size cap, CORS, Host check (outermost)."""
     if api_key:
         app.add_middleware(ApiKeyMiddleware, api_key=api_key)
     app.add_middleware(BodyLimitMiddleware, max_body=max_body)
@@ -133,3 +225,4 @@ def install_security(app: FastAPI, *, api_key: str | None, max_body: int, cors: 
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,
         )
+    app.add_middleware(HostCheckMiddleware, allowed=tuple(allowed_hosts))

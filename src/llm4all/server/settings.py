@@ -34,6 +34,22 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _host_names(names: str | Any) -> tuple[str, ...]:
+    """``--allowed-host`` values, checked: lower case, no trailing dot; one string or many."""
+    out = []
+    for raw in (names,) if isinstance(names, str) else names:
+        name = str(raw).strip().lower().rstrip(".")
+        if not name or any(c in name for c in "/:@[] \t") or ("*" in name and name != "*"):
+            raise InvalidParameter(
+                "allowed_hosts",
+                raw,
+                "a host name without scheme or port (example.lan), .example.lan for a "
+                "domain and its subdomains, or * for any",
+            )
+        out.append(name)
+    return tuple(out)
+
+
 def _folders(paths: str | Path | Any) -> tuple[Path, ...]:
     """``--docs-root`` values: existing folders, one path or many."""
     out = []
@@ -60,6 +76,9 @@ class ServerSettings:
     #: Folders under which the web page may add LocalDocs folders (none: anywhere on a
     #: loopback server, nowhere on any other)
     docs_roots: tuple[Path, ...] = ()
+    #: Host names answered beside IPs, localhost and this machine's name (``.dom`` a domain,
+    #: ``*`` any); every other ``Host`` gets 403 (DNS rebinding)
+    allowed_hosts: tuple[str, ...] = ()
     parallel: int = 4  # KV slots per chat model: requests decoded together
     ctx: int = LoadParams().n_ctx  # context window of each request
     max_loaded: int = 2  # models kept in memory at once (least recently used unloads first)
@@ -84,6 +103,7 @@ class ServerSettings:
                 else tuple(self.cors_origins),
             )
         object.__setattr__(self, "docs_roots", _folders(self.docs_roots))
+        object.__setattr__(self, "allowed_hosts", _host_names(self.allowed_hosts))
         self.load_params()  # range-checks parallel, ctx, threads, batch
         for name in ("max_loaded", "max_body", "max_queue", "max_n", "port"):
             if getattr(self, name) < (0 if name == "port" else 1):

@@ -10,9 +10,9 @@ streamed as server-sent events; Markdown is rendered on the server
 
 Defence in depth for a server on a user's machine: the page is served with a
 strict Content-Security-Policy (scripts and styles from this origin only),
-and the API refuses requests whose ``Host`` is not a loopback name while the
-server listens on loopback (DNS rebinding) and state-changing requests from
-another ``Origin`` (cross-site requests).
+the API refuses state-changing requests from another ``Origin`` (cross-site
+requests), and the whole server refuses a foreign ``Host`` (DNS rebinding; see
+:mod:`llm4all.server.security`).
 
 ``install(app)`` adds all of it to an app made by :func:`create_app`; the
 app's lifespan calls ``close(app)`` at shutdown.
@@ -21,6 +21,7 @@ app's lifespan calls ``close(app)`` at shutdown.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -32,11 +33,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llm4all.errors import ChatNotFound, MessageNotFound
 from llm4all.server.errors import ApiError, unknown_model
-from llm4all.server.generation import sse_response
 from llm4all.server.manager import ModelManager
 from llm4all.server.markdown import highlight_css
-from llm4all.server.settings import ServerSettings, is_loopback
-from llm4all.server.ui_chat import Answering, AnswerRequest, answer_events, message_out
+from llm4all.server.settings import ServerSettings
+from llm4all.server.ui_chat import Answering, AnswerRequest, answer_response, message_out
 from llm4all.server.ui_docs import Indexing, check_collections, localdocs_of
 from llm4all.server.ui_docs import router as docs_router
 from llm4all.server.ui_models import Pulls, catalog_model, installed_model
@@ -85,11 +85,9 @@ _STREAM_DOC: dict[int | str, dict[str, Any]] = {
 
 # -- guards and shared state ------------------------------------------------------------------
 def same_origin(request: Request) -> None:
-    """Refuse DNS-rebinding (a foreign Host on a loopback server) and cross-site writes."""
-    settings: ServerSettings = request.app.state.settings
+    """Refuse cross-site writes (a foreign ``Host`` is refused for every route by
+    :class:`~llm4all.server.security.HostCheckMiddleware`)."""
     host = request.headers.get("host", "")
-    if is_loopback(settings.host) and not is_loopback(urlsplit(f"//{host}").hostname or ""):
-        raise ApiError(403, f"this server answers only to loopback names, not {host!r}")
     origin = request.headers.get("origin")
     if request.method not in ("GET", "HEAD") and origin and urlsplit(origin).netloc != host:
         raise ApiError(403, f"cross-origin request from {origin!r} refused", code="bad_origin")
@@ -267,22 +265,28 @@ def delete_chat(
 
 
 # -- answering ----------------------------------------------------------------------------------
-def _answer(request: Request, store: ChatStore, chat: Chat, user_text: str | None) -> Any:
+def _answer(
+    request: Request,
+    store: ChatStore,
+    chat: Chat,
+    user_text: str | None,
+    prepare: Callable[[], object] | None = None,
+) -> Any:
+    """Stream a new answer; ``prepare`` changes the chat once it is claimed (409 if busy)."""
     state = request.app.state
-    return sse_response(
-        answer_events(
-            AnswerRequest(
-                store=store,
-                manager=state.manager,
-                settings=state.settings,
-                answering=state.answering,
-                chat=chat,
-                model=chat.model or _settings(store).default_model,
-                user_text=user_text,
-                collections=_collections_of(store, chat.id),
-                localdocs=lambda: localdocs_of(request),
-            )
-        )
+    return answer_response(
+        AnswerRequest(
+            store=store,
+            manager=state.manager,
+            settings=state.settings,
+            answering=state.answering,
+            chat=chat,
+            model=chat.model or _settings(store).default_model,
+            user_text=user_text,
+            collections=_collections_of(store, chat.id),
+            localdocs=lambda: localdocs_of(request),
+        ),
+        prepare,
     )
 
 
@@ -292,12 +296,9 @@ def send_message(
     body: SendBody,
     request: Request,
     store: Store,
-    answering: Answerers,
 ) -> Any:
     """Send a message and stream the answer (saved as it grows; see StreamEvent)."""
-    chat = _chat(store, chat_id)
-    answering.check_free(chat.id)
-    return _answer(request, store, chat, body.content)
+    return _answer(request, store, _chat(store, chat_id), body.content)
 
 
 @router.post("/chats/{chat_id}/regenerate", responses=_STREAM_DOC)
@@ -306,22 +307,23 @@ def regenerate(
     body: RegenerateBody,
     request: Request,
     store: Store,
-    answering: Answerers,
 ) -> Any:
     """Replace an answer (default: the last) with a new one, streamed like a send."""
     chat = _chat(store, chat_id)
-    answering.check_free(chat.id)
-    messages = store.messages(chat.id)
-    if body.message_id is not None:
-        target = _message(store, chat, body.message_id)
-        if target.role != "assistant":
-            raise ApiError(400, "only an answer can be regenerated", param="message_id")
-        store.truncate_from(target.id)
-    elif not messages:
-        raise ApiError(400, "the chat is empty: send a message first")
-    elif messages[-1].role == "assistant":
-        store.truncate_from(messages[-1].id)
-    return _answer(request, store, _chat(store, chat.id), None)
+    target = None if body.message_id is None else _message(store, chat, body.message_id)
+    if target is not None and target.role != "assistant":
+        raise ApiError(400, "only an answer can be regenerated", param="message_id")
+
+    def prepare() -> None:  # the chat is claimed: no other answer changes it meanwhile
+        messages = store.messages(chat.id)
+        if target is not None:
+            store.truncate_from(target.id)
+        elif not messages:
+            raise ApiError(400, "the chat is empty: send a message first")
+        elif messages[-1].role == "assistant":
+            store.truncate_from(messages[-1].id)
+
+    return _answer(request, store, chat, None, prepare)
 
 
 @router.post("/chats/{chat_id}/messages/{message_id}/edit", responses=_STREAM_DOC)
@@ -331,16 +333,13 @@ def edit_message(
     body: SendBody,
     request: Request,
     store: Store,
-    answering: Answerers,
 ) -> Any:
     """Replace one of your messages (and everything after it), then stream a new answer."""
     chat = _chat(store, chat_id)
-    answering.check_free(chat.id)
     target = _message(store, chat, message_id)
     if target.role != "user":
         raise ApiError(400, "only your own messages can be edited", param="message_id")
-    store.truncate_from(target.id)
-    return _answer(request, store, chat, body.content)
+    return _answer(request, store, chat, body.content, lambda: store.truncate_from(target.id))
 
 
 @router.post("/chats/{chat_id}/stop", response_model=StopOut)

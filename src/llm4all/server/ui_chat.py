@@ -1,6 +1,8 @@
 """Answering in a stored chat: the web UI's generation path, streamed as server-sent events.
 
-The page sends a message; :func:`answer_events` saves it at once, leases the
+The page sends a message; :func:`answer_response` claims the chat (a second
+send meanwhile is a 409) and saves the message before the response starts (a
+locked or full database is a 503), then :func:`answer_events` leases the
 chat's model from the server's :class:`ModelManager`, renders the chat's
 history (system prompt, context-window policy of :mod:`llm4all.chat.prompt`)
 with the model's chat template and queues it on the model's batch scheduler,
@@ -30,10 +32,14 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from fastapi.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from llm4all.api import Model, merge_params
 from llm4all.chat.prompt import Prompt, answer_reserve, fit_messages
@@ -42,7 +48,7 @@ from llm4all.engine.base import Chunk
 from llm4all.engine.scheduler import AsyncStream
 from llm4all.params import GenerationParams
 from llm4all.server.errors import ApiError, translate
-from llm4all.server.generation import max_tokens_for
+from llm4all.server.generation import SSE_HEADERS, max_tokens_for
 from llm4all.server.manager import Loaded, ModelManager
 from llm4all.server.markdown import render_markdown
 from llm4all.server.settings import ServerSettings
@@ -68,39 +74,78 @@ def event(kind: str, **data: Any) -> str:
 
 
 class Answering:
-    """Which chats are generating right now (at most one answer per chat), to stop them.
+    """Which chats are answering right now (at most one answer per chat), to stop them.
 
-    ``stop`` may be called from any thread (FastAPI runs plain ``def`` endpoints
-    in a pool); the event is set on the loop that waits for it.
+    Its methods may be called from any thread (FastAPI runs plain ``def``
+    endpoints in a pool): claiming is one atomic check-and-set, so of two sends
+    to one chat at once exactly one gets the chat and the other a 409.
     """
 
     def __init__(self) -> None:
-        self._stops: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Event]] = {}
+        self._lock = threading.Lock()
+        self._claims: dict[str, Claim] = {}
 
     def busy(self, chat_id: str) -> bool:
-        return chat_id in self._stops
+        return chat_id in self._claims
 
-    def check_free(self, chat_id: str) -> None:
-        if self.busy(chat_id):
-            raise ApiError(409, "this chat is already answering; stop it first", code="chat_busy")
-
-    def begin(self, chat_id: str) -> asyncio.Event:
-        """Claim the chat (on the event loop); the event is set when it is asked to stop."""
-        self.check_free(chat_id)
-        stop = asyncio.Event()
-        self._stops[chat_id] = (asyncio.get_running_loop(), stop)
-        return stop
-
-    def end(self, chat_id: str) -> None:
-        self._stops.pop(chat_id, None)
+    def claim(self, chat_id: str) -> Claim:
+        """The chat for one answer, until :meth:`Claim.release`; 409 if it is answering."""
+        with self._lock:
+            if chat_id in self._claims:
+                raise ApiError(
+                    409, "this chat is already answering; stop it first", code="chat_busy"
+                )
+            claim = self._claims[chat_id] = Claim(self, chat_id)
+        return claim
 
     def stop(self, chat_id: str) -> bool:
         """Ask the chat's answer to stop; False when none is running."""
-        running = self._stops.get(chat_id)
-        if running is not None:
-            loop, stop = running
+        with self._lock:
+            claim = self._claims.get(chat_id)
+        if claim is not None:
+            claim.request_stop()
+        return claim is not None
+
+    def _release(self, claim: Claim) -> None:
+        with self._lock:
+            if self._claims.get(claim.chat_id) is claim:  # never a later answer's claim
+                del self._claims[claim.chat_id]
+
+
+class Claim:
+    """One chat's answer, from the request that claimed it to the end of its stream.
+
+    A stop may be asked for from any thread, even before the stream has started;
+    the event the stream waits on is made on its loop when it starts.
+    """
+
+    def __init__(self, owner: Answering, chat_id: str) -> None:
+        self.chat_id = chat_id
+        self._owner = owner
+        self._lock = threading.Lock()
+        self._stop_requested = False
+        self._waiting: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+
+    def stop_event(self) -> asyncio.Event:
+        """The event set when the answer is asked to stop (called on the stream's loop)."""
+        stop = asyncio.Event()
+        with self._lock:
+            self._waiting = (asyncio.get_running_loop(), stop)
+            if self._stop_requested:
+                stop.set()
+        return stop
+
+    def request_stop(self) -> None:
+        with self._lock:
+            self._stop_requested = True
+            waiting = self._waiting
+        if waiting is not None:
+            loop, stop = waiting
             loop.call_soon_threadsafe(stop.set)
-        return running is not None
+
+    def release(self) -> None:
+        """Let the chat answer again (idempotent)."""
+        self._owner._release(self)
 
 
 # -- from a stored chat to a prompt -----------------------------------------------------------
@@ -260,16 +305,52 @@ class AnswerRequest:
     localdocs: Callable[[], LocalDocs] | None = None  # opens them (only when there are some)
 
 
-async def answer_events(req: AnswerRequest) -> AsyncIterator[str]:
-    """The server-sent events of one answer (see the module docstring)."""
+def answer_response(req: AnswerRequest, prepare: Callable[[], object] | None = None) -> Response:
+    """Claim the chat, change the store (``prepare``, then the question), then stream.
+
+    Whatever has a status of its own fails before the response starts, as that
+    status: a chat that is already answering is a 409, a database locked by
+    another writer or a full disk a 503 with ``Retry-After`` (the claim is let go).
+    """
+    claim = req.answering.claim(req.chat.id)
     try:
-        stop = req.answering.begin(req.chat.id)
-    except ApiError as exc:
-        yield event("error", **exc.body())
-        return
-    try:
+        if prepare is not None:
+            prepare()
+        user = None
         if req.user_text is not None:
             user = req.store.add_message(req.chat.id, "user", req.user_text)
+    except BaseException:
+        claim.release()
+        raise
+    return _ClaimedStream(answer_events(req, claim, user), claim)
+
+
+class _ClaimedStream(StreamingResponse):
+    """The answer's events; the claim is let go when the response ends, however it ends
+    (the stream may never start when the client has gone)."""
+
+    def __init__(self, events: AsyncGenerator[str], claim: Claim) -> None:
+        super().__init__(events, media_type="text/event-stream", headers=SSE_HEADERS)
+        self._events = events
+        self._claim = claim
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            try:
+                await self._events.aclose()  # its clean-up saves the answer so far
+            finally:
+                self._claim.release()
+
+
+async def answer_events(
+    req: AnswerRequest, claim: Claim, user: StoredMessage | None
+) -> AsyncGenerator[str]:
+    """The server-sent events of one answer (see the module docstring)."""
+    stop = claim.stop_event()
+    try:
+        if user is not None:
             yield event("user", message=message_out(user))
         loaded: Loaded = await req.manager.acquire(req.model, "chat")
         try:
@@ -280,7 +361,7 @@ async def answer_events(req: AnswerRequest) -> AsyncIterator[str]:
     except Exception as exc:  # after the headers: the error goes in the stream
         yield event("error", **translate(exc, req.manager.installed_names()).body())
     finally:
-        req.answering.end(req.chat.id)
+        claim.release()
 
 
 async def _with_documents(

@@ -168,7 +168,7 @@ class ChatStore:
             try:
                 yield self._conn
             except sqlite3.Error as exc:
-                raise StoreError(str(self.path), str(exc)) from exc
+                raise db.storage_error(self.path, exc) from exc
 
     @contextmanager
     def _writing(self) -> Iterator[sqlite3.Connection]:
@@ -178,7 +178,7 @@ class ChatStore:
                 with db.write_transaction(self._conn) as conn:
                     yield conn
             except sqlite3.Error as exc:
-                raise StoreError(str(self.path), str(exc)) from exc
+                raise db.storage_error(self.path, exc) from exc
 
     # -- chats ---------------------------------------------------------------
 
