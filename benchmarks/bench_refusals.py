@@ -18,7 +18,7 @@ The requests:
   with their first input;
 - ``zh`` — the three Chinese questions a review of GPT4All asked.
 
-Only the opening of each answer is generated (``--max-tokens``, 48 by
+Only the opening of each answer is generated (``--max-tokens``, 32 by
 default): models decline in their first sentence, and the detector reads only
 the first 240 characters. ``catalog`` is the prompt a user gets today
 (whatever the catalog says, or the template's default if it says nothing).
@@ -107,7 +107,8 @@ def measure(
     model = llm4all.Model(model_name, n_ctx=2048, n_threads=args.threads)
     catalog_prompt = model.default_system_prompt
     todo = dict(candidates)
-    todo["catalog"] = catalog_prompt
+    if catalog_prompt is not None:  # with none, "catalog" is the same as "template"
+        todo["catalog"] = catalog_prompt
     results: dict[str, Any] = {"catalog_system_prompt": catalog_prompt, "candidates": {}}
     for label, system in todo.items():
         rows = []
@@ -161,11 +162,19 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
     return out
 
 
+def _earlier(quick: bool) -> dict[str, Any]:
+    """Models measured by earlier runs (one model a run keeps the others' figures)."""
+    path = h.RESULTS / f"{NAME}{'.quick' if quick else ''}.json"
+    if not path.is_file():
+        return {}
+    return dict(json.loads(path.read_text(encoding="utf-8")).get("results", {}))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="3 requests of each kind, SmolLM2 only")
     p.add_argument("--models", help=f"comma-separated catalog names (default: {', '.join(MODELS)})")
-    p.add_argument("--max-tokens", type=int, default=48, help="tokens generated per answer")
+    p.add_argument("--max-tokens", type=int, default=32, help="tokens generated per answer")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument(
         "--candidates",
@@ -177,6 +186,7 @@ def main() -> None:
     candidates = {k: CANDIDATES[k] for k in wanted}
     load_before = h.load_average()
     results = {name: measure(name, candidates, args) for name in names}
+    results = {**_earlier(args.quick), **results}
     h.print_table(
         "Refusals (declining answers) per model and system prompt",
         [
