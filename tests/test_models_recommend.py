@@ -123,3 +123,37 @@ def test_first_run_tip_once_and_only_for_the_default_model(
 def test_no_tip_when_the_default_is_the_best_that_runs_here(default_model: Any) -> None:
     _cache(SpeedSample(LAPTOP.model, DEFAULT_SIZE, 12.0))  # a 1.5B model would crawl
     assert cli_models.startup_tip(default_model) is None
+
+
+@pytest.mark.slow
+def test_the_chat_prints_the_tip_once_in_a_real_terminal(
+    default_model_path: Path, isolated_home: Path
+) -> None:
+    """``llm4all chat`` with the default model, in a pty: the tip on the first run only."""
+    import os
+    import sys
+
+    import pexpect
+
+    _cache(LAPTOP)  # a known speed: the tip is predictable
+
+    def first_screen() -> str:
+        child = pexpect.spawn(
+            sys.executable,
+            ["-m", "llm4all", "chat", "--no-save"],
+            encoding="utf-8",
+            timeout=120,
+            dimensions=(40, 200),
+            env={**os.environ, "PROMPT_TOOLKIT_NO_CPR": "1", "OMP_WAIT_POLICY": "PASSIVE"},
+        )
+        child.expect("Ctrl-D to leave")
+        seen = str(child.before)
+        child.expect(">")
+        child.sendeof()
+        child.expect(pexpect.EOF)
+        return seen
+
+    first = first_screen()
+    assert first.count("tip: qwen2.5-coder-1.5b-instruct answers better") == 1, first
+    assert "~13 tok/s here" in first
+    assert "tip:" not in first_screen()
