@@ -259,3 +259,10 @@ def test_a_real_model_pulled_from_the_hub_answers(
     with llm4all.Model(path, n_ctx=256) as model:
         text = model.generate("The capital of France is", max_tokens=4, temperature=0)
     assert text.strip()
+
+
+def test_an_unknown_name_without_suggestions_points_to_hugging_face(store: ModelStore) -> None:
+    with pytest.raises(ModelNotFound) as info:
+        store.resolve("zzzzzz")
+    assert info.value.suggestions == []
+    assert "any GGUF on Hugging Face can be pulled as hf.co/USER/REPO" in str(info.value)

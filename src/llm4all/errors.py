@@ -22,7 +22,9 @@ class ModelNotFound(Llm4allError):
         self.name = name
         self.suggestions = list(suggestions)
         hint = (
-            f"; did you mean {', '.join(repr(s) for s in self.suggestions)}?" if suggestions else ""
+            f"; did you mean {', '.join(repr(s) for s in self.suggestions)}?"
+            if suggestions
+            else "; any GGUF on Hugging Face can be pulled as hf.co/USER/REPO"
         )
         super().__init__(f"unknown model {name!r}{hint} (see `llm4all models list`)")
 

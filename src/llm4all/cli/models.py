@@ -247,6 +247,8 @@ def info_command(name: str, as_json: bool) -> None:
 def _show(value: Any) -> str:
     if isinstance(value, list):
         return "\n".join(str(v) for v in value)
+    if isinstance(value, dict):  # e.g. the Hugging Face repository a file came from
+        return "\n".join(f"{k}: {v}" for k, v in value.items())
     if isinstance(value, int) and not isinstance(value, bool) and value >= 10_000:
         return f"{value:,}"
     return str(value)
