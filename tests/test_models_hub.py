@@ -249,9 +249,8 @@ def test_a_real_model_pulled_from_the_hub_answers(
     """SmolLM2's real file through the hub, then loaded and asked (a full user path)."""
     import llm4all
 
-    publish(hub_server, "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF", {
-        "SmolLM2-135M-Instruct-Q4_1.gguf": fast_model_path.read_bytes(),
-    })  # fmt: skip
+    files = {"SmolLM2-135M-Instruct-Q4_1.gguf": fast_model_path.read_bytes()}
+    publish(hub_server, "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF", files)
     store = ModelStore(tmp_path / "models")
     name = "hf.co/HuggingFaceTB/SmolLM2-135M-Instruct-GGUF"
     path = store.pull(name)

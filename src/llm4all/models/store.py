@@ -403,14 +403,17 @@ class ModelStore:
                     claim_part(dest, {"url": url, "size": file.size, "sha256": file.sha256})
                     with _resumable(name, dest, file.size):
                         digest = fetch_url(
-                            url, dest, size=file.size, sha256=file.sha256, progress=progress,
+                            url,
+                            dest,
+                            size=file.size,
+                            sha256=file.sha256,
+                            progress=progress,
                             client=client,
-                        )  # fmt: skip
+                        )
                     self._check_catalog_file(dest, digest)
                     if self.catalog.by_filename(dest.name) is None:
-                        facts |= describe_metadata(read_metadata(dest)) | {
-                            "source": url, "sha256": digest, "added": _now(),
-                        }  # fmt: skip
+                        facts |= describe_metadata(read_metadata(dest))
+                        facts |= {"source": url, "sha256": digest, "added": _now()}
                 self._add_name(dest, name, **facts)
         return dest
 
@@ -418,11 +421,10 @@ class ModelStore:
         """``dest`` is already in the store: it must be the file the hub offers."""
         try:
             verify_file(dest, size=size, sha256=sha256, remove_bad=False)
+            same = sha256 is not None or dest.stat().st_size == size
         except ChecksumMismatch:
-            raise FileExistsError(
-                f"{dest} already exists in the model store and is not {url}; remove it first"
-            ) from None
-        if sha256 is None and dest.stat().st_size != size:
+            same = False
+        if not same:
             raise FileExistsError(
                 f"{dest} already exists in the model store and is not {url}; remove it first"
             )
