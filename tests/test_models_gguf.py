@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import os
+import re
 import struct
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import gguf
 import pytest
 
+import gguf_corruptions
 from llm4all.errors import ModelLoadError
 from llm4all.models.gguf import human_count, quantization_name, read_metadata
+from llm4all.models.validate import check_model
 from model_helpers import CHAT_TEMPLATE, write_tiny_gguf
+
+BrokenCopies = Callable[[str], Path]
 
 SMOLLM_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -155,3 +161,45 @@ def test_real_smollm2_metadata_is_read_fast() -> None:
     assert meta.chat_template and "<|im_start|>" in meta.chat_template
     assert meta.parameters_label == "135M"
     assert elapsed < 0.5
+
+
+# -- checks against llama.cpp's limits (models/validate.py), on broken copies of SmolLM2 --
+
+STATIC_REFUSALS = {
+    "block_count_1000": "llama.cpp allows at most 512 layers",
+    "block_count_plus_one": "layer 30 has no tensors",
+    "block_count_minus_one": "tensors for layer 29",
+    "head_count_0": "head_count is 0",
+    "head_count_kv_0": "head_count_kv is 0",
+    "head_count_kv_not_divisor": "not a multiple of attention.head_count_kv",
+    "embedding_length_wrong": "exceeds the head size",
+    "rms_epsilon_nan": "layer_norm_rms_epsilon is nan",
+    "tensor_type_unknown": "not a known ggml type",
+    "tensor_offset_shifted": "the tensor table is corrupt",
+    "tensor_offsets_swapped": "the tensor table is corrupt",
+}
+
+
+@pytest.fixture(scope="module")
+def broken(
+    fast_model_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BrokenCopies]:
+    folder = tmp_path_factory.mktemp("broken")
+    yield lambda name: gguf_corruptions.make(fast_model_path, folder, name)
+
+
+@pytest.mark.parametrize("name", sorted(STATIC_REFUSALS))
+def test_a_corrupt_header_is_refused_before_llama_cpp_sees_it(
+    broken: BrokenCopies, name: str
+) -> None:
+    path = broken(name)
+    with pytest.raises(ModelLoadError, match=re.escape(STATIC_REFUSALS[name])) as info:
+        check_model(read_metadata(path))
+    assert info.value.path == str(path) and "\n" not in str(info.value)
+
+
+def test_real_models_pass_the_checks(fast_model_path: Path, default_model_path: Path) -> None:
+    for path in (fast_model_path, default_model_path):
+        meta = read_metadata(path)
+        check_model(meta)
+        assert len(meta.tensors) == meta.tensor_count

@@ -53,11 +53,9 @@ def test_idle_models_unload_after_the_keep_alive(fast_model_path: Path) -> None:
 def test_a_model_that_does_not_fit_in_ram_is_refused(
     fast_model_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import llm4all.models.store as store
+    import psutil
 
-    monkeypatch.setattr(
-        store.psutil, "virtual_memory", lambda: SimpleNamespace(available=50 * 2**20)
-    )
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=50 * 2**20))
     settings = fast_settings(fast_model_path.parent, preload=False)
     with running(settings) as server:
         r = httpx.post(server.url + CHAT, json=HI, timeout=60)

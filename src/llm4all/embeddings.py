@@ -79,15 +79,10 @@ class Embedder:
         self.name = resolved.entry.name if resolved.entry else resolved.path.stem
         self.prefixes: dict[str, str] = dict(resolved.entry.prefixes) if resolved.entry else {}
         self.matryoshka = bool(resolved.entry and resolved.entry.matryoshka)
-        # Each sequence gets n_ctx / n_seq_max cells: give every one the model's full window.
-        window = _trained_window(self.path)
-        params = LoadParams(
-            embedding=True,
-            n_ctx=window * max_sequences,
-            n_batch=max(batch_tokens, window),
-            n_seq_max=max_sequences,
-            n_threads=n_threads,
+        params = embedding_load_params(
+            self.path, batch_tokens=batch_tokens, max_sequences=max_sequences, n_threads=n_threads
         )
+        window = _trained_window(self.path)
         self.engine: Engine = load_engine(self.path, params)
         self.max_tokens = min(window, self.engine.info.n_ctx, params.n_batch)
 
@@ -215,6 +210,41 @@ class Embedder:
 
     def __repr__(self) -> str:
         return f"Embedder({self.name!r}, dim={self.dim})"
+
+
+def embedding_load_params(
+    path: Path,
+    *,
+    batch_tokens: int = BATCH_TOKENS,
+    max_sequences: int = MAX_SEQUENCES,
+    n_threads: int | None = None,
+    check_memory: bool = True,
+) -> LoadParams:
+    """How to load ``path`` for embeddings, bounded whatever the model.
+
+    The KV cache is one buffer shared by the texts of a decode (``kv_unified``)
+    and cleared between decodes, so ``n_ctx = n_batch`` holds any decode; a
+    text longer than that is split (or cut). A decoder (a chat model asked
+    for embeddings) computes logits for every token of a decode, so its batch
+    is cut to keep them small: Qwen2.5 with a batch of its 32k window (capped
+    at 8,192) reserved 4.9 GiB.
+    """
+    from llm4all.engine.footprint import embedding_batch
+    from llm4all.models import read_metadata
+
+    wanted = max(batch_tokens, _trained_window(path))
+    try:
+        n_batch = embedding_batch(read_metadata(path), wanted)
+    except Llm4allError:  # the load itself will say what is wrong with the file
+        n_batch = batch_tokens
+    return LoadParams(
+        embedding=True,
+        n_ctx=n_batch,
+        n_batch=n_batch,
+        n_seq_max=max_sequences,
+        n_threads=n_threads,
+        check_memory=check_memory,
+    )
 
 
 def _trained_window(path: Path) -> int:

@@ -91,10 +91,11 @@ class NativeModel:
         self.model = model
         self.vocab = ll.llama_model_get_vocab(model)
 
+        n_batch = native_batch(params)
         cparams = ll.llama_context_default_params()
         cparams.n_ctx = params.n_ctx
-        cparams.n_batch = params.n_batch
-        cparams.n_ubatch = params.n_batch
+        cparams.n_batch = n_batch
+        cparams.n_ubatch = n_batch
         cparams.n_seq_max = params.n_seq_max
         cparams.n_threads = n_threads
         cparams.n_threads_batch = n_threads
@@ -113,8 +114,8 @@ class NativeModel:
         self.memory = ll.llama_get_memory(ctx)
         # Each sequence gets its own share of the cells: n_ctx / n_seq_max tokens.
         self.n_ctx = int(ll.llama_n_ctx_seq(ctx))
-        self.n_batch = params.n_batch
-        self.batch = Batch(params.n_batch, params.n_seq_max)
+        self.n_batch = n_batch
+        self.batch = Batch(n_batch, params.n_seq_max)
         self._stack.callback(self.batch.free)
 
     def close(self) -> None:
@@ -181,6 +182,18 @@ class NativeModel:
         rc = ll.llama_decode(self.ctx, self.batch.raw)
         if rc != 0:
             raise RuntimeError(f"llama_decode failed with code {rc} (KV cache full or aborted)")
+
+
+def native_batch(params: LoadParams) -> int:
+    """The batch size llama.cpp gets: for embeddings, a multiple of ``n_seq_max``.
+
+    A mean-pooled batch of 16 sequences and 300 tokens fails a ``GGML_ASSERT``
+    (``ggml_can_mul_mat``) while llama.cpp builds its graph, ending the process.
+    Example: ``n_batch=1365, n_seq_max=16, embedding=True`` → 1360.
+    """
+    if not params.embedding:
+        return params.n_batch
+    return max(params.n_seq_max, params.n_batch // params.n_seq_max * params.n_seq_max)
 
 
 class Batch:

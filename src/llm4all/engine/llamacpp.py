@@ -27,6 +27,7 @@ from llm4all.engine.base import (
     Timings,
     Usage,
 )
+from llm4all.engine.probe import check_model_file
 from llm4all.engine.textstream import StopMatcher, Utf8Stream
 from llm4all.errors import InvalidParameter
 from llm4all.params import GenerationParams, LoadParams
@@ -55,6 +56,7 @@ class LlamaCppEngine(Engine):
         self.path = Path(path)
         self.params = params or LoadParams()
         self._n_threads = self.params.n_threads or default_threads()
+        check_model_file(self.path)  # a corrupt file is an error here, not a dead process
         self._native = NativeModel(self.path, self.params, self._n_threads)
         self._slots: list[list[int]] = [[] for _ in range(self.params.n_seq_max)]
         self._lock = threading.Lock()

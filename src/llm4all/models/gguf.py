@@ -73,6 +73,14 @@ class TensorInfo:
         return math.prod(self.shape)
 
     @property
+    def block_size(self) -> int | None:
+        """Elements per quantization block, or None for a type the gguf package does not know."""
+        try:
+            return GGML_QUANT_SIZES[GGMLQuantizationType(self.type)][0]
+        except (ValueError, KeyError):
+            return None
+
+    @property
     def n_bytes(self) -> int | None:
         """Bytes of data, or None for a quantization type the gguf package does not know."""
         try:
@@ -105,6 +113,7 @@ class GGUFMetadata:
     data_offset: int
     values: Mapping[str, Scalar] = field(default_factory=dict, repr=False)
     array_lengths: Mapping[str, int] = field(default_factory=dict, repr=False)
+    tensors: tuple[TensorInfo, ...] = field(default=(), repr=False)
 
     @property
     def embedding_length(self) -> int | None:
@@ -265,16 +274,27 @@ def _read_tensors(cur: _Cursor, count: int) -> list[TensorInfo]:
     return tensors
 
 
-def _check_data_fits(tensors: list[TensorInfo], data_offset: int, size: int) -> None:
-    """Refuse a file whose tensor data would lie past its end (a truncated file)."""
-    end = data_offset
+def _check_data_fits(tensors: list[TensorInfo], data_offset: int, size: int, align: int) -> None:
+    """Refuse tensor data that llama.cpp would refuse or read past the end of the file.
+
+    llama.cpp wants the tensors back to back, in table order, each padded to the
+    alignment (gguf.cpp checks each offset); a type it does not know has no size.
+    """
+    expected = 0
     for t in tensors:
-        n_bytes = t.n_bytes
-        if n_bytes is None:
-            log.debug("tensor %s has type %d unknown to gguf; not size-checked", t.name, t.type)
-            continue
-        end = max(end, data_offset + t.offset + n_bytes)
-    if end > size:
+        n_bytes, block = t.n_bytes, t.block_size
+        if n_bytes is None or block is None:
+            raise _Corrupt(f"tensor {t.name!r} has type {t.type}, which is not a known ggml type")
+        if not t.shape or any(d <= 0 for d in t.shape) or t.shape[0] % block:
+            raise _Corrupt(f"tensor {t.name!r} has the impossible shape {list(t.shape)}")
+        if t.offset != expected:
+            raise _Corrupt(
+                f"tensor {t.name!r} starts at data offset {t.offset:,}, expected {expected:,} "
+                "(the tensor table is corrupt)"
+            )
+        end = data_offset + t.offset + n_bytes
+        expected += -(-n_bytes // align) * align
+    if tensors and end > size:
         raise _Corrupt(
             f"the file is truncated: its tensors need {end:,} bytes but it has {size:,} "
             "(an interrupted download or copy?)"
@@ -314,7 +334,7 @@ def _parse(buf: mmap.mmap, path: Path, size: int) -> GGUFMetadata:
     if alignment <= 0 or alignment & (alignment - 1):
         raise _Corrupt(f"general.alignment is {alignment}, not a power of two")
     data_offset = -(-cur.pos // alignment) * alignment
-    _check_data_fits(tensors, data_offset, size)
+    _check_data_fits(tensors, data_offset, size, alignment)
     return _build(path, version, size, values, arrays, tensors, alignment, data_offset)
 
 
@@ -352,6 +372,7 @@ def _build(
         data_offset=data_offset,
         values=values,
         array_lengths=arrays,
+        tensors=tuple(tensors),
     )
 
 

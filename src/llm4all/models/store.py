@@ -452,15 +452,22 @@ class ModelStore:
         *,
         link: bool = True,
         progress: Progress | None = None,
+        check: bool = True,
     ) -> InstalledModel:
         """Sideload a local GGUF file into the store (a hard link when possible, else a copy).
 
-        The header is validated first. A file named like a catalog file must
-        match that entry's checksum and becomes that catalog model.
+        The header is validated first; with ``check`` the file is also proven to
+        load and work (``engine/probe.py``), once, in a child process. A file
+        named like a catalog file must match that entry's checksum and becomes
+        that catalog model.
         """
         progress = progress if progress is not None else NULL_PROGRESS
         src = Path(path).expanduser().resolve()
         meta = read_metadata(src)
+        if check:
+            from llm4all.engine.probe import check_model_file  # the engine is a layer up
+
+            check_model_file(src)
         entry = self.catalog.by_filename(src.name)
         model_name = name or (entry.name if entry else src.stem)
         dest = self.root / src.name

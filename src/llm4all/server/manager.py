@@ -19,15 +19,21 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
+import psutil
+
 from llm4all.api import Model
+from llm4all.embeddings import embedding_load_params
+from llm4all.engine import footprint
 from llm4all.engine.llamacpp import LlamaCppEngine
 from llm4all.engine.scheduler import BatchScheduler, SchedulerStats
-from llm4all.errors import InsufficientMemory, ModelNotFound
-from llm4all.models import InstalledModel, ModelStore
+from llm4all.errors import ModelNotFound
+from llm4all.models import InstalledModel, ModelStore, read_metadata
+from llm4all.params import LoadParams
 from llm4all.server.errors import ApiError, busy, unknown_model
-from llm4all.server.settings import ServerSettings
+from llm4all.server.settings import EMBED_SEQS, ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +51,7 @@ class Loaded:
     loaded_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.monotonic)
     leases: int = 0
+    memory: int = 0  # bytes it was estimated to take when loaded
 
     @property
     def key(self) -> tuple[str, Kind]:
@@ -110,7 +117,8 @@ class ModelManager:
 
     async def acquire(self, name: str | None, kind: Kind = "chat") -> Loaded:
         """Like :meth:`lease`, for holders that outlive one ``async with`` (streams)."""
-        key = self._aliases.get((name, kind))
+        # A model loaded from outside the store is listed by its name: that name finds it too.
+        key = self._aliases.get((name, kind)) or ((name, kind) if name is not None else None)
         loaded = self._loaded.get(key) if key else None
         if loaded is None:
             loaded = await self._load(name, kind)
@@ -147,7 +155,17 @@ class ModelManager:
             )
 
     async def _load_fitting(self, path: str, name: str, kind: Kind) -> Loaded:
-        """Load, first making room under the cap; on too little RAM, unload idle models first."""
+        """Load, first making room: under the cap on models, and in RAM.
+
+        What the load will take is estimated from the file's header first; a
+        model that cannot fit even with every idle model unloaded is refused
+        before anything is unloaded (an embedding request naming a chat model
+        must not push the chat model out and then fail anyway).
+        """
+        load = self._load_params(Path(path), kind)
+        needed = await asyncio.to_thread(self._estimate, Path(path), load)
+        if self.settings.check_memory:
+            self._refuse_unfitting(needed)
         while len(self._loaded) >= self.settings.max_loaded:
             if not await self._evict_one():
                 raise busy(
@@ -156,17 +174,49 @@ class ModelManager:
                     5,
                     status=503,
                 )
-        while True:
-            try:
-                return await asyncio.to_thread(self._load_now, path, name, kind)
-            except InsufficientMemory:
-                if not await self._evict_one():
-                    raise
+        while self.settings.check_memory and not self._fits(needed):
+            if not await self._evict_one():
+                self._refuse_unfitting(needed)  # what was idle is gone and it still does not fit
+                break
+        loaded = await asyncio.to_thread(self._load_now, path, name, kind, load)
+        loaded.memory = needed
+        return loaded
 
-    def _load_now(self, path: str, name: str, kind: Kind) -> Loaded:
-        load = self.settings.load_params(embedding=kind == "embedding")
+    def _load_params(self, path: Path, kind: Kind) -> LoadParams:
+        if kind == "chat":
+            return self.settings.load_params()
+        return embedding_load_params(
+            path,
+            batch_tokens=self.settings.n_batch,
+            max_sequences=EMBED_SEQS,
+            n_threads=self.settings.n_threads,
+            check_memory=self.settings.check_memory,
+        )
+
+    @staticmethod
+    def _estimate(path: Path, load: LoadParams) -> int:
+        return footprint.estimate(read_metadata(path), load).total
+
+    def _budget_left(self) -> int:
+        """Bytes a new model may take: free RAM, and what is left of ``max_memory`` if set."""
+        left: int = psutil.virtual_memory().available
+        if self.settings.max_memory is not None:
+            used = sum(m.memory for m in self._loaded.values())
+            left = min(left, self.settings.max_memory - used)
+        return left
+
+    def _fits(self, needed: int) -> bool:
+        return needed <= self._budget_left()
+
+    def _refuse_unfitting(self, needed: int) -> None:
+        """Raise :class:`InsufficientMemory` if ``needed`` does not fit even with idle models gone."""
+        idle = sum(m.memory for m in self._loaded.values() if m.leases == 0)
+        footprint.ensure_fits(needed, reclaimable=idle, available=self._budget_left())
+
+    def _load_now(self, path: str, name: str, kind: Kind, load: LoadParams) -> Loaded:
         t0 = time.perf_counter()
-        model = Model(path, allow_download=False, **vars(load))
+        # The estimate above checked RAM; Model's own check would count the file alone.
+        model = Model(path, allow_download=False, **(vars(load) | {"check_memory": False}))
         model.name = name
         scheduler = None
         if kind == "chat":

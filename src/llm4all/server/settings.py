@@ -90,6 +90,9 @@ class ServerSettings:
     n_threads: int | None = None
     n_batch: int = LoadParams().n_batch
     check_memory: bool = True
+    #: Most bytes the loaded models may take together (None: whatever RAM is free); a load
+    #: beyond it unloads idle models first, and is refused if that is not enough
+    max_memory: int | None = None
     models_dir: Path | None = None  # None: the user's model store
     defaults: GenerationParams = field(default_factory=GenerationParams)
 
@@ -108,6 +111,8 @@ class ServerSettings:
         for name in ("max_loaded", "max_body", "max_queue", "max_n", "port"):
             if getattr(self, name) < (0 if name == "port" else 1):
                 raise InvalidParameter(name, getattr(self, name), "a positive number")
+        if self.max_memory is not None and self.max_memory < 1:
+            raise InvalidParameter("max_memory", self.max_memory, "a positive number of bytes")
         if self.max_tokens_cap is not None and self.max_tokens_cap < 1:
             raise InvalidParameter("max_tokens_cap", self.max_tokens_cap, "a value >= 1")
         if not is_loopback(self.host) and not self.api_key and not self.insecure:
