@@ -471,3 +471,16 @@ def test_a_full_disk_is_503_and_loses_nothing(
     check = sqlite3.connect(tiny_disk / "home" / "llm4all.db")
     assert check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     check.close()
+
+
+def test_a_model_served_from_outside_the_store_answers_to_its_listed_name(
+    fast_model_path: Path, tmp_path: Path
+) -> None:
+    settings = fast_settings(tmp_path / "empty-store", model=str(fast_model_path))
+    with running(settings) as live, httpx.Client(base_url=live.url, timeout=120) as c:
+        listed = [m["id"] for m in c.get("/v1/models").json()["data"]]
+        assert listed == [fast_model_path.stem]
+        body = {"model": listed[0], "messages": HI, "max_tokens": 2, "temperature": 0}
+        assert c.post(CHAT, json=body).status_code == 200
+        body["model"] = "not-" + listed[0]
+        assert _error(c.post(CHAT, json=body), 404)["code"] == "model_not_found"
