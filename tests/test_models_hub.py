@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -244,20 +246,22 @@ def test_remove_and_info_by_hub_name(store: ModelStore, repo: dict[str, bytes]) 
 
 @pytest.mark.slow
 def test_a_real_model_pulled_from_the_hub_answers(
-    hub_server: FileServer, fast_model_path: Path, tmp_path: Path
+    hub_server: FileServer, fast_model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """SmolLM2's real file through the hub, then loaded and asked (a full user path)."""
-    import llm4all
-
+    """``llm4all run -m hf.co/…`` as a user types it: pulled on first use, loaded, answering."""
     files = {"SmolLM2-135M-Instruct-Q4_1.gguf": fast_model_path.read_bytes()}
     publish(hub_server, "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF", files)
-    store = ModelStore(tmp_path / "models")
+    monkeypatch.setenv("LLM4ALL_MODELS", str(tmp_path / "models"))
     name = "hf.co/HuggingFaceTB/SmolLM2-135M-Instruct-GGUF"
-    path = store.pull(name)
-    assert path.stat().st_size == fast_model_path.stat().st_size
-    with llm4all.Model(path, n_ctx=256) as model:
-        text = model.generate("The capital of France is", max_tokens=4, temperature=0)
-    assert text.strip()
+    command = [sys.executable, "-m", "llm4all", "run", "-m", name, "--temp", "0", "-n", "4"]
+    ran = subprocess.run(
+        [*command, "The capital of France is"], capture_output=True, text=True, timeout=300
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip()
+    installed = ModelStore().find_installed(name)
+    assert installed is not None and installed.name == f"{name}:Q4_1"
+    assert installed.path.stat().st_size == fast_model_path.stat().st_size
 
 
 def test_an_unknown_name_without_suggestions_points_to_hugging_face(store: ModelStore) -> None:
