@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from llm4all.errors import (
 )
 from llm4all.models import sources
 from llm4all.models.catalog import Catalog, UrlSource
-from llm4all.models.memory import ensure_fits_in_ram, memory_needed
+from llm4all.models.memory import ensure_fits_in_ram, memory_needed, ram_gib
 from llm4all.models.store import ModelStore
 from model_helpers import make_entry, same_inode, sha256_of, write_tiny_gguf
 from servers import FileServer, serve_files
@@ -230,3 +231,88 @@ def test_memory_check() -> None:
     assert info.value.needed_bytes == memory_needed(4 * gib)
     assert "GiB of RAM" in str(info.value)
     assert ensure_fits_in_ram(1000) > 0  # the real machine has 201 MB free
+
+
+def test_adding_a_file_again_with_a_name_keeps_both_names(
+    store: ModelStore, tmp_path: Path
+) -> None:
+    """``add FILE`` then ``add FILE --name tiny``: two names for one file (as ``ollama cp``)."""
+    src = write_tiny_gguf(tmp_path / "x.gguf")
+    first = store.add(src, check=False)
+    second = store.add(src, "tiny", check=False)
+    assert (first.name, second.name) == ("x", "tiny") and first.path == second.path
+    assert store.names_of(first.path) == ["x", "tiny"]
+    listed = {m.name: m for m in store.installed()}
+    assert set(listed) == {"x", "tiny"}
+    assert listed["x"].ram_required_gb == listed["tiny"].ram_required_gb  # one file, one figure
+    assert store.resolve("x").path == store.resolve("tiny").path == first.path
+    assert store.add(src, "tiny", check=False).name == "tiny"  # the same name again: no change
+    assert store.names_of(first.path) == ["x", "tiny"]
+    with pytest.raises(FileExistsError, match="already exists"):
+        store.add(src, "tiny-chat", check=False)  # a catalog name stays the catalog's
+    # rm of one name keeps the file under the other; rm of the last name deletes it.
+    assert store.remove("x") == first.path and first.path.exists()
+    assert [m.name for m in store.installed()] == ["tiny"]
+    store.remove("tiny")
+    assert not first.path.exists() and store.installed() == []
+
+
+def test_a_catalog_file_can_have_another_name(store: ModelStore, tmp_path: Path) -> None:
+    path = store.pull("tiny-chat")
+    alias = store.add(path, "mine", check=False)
+    assert alias.entry is not None and alias.entry.name == "tiny-chat"
+    assert {m.name for m in store.installed()} == {"tiny-chat", "mine"}
+    assert store.resolve("mine").entry == alias.entry  # the catalog's template and prompt
+    store.remove("mine")  # only the other name
+    assert path.exists() and [m.name for m in store.installed()] == ["tiny-chat"]
+
+
+def test_sidecars_written_before_names_still_name_their_file(
+    store: ModelStore, tmp_path: Path
+) -> None:
+    path = store.add(write_tiny_gguf(tmp_path / "old.gguf"), "legacy", check=False).path
+    sidecar = path.with_name(path.name + ".model.json")
+    data = json.loads(sidecar.read_text())
+    data["name"] = data.pop("names")[0]
+    sidecar.write_text(json.dumps(data))
+    assert [m.name for m in store.installed()] == ["legacy"]
+    store.add(path, "second", check=False)
+    assert store.names_of(path) == ["legacy", "second"]
+
+
+def test_catalog_and_installed_ram_come_from_one_function(store: ModelStore) -> None:
+    entry = store.catalog.get("tiny-chat")
+    assert entry is not None
+    [installed] = [m for m in store.installed() if m.entry is None] or [None]
+    assert installed is None
+    path = store.pull("tiny-chat")
+    model = store.find_installed("tiny-chat")
+    assert model is not None and model.path == path
+    assert entry.ram_required_gb == model.ram_required_gb == ram_gib(entry.size)
+    shipped = ModelStore(store.root.parent / "other").catalog.get("smollm2-135m-instruct")
+    assert shipped is not None and shipped.ram_required_gb == ram_gib(shipped.size)
+
+
+@pytest.mark.parametrize(
+    ("typed", "expected"),
+    [
+        ("llama3", ["llama-3.2-1b-instruct", "llama-3.2-3b-instruct"]),
+        ("phi3", ["phi-3-mini-4k-instruct"]),
+        ("qwen2.5:0.5b", ["qwen2.5-0.5b-instruct", "qwen2.5-coder-0.5b-instruct"]),
+        ("gemma3", ["gemma-3-270m"]),
+        ("qwen2.5-coder:1.5b", ["qwen2.5-coder-1.5b-instruct"]),
+        ("mistral:7b", ["mistral-7b-instruct-v0.3"]),
+        ("llama3.2:3b", ["llama-3.2-3b-instruct"]),
+        ("nomic-embed-text", ["nomic-embed-text-v1.5"]),
+    ],
+)
+def test_ollama_style_names_get_suggestions(
+    tmp_path: Path, typed: str, expected: list[str]
+) -> None:
+    store = ModelStore(tmp_path / "models")  # the shipped catalog
+    with pytest.raises(ModelNotFound) as info:
+        store.resolve(typed)
+    assert info.value.suggestions[: len(expected)] == expected
+    with pytest.raises(ModelNotFound) as info:
+        store.pull(typed)
+    assert f"did you mean '{expected[0]}'" in str(info.value)
