@@ -36,6 +36,7 @@ from llm4all.params import GenerationParams, LoadParams
 if TYPE_CHECKING:
     from llm4all.localdocs import LocalDocs
     from llm4all.store import ChatStore
+    from llm4all.store.answers import AnswerRecorder
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +62,11 @@ class Response:
         start: Callable[[Callable[[], bool]], Iterator[Chunk]],
         on_done: Callable[[Completion], None] | None = None,
         prompt_tokens: int = 0,
+        on_chunk: Callable[[Chunk], None] | None = None,
     ) -> None:
         self._start = start
         self._on_done = on_done
+        self._on_chunk = on_chunk
         self._prompt_tokens = prompt_tokens
         self._cancelled = False
         self._pieces: list[str] = []
@@ -75,6 +78,11 @@ class Response:
     def cancel(self) -> None:
         """Stop generating before the next token; the text so far is kept."""
         self._cancelled = True
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether :meth:`cancel` was called."""
+        return self._cancelled
 
     def chunks(self) -> Iterator[Chunk]:
         """The stream as engine chunks (text plus the token ids behind it)."""
@@ -90,6 +98,8 @@ class Response:
                     final = chunk
                 if chunk.text:
                     self._pieces.append(chunk.text)
+                if self._on_chunk is not None:
+                    self._on_chunk(chunk)
                 yield chunk
         finally:
             # Also on Ctrl-C or an abandoned loop: keep what was said, marked cancelled.
@@ -298,8 +308,9 @@ class Model:
         slot: int = 0,
         on_done: Callable[[Completion], None] | None = None,
         chat: bool = True,
+        on_chunk: Callable[[Chunk], None] | None = None,
     ) -> Response:
-        """Stream an answer to already built prompt tokens."""
+        """Stream an answer to already built prompt tokens (``on_chunk`` sees each chunk)."""
         if chat:  # an answer in the chat format ends where the transcript's next turn begins
             params = self.chat_params(params)
         self.engine.check_fits(len(tokens))  # fail now, not on the first next()
@@ -307,6 +318,7 @@ class Model:
             lambda go_on: self.engine.generate(tokens, params, should_continue=go_on, slot=slot),
             on_done,
             len(tokens),
+            on_chunk,
         )
 
     def stream(
@@ -429,28 +441,43 @@ class ChatSession:
             n_ctx,
             answer_reserve(p.max_tokens, n_ctx),
         )
+        recorder: AnswerRecorder | None = None  # set below, once the question is saved
+
+        def streamed(chunk: Chunk) -> None:  # the answer is saved as it grows
+            if recorder is not None:
+                recorder.add(chunk.text, len(chunk.token_ids))
+
         response = self.model.stream_tokens(
-            prompt.tokens, p, slot=self.slot, on_done=self._answered
+            prompt.tokens,
+            p,
+            slot=self.slot,
+            on_chunk=streamed,
+            on_done=lambda completion: self._answered(completion, recorder),
         )
         response.sources = self._sources
         self.dropped = prompt.dropped
         self.messages.append(user)
-        self._save(user)
+        recorder = self._save_question(user, len(prompt.tokens))
         return response
 
-    def _answered(self, completion: Completion) -> None:
-        answer = Message("assistant", completion.text)
-        self.messages.append(answer)
-        self._save(answer, completion, self._sources)
+    def _answered(self, completion: Completion, recorder: AnswerRecorder | None) -> None:
+        if completion.text or completion.finish_reason != "cancelled":
+            self.messages.append(Message("assistant", completion.text))
+        if recorder is not None:
+            recorder.finish(
+                completion.finish_reason,
+                prompt_tokens=completion.usage.prompt_tokens,
+                completion_tokens=completion.usage.completion_tokens,
+                tokens_per_second=completion.timings.tokens_per_second,
+                time_to_first_token=completion.timings.time_to_first_token or None,
+            )
 
-    def _save(
-        self,
-        message: Message,
-        completion: Completion | None = None,
-        sources: list[dict[str, Any]] | None = None,
-    ) -> None:
+    def _save_question(self, question: Message, prompt_tokens: int) -> AnswerRecorder | None:
+        """Save the question (creating the stored chat); the recorder of its answer."""
         if self.store is None:
-            return
+            return None
+        from llm4all.store.answers import AnswerRecorder
+
         if self.chat_id is None:
             chat = self.store.create_chat(
                 model=self.model.name,
@@ -458,19 +485,13 @@ class ChatSession:
                 params=dataclasses.asdict(self.params),
             )
             self.chat_id = chat.id
-        extra: dict[str, Any] = {}
-        if completion is not None:
-            extra = {
-                "finish_reason": completion.finish_reason,
-                "prompt_tokens": completion.usage.prompt_tokens,
-                "completion_tokens": completion.usage.completion_tokens,
-                "tokens_per_second": completion.timings.tokens_per_second,
-                "time_to_first_token": completion.timings.time_to_first_token,
-            }
-        if sources:
-            extra["sources"] = sources
-        self.store.add_message(
-            self.chat_id, message.role, message.content, model=self.model.name, **extra
+        self.store.add_message(self.chat_id, "user", question.content, model=self.model.name)
+        return AnswerRecorder(
+            self.store,
+            self.chat_id,
+            model=self.model.name,
+            prompt_tokens=prompt_tokens,
+            sources=self._sources,
         )
 
     def reset(self) -> None:

@@ -3,25 +3,40 @@
 Answers stream and render as Markdown; Enter sends, Alt+Enter (or a line
 ending in ``\\``) adds a new line, pasted text keeps its lines. Ctrl-C stops
 an answer without leaving (what was said is kept); Ctrl-D leaves. Every
-message is saved to the chat store as it happens, so a killed terminal loses
-nothing and ``--continue`` picks the chat up again.
+message is saved to the chat store as it happens, and an answer while it
+streams (see :mod:`llm4all.store.answers`), so ``kill -9`` loses at most its
+last half second, and ``--continue`` picks the chat up again, showing its
+last turns.
+
+Signals stop an answer cooperatively: the handler only asks the answer to
+stop before its next token (no exception lands in the middle of a decode or
+of a screen update), the answer is saved with its real stats, and SIGTERM or
+SIGHUP (the terminal was closed) then leave with status 128 + the signal's
+number. A second Ctrl-C interrupts at once (a long prompt still being read).
+Text from the model or the user is never read as Rich markup.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
 import shlex
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.live import Live
 from rich.markdown import Markdown
+from rich.text import Text
 
-from llm4all.api import ChatSession, Model, merge_params
+from llm4all.api import ChatSession, Model, Response, merge_params
 from llm4all.chat.template import Message
 from llm4all.cli._common import err_console, load_model
 from llm4all.cli.docs import docs_option, print_sources
@@ -32,7 +47,7 @@ from llm4all.cli.options import (
     load_options,
     load_overrides,
 )
-from llm4all.errors import Llm4allError
+from llm4all.errors import InvalidParameter, Llm4allError
 from llm4all.params import GenerationParams
 from llm4all.store import ChatStore, export_chat
 
@@ -42,7 +57,7 @@ HELP = """\
   /system [TEXT]     show or set the system prompt
   /reset             start a new chat (same model and system prompt)
   /model [NAME]      show the model or switch to another (the history stays)
-  /params [k=v ...]  show or set sampling parameters, e.g. /params temperature=0.2 max_tokens=200
+  /params \\[k=v ...]  show or set sampling parameters, e.g. /params temperature=0.2 max_tokens=200
   /history           show the conversation so far
   /save [FILE]       save the chat as Markdown
   /exit              leave (or Ctrl-D)
@@ -120,7 +135,9 @@ def chat_command(
         chat_id=chat_id if history or chat_id else None,
         collections=collections,
     )
-    TerminalChat(session, render_markdown=not plain and sys.stdout.isatty()).loop()
+    status = TerminalChat(session, render_markdown=not plain and sys.stdout.isatty()).run()
+    if status:
+        sys.exit(status)  # 128 + the signal, as a shell reports a program it ended
 
 
 _GEN_FIELDS = {f.name for f in dataclasses.fields(GenerationParams)}
@@ -130,14 +147,25 @@ def _tuple_stops(params: dict[str, Any]) -> dict[str, Any]:
     return {**params, "stop": tuple(params["stop"])} if "stop" in params else params
 
 
+#: How many earlier messages ``--continue`` shows before the prompt.
+RECAP_MESSAGES = 6
+#: SIGTERM and SIGHUP end the chat (after saving the answer being written).
+LEAVING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+log = logging.getLogger(__name__)
+
+
 class TerminalChat:
-    """The read-answer loop and its slash commands."""
+    """The read-answer loop, its slash commands and its signal handling."""
 
     def __init__(self, session: ChatSession, render_markdown: bool) -> None:
         self.session = session
         self.render_markdown = render_markdown
         self.out = Console(highlight=False)
         self.read = _line_reader()
+        self.answering = False  # between the question and the saved answer
+        self.response: Response | None = None
+        self.leaving: int | None = None  # the SIGTERM or SIGHUP that ends the chat
         self.commands: dict[str, Callable[[str], bool]] = {
             "help": self.cmd_help,
             "system": self.cmd_system,
@@ -150,13 +178,43 @@ class TerminalChat:
             "quit": lambda _: False,
         }
 
+    def run(self) -> int:
+        """Chat until Ctrl-D, /exit or a signal; the exit status (128 + signal, or 0)."""
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in LEAVING_SIGNALS}
+        try:
+            self.loop()
+        except BaseException:
+            if self.leaving is None:
+                raise
+            # Told to leave while waiting for input: the terminal may be gone, so
+            # restoring its mode can fail too. Nothing was being written.
+            log.debug("leaving on signal %d", self.leaving, exc_info=True)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return 0 if self.leaving is None else 128 + self.leaving
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGINT:
+            if self.response is None or self.response.cancelled:
+                raise KeyboardInterrupt  # a second Ctrl-C: stop at once
+            self.response.cancel()
+            return
+        if signum == signal.SIGHUP:
+            _silence_terminal()  # it is gone: writing to it would fail
+        self.leaving = signum
+        if not self.answering:
+            raise SystemExit(128 + signum)
+        if self.response is not None:
+            self.response.cancel()  # before the next token; the answer is then saved
+
     def loop(self) -> None:
         s = self.session
         resumed = f", chat {s.chat_id} ({len(s.messages)} messages)" if s.chat_id else ""
-        err_console.print(
-            f"[dim]{s.model.name}{resumed} · /help for commands · Ctrl-D to leave[/dim]"
-        )
-        while True:
+        _note(f"{s.model.name}{resumed} · /help for commands · Ctrl-D to leave")
+        if s.messages:
+            self.recap()
+        while self.leaving is None:
             try:
                 text = self.read()
             except KeyboardInterrupt:
@@ -165,98 +223,133 @@ class TerminalChat:
                 break
             if not text.strip():
                 continue
-            if text.startswith("/"):
-                name, _, arg = text[1:].partition(" ")
-                handler = self.commands.get(name.strip().lower())
-                if handler is None:
-                    err_console.print(f"unknown command /{name}; /help lists them")
-                    continue
-                try:
-                    if not handler(arg.strip()):
-                        break
-                except Llm4allError as exc:
-                    err_console.print(f"[red]error:[/red] {exc}")
-                continue
             try:
-                self.answer(text)
+                if text.startswith("/"):
+                    if not self.command(text[1:]):
+                        break
+                else:
+                    self.answer(text)
             except Llm4allError as exc:
-                err_console.print(f"[red]error:[/red] {exc}")
+                _error(str(exc))
+
+    def command(self, line: str) -> bool:
+        """Run a slash command; False to leave."""
+        name, _, arg = line.partition(" ")
+        handler = self.commands.get(name.strip().lower())
+        if handler is None:
+            _error(f"unknown command /{name}; /help lists them")
+            return True
+        try:
+            return handler(arg.strip())
+        except OSError as exc:  # /save to a folder that does not exist, …
+            _error(f"{exc.strerror or exc} ({exc.filename})" if exc.filename else str(exc))
+            return True
 
     def answer(self, text: str) -> None:
-        response = self.session.send(text)
+        self.answering = True
+        previous = signal.signal(signal.SIGINT, self._on_signal)
         try:
-            if self.render_markdown:
-                shown = ""
-                with Live(
-                    Markdown(""),
-                    console=self.out,
-                    refresh_per_second=12,
-                    vertical_overflow="visible",
-                ) as live:
-                    for piece in response:
-                        shown += piece
-                        live.update(Markdown(shown))
-            else:
-                for piece in response:
-                    self.out.out(piece, end="")
-                self.out.out("")
-        except KeyboardInterrupt:
-            response.cancel()
-            err_console.print("[dim]\\[stopped][/dim]")
+            self.response = self.session.send(text)
+            if self.leaving is None:  # a signal while the question was prepared
+                with _keys_not_echoed():
+                    self._stream(self.response)
+        except KeyboardInterrupt:  # a second Ctrl-C: the stream is closed, the text saved
+            if self.response is not None:
+                self.response.cancel()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            self.answering = False
+        response, self.response = self.response, None
+        if response is None:
+            return
+        if response.cancelled:
+            _note("[stopped]")
         print_sources(response.sources)
         if self.session.dropped:
-            err_console.print(
-                f"[dim]({self.session.dropped} old messages no longer fit the context)[/dim]"
-            )
+            _note(f"({self.session.dropped} old messages no longer fit the context)")
+
+    def _stream(self, response: Response) -> None:
+        if not self.render_markdown:
+            for piece in response:
+                self.out.out(piece, end="")
+            self.out.out("")
+            return
+        shown = ""
+        with Live(
+            Markdown(""), console=self.out, refresh_per_second=12, vertical_overflow="visible"
+        ) as live:
+            for piece in response:
+                shown += piece
+                live.update(Markdown(shown))
+
+    def recap(self) -> None:
+        """The last turns of a continued chat, so the user sees where it stands."""
+        messages = self.session.messages
+        earlier = len(messages) - RECAP_MESSAGES
+        if earlier > 0:
+            _note(f"… {earlier} earlier messages (/history shows them all)")
+        _show_messages(messages[-RECAP_MESSAGES:])
 
     # -- commands: each returns False to leave the loop ------------------------------
     def cmd_help(self, _: str) -> bool:
-        err_console.print(HELP)
+        err_console.print(HELP, highlight=False)
         return True
 
     def cmd_system(self, arg: str) -> bool:
         s = self.session
         if not arg:
-            err_console.print(s.system_prompt or "[dim](no system prompt)[/dim]")
+            err_console.print(
+                Text(s.system_prompt) if s.system_prompt else "[dim](no system prompt)[/dim]"
+            )
             return True
         s.system_prompt = arg
         if s.store is not None and s.chat_id is not None:
             s.store.set_system_prompt(s.chat_id, arg)
-        err_console.print("[dim]system prompt set[/dim]")
+        _note("system prompt set")
         return True
 
     def cmd_reset(self, _: str) -> bool:
         self.session.reset()
-        err_console.print("[dim]new chat[/dim]")
+        _note("new chat")
         return True
 
     def cmd_model(self, arg: str) -> bool:
         s = self.session
         if not arg:
-            err_console.print(f"{s.model.name} ({s.model.path})")
+            err_console.print(Text(f"{s.model.name} ({s.model.path})"))
             return True
         new: Model = load_model(arg)
         s.model.close()
         s.model = new
         if s.store is not None and s.chat_id is not None:
             s.store.set_model(s.chat_id, new.name)
-        err_console.print(f"[dim]now chatting with {new.name}[/dim]")
+        _note(f"now chatting with {new.name}")
         return True
 
     def cmd_params(self, arg: str) -> bool:
         s = self.session
-        if arg:
-            changes = dict(_parse_assignment(item) for item in shlex.split(arg))
+        try:
+            items = shlex.split(arg)
+        except ValueError as exc:  # an unclosed quote
+            raise InvalidParameter("params", arg, f"key=value pairs ({exc})") from None
+        shown = [item for item in items if "=" not in item]
+        changes = dict(_parse_assignment(item) for item in items if "=" in item)
+        current = dataclasses.asdict(s.params)
+        for key in shown:
+            if _field_name(key) not in current:
+                raise InvalidParameter(key, None, "a parameter name; /params lists them")
+        if changes:
             s.params = merge_params(s.params, changes)
+            current = dataclasses.asdict(s.params)
             if s.store is not None and s.chat_id is not None:
-                s.store.set_params(s.chat_id, dataclasses.asdict(s.params))
-        for key, value in dataclasses.asdict(s.params).items():
-            err_console.print(f"  {key} = {value!r}")
+                s.store.set_params(s.chat_id, current)
+        names = [_field_name(key) for key in shown] or list(current)
+        for key in names:
+            err_console.print(Text(f"  {key} = {current[key]!r}"))
         return True
 
     def cmd_history(self, _: str) -> bool:
-        for m in self.session.history:
-            err_console.print(f"[bold]{m.role}[/bold]: {m.content}")
+        _show_messages(self.session.history)
         return True
 
     def cmd_save(self, arg: str) -> bool:
@@ -267,28 +360,82 @@ class TerminalChat:
         chat = s.store.get_chat(s.chat_id)
         path = Path(arg or f"chat-{chat.id}.md").expanduser()
         path.write_text(export_chat(chat, s.store.messages(chat.id), "md"), encoding="utf-8")
-        err_console.print(f"[dim]saved to {path}[/dim]")
+        _note(f"saved to {path}")
         return True
 
 
+def _note(text: str) -> None:
+    """A dim line on stderr, printed exactly (never read as markup)."""
+    err_console.print(Text(text, style="dim"), soft_wrap=True)
+
+
+def _error(text: str) -> None:
+    err_console.print(Text.assemble(("error:", "red"), " ", text), soft_wrap=True)
+
+
+def _show_messages(messages: Sequence[Message]) -> None:
+    for m in messages:
+        err_console.print(Text.assemble((m.role, "bold"), ": ", m.content))
+
+
+@contextmanager
+def _keys_not_echoed() -> Iterator[None]:
+    """Keys pressed during an answer are not echoed; they wait for the next prompt.
+
+    The terminal would echo Ctrl-C as ``^C`` where the cursor is: at the end of
+    a full-width line of the live Markdown view, which wraps it, so the view's
+    next redraw starts a line too low and its first line shows twice.
+    """
+    try:
+        import termios
+    except ImportError:  # Windows
+        yield
+        return
+    if not sys.stdin.isatty():
+        yield
+        return
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    quiet = list(saved)
+    quiet[3] &= ~(termios.ECHO | termios.ECHOCTL)
+    termios.tcsetattr(fd, termios.TCSANOW, quiet)
+    try:
+        yield
+    finally:
+        with suppress(termios.error):  # the terminal is gone (a hang-up)
+            termios.tcsetattr(fd, termios.TCSANOW, saved)
+
+
+def _silence_terminal() -> None:
+    """Point stdout and stderr at /dev/null (after a hang-up, so that leaving cannot fail)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _field_name(key: str) -> str:
+    return key.strip().replace("-", "_")
+
+
 def _parse_assignment(item: str) -> tuple[str, Any]:
-    key, sep, raw = item.partition("=")
-    if not sep:
-        raise click.UsageError(f"expected key=value, got {item!r}")
-    key = key.strip().replace("-", "_")
+    """``"temperature=0.2"`` as ``("temperature", 0.2)``; a bad name or value is an error."""
+    key, _, raw = item.partition("=")
+    key = _field_name(key)
     field = next((f for f in dataclasses.fields(GenerationParams) if f.name == key), None)
     if field is None:
-        raise click.UsageError(f"unknown parameter {key!r}")
-    value: Any = raw
+        raise InvalidParameter(key, raw, "a parameter name; /params lists them")
     if raw.lower() in ("none", "null", ""):
-        value = None
-    elif key == "stop":
-        value = (raw,)
-    elif isinstance(field.default, float):
-        value = float(raw)
-    elif isinstance(field.default, int) or key in ("max_tokens", "seed"):
-        value = int(raw)
-    return key, value
+        return key, None
+    if key == "stop":
+        return key, (raw,)
+    kind: type = float if isinstance(field.default, float) else str
+    if isinstance(field.default, int) or key in ("max_tokens", "seed"):
+        kind = int
+    try:
+        return key, kind(raw)
+    except ValueError:
+        raise InvalidParameter(key, raw, f"a{'n integer' if kind is int else ' number'}") from None
 
 
 def _line_reader() -> Callable[[], str]:
