@@ -2,7 +2,8 @@
 
 The store is a flat folder (``paths.models_dir()``) of ``*.gguf`` files and
 their sidecars: ``FILE.verified`` (the cached size/sha256 check),
-``FILE.model.json`` (what ``add`` recorded about a sideloaded file),
+``FILE.model.json`` (a file's names and what ``add`` or a ``hf.co/`` pull
+recorded about it, :mod:`llm4all.models.sidecar`),
 ``FILE.part`` (a download in progress). A file whose name is a catalog file
 name *is* that catalog model; any other ``*.gguf`` is a local model, named by
 its sidecar or by its file stem.
@@ -18,8 +19,6 @@ the result is cached in the sidecar, so later loads cost one ``stat``.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import json
 import logging
 import os
 from collections.abc import Iterator, Mapping
@@ -37,7 +36,7 @@ from llm4all.errors import (
     ModelNotFound,
     ModelNotInstalled,
 )
-from llm4all.models import hub
+from llm4all.models import hub, sidecar
 from llm4all.models.catalog import Catalog, CatalogEntry, load_catalog, suggest
 from llm4all.models.gguf import GGUFMetadata, read_metadata
 from llm4all.models.kinds import kind_from_metadata
@@ -57,7 +56,6 @@ from llm4all.models.sources import (
     resumable_bytes,
     verified_path,
     verify_file,
-    write_json_atomic,
 )
 
 try:  # POSIX; on Windows two concurrent pulls of one model are not serialised
@@ -145,10 +143,6 @@ def describe_metadata(meta: GGUFMetadata) -> dict[str, Any]:
     }
 
 
-def _model_sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".model.json")
-
-
 class ModelStore:
     """The folder of model files, with the catalog that says how to fill it."""
 
@@ -186,43 +180,23 @@ class ModelStore:
     def _describe_file(self, path: Path) -> list[InstalledModel]:
         """The file under each of its names (a catalog file's catalog name first)."""
         size = path.stat().st_size
-        sidecar = self._read_sidecar(path)
+        recorded = sidecar.read(path)
         entry = self.catalog.by_filename(path.name)
         if entry is not None:
-            names = list(dict.fromkeys([entry.name, *_names(sidecar)]))
+            names = list(dict.fromkeys([entry.name, *sidecar.names(recorded)]))
             return [InstalledModel(n, path, size, entry) for n in names]
-        described = sidecar
+        described = recorded
         if not described:
             try:
                 described = describe_metadata(read_metadata(path))
             except ModelLoadError as exc:
                 described = {"error": exc.reason}
-        names = _names(described) or [path.stem]
+        names = sidecar.names(described) or [path.stem]
         return [InstalledModel(n, path, size, None, described) for n in names]
 
     def names_of(self, path: Path) -> list[str]:
         """Every name of a file in the store (empty when it is not there)."""
         return [m.name for m in self._describe_file(path)] if path.is_file() else []
-
-    def _add_name(self, path: Path, name: str, **facts: Any) -> None:
-        sidecar = self._read_sidecar(path) | facts
-        sidecar["names"] = list(dict.fromkeys([*_names(sidecar), name]))
-        sidecar.pop("name", None)
-        write_json_atomic(_model_sidecar(path), sidecar)
-
-    def _drop_name(self, path: Path, name: str) -> None:
-        sidecar = self._read_sidecar(path)
-        sidecar["names"] = [n for n in _names(sidecar) if n.lower() != name.lower()]
-        sidecar.pop("name", None)
-        write_json_atomic(_model_sidecar(path), sidecar)
-
-    @staticmethod
-    def _read_sidecar(path: Path) -> dict[str, Any]:
-        try:
-            data = json.loads(_model_sidecar(path).read_text("utf-8"))
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
 
     def find_installed(self, name: str) -> InstalledModel | None:
         """The installed model with this name, file name or file stem (case-insensitive).
@@ -395,7 +369,9 @@ class ModelStore:
             file = hub.choose_file(ref, hub.list_files(ref, client))
             name, url = file.model_name(ref.repo), hub.download_url(ref, file)
             dest = self.root / file.filename
-            facts = {"hub": {"repo": ref.repo, "path": file.path, "revision": ref.revision}}
+            facts: dict[str, Any] = {
+                "hub": {"repo": ref.repo, "path": file.path, "revision": ref.revision}
+            }
             with self._lock(dest):
                 if dest.exists():
                     self._check_same_file(dest, file.size, file.sha256, url)
@@ -413,8 +389,8 @@ class ModelStore:
                     self._check_catalog_file(dest, digest)
                     if self.catalog.by_filename(dest.name) is None:
                         facts |= describe_metadata(read_metadata(dest))
-                        facts |= {"source": url, "sha256": digest, "added": _now()}
-                self._add_name(dest, name, **facts)
+                        facts |= {"source": url, "sha256": digest, "added": sidecar.now()}
+                sidecar.add_name(dest, name, **facts)
         return dest
 
     def _check_same_file(self, dest: Path, size: int, sha256: str | None, url: str) -> None:
@@ -483,10 +459,10 @@ class ModelStore:
             raise ChecksumMismatch(str(src), entry.sha256, digest, removed=False)
         record_verified(dest, digest)
         if entry is None:
-            facts = {"source": str(src), "sha256": digest, "added": _now()}
-            self._add_name(dest, model_name, **describe_metadata(meta), **facts)
+            facts = {"source": str(src), "sha256": digest, "added": sidecar.now()}
+            sidecar.add_name(dest, model_name, **describe_metadata(meta), **facts)
         elif model_name != entry.name:
-            self._add_name(dest, model_name)
+            sidecar.add_name(dest, model_name)
         return self._name_file(dest, model_name)
 
     def _name_file(self, path: Path, name: str) -> InstalledModel:
@@ -494,7 +470,7 @@ class ModelStore:
         known = {m.name.lower(): m for m in self._describe_file(path)}
         if name.lower() not in known:
             self._check_new_name(name)
-            self._add_name(path, name)
+            sidecar.add_name(path, name)
             known = {m.name.lower(): m for m in self._describe_file(path)}
         return known[name.lower()]
 
@@ -523,7 +499,7 @@ class ModelStore:
             _unlink_all(self.path_of(entry))
             return part
         if len(self.names_of(model.path)) > 1 and (model.entry is None or name_is_alias(model)):
-            self._drop_name(model.path, model.name)
+            sidecar.drop_name(model.path, model.name)
         else:
             _unlink_all(model.path)
         return model.path
@@ -552,12 +528,6 @@ class ModelStore:
             verified=cached_verification(model.path),
             described=model.described,
         )
-
-
-def _names(sidecar: Mapping[str, Any]) -> list[str]:
-    """The names a sidecar records (``name`` in sidecars written before ``names``)."""
-    names = sidecar.get("names") or ([sidecar["name"]] if sidecar.get("name") else [])
-    return [str(n) for n in names]
 
 
 def name_is_alias(model: InstalledModel) -> bool:
@@ -590,10 +560,6 @@ def _resumable(name: str, dest: Path, total: int | None) -> Iterator[None]:
         raise DownloadInterrupted(name, have, total) from None
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
 def _is_store_path(text: str) -> bool:
     return _looks_like_path(text) and hub.parse_ref(text) is None
 
@@ -607,7 +573,7 @@ def _unlink_all(path: Path) -> None:
     for p in (
         path,
         verified_path(path),
-        _model_sidecar(path),
+        sidecar.sidecar_path(path),
         partial_path(path),
         path.with_name(path.name + ".part.json"),
     ):
