@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -82,12 +83,12 @@ def test_chat_session_saves_the_answer_while_it_streams(
 
     assert isinstance(fast_model, llm4all.Model)
     chat = llm4all.ChatSession(fast_model, store=store)
-    response = chat.send("Count from one to twenty.", max_tokens=40)
-    pieces = iter(response)
-    first = next(pieces)
-    assert chat.chat_id is not None
-    assert assistant(store, chat.chat_id) == [first]  # on disk before the answer ends
-    rest = "".join(pieces)
+    # closing(): a failed test must not leave the stream (and the engine's lock) open
+    with closing(iter(chat.send("Count from one to twenty.", max_tokens=40))) as pieces:
+        first = next(pieces)
+        assert chat.chat_id is not None
+        assert assistant(store, chat.chat_id) == [first]  # on disk before the answer ends
+        rest = "".join(pieces)
     [saved] = [m for m in store.messages(chat.chat_id) if m.role == "assistant"]
     assert saved.content == first + rest and saved.finish_reason in ("stop", "length")
     assert saved.tokens_per_second and saved.tokens_per_second > 0
@@ -115,9 +116,9 @@ def test_chat_session_abandoned_answer_keeps_its_text_and_real_rate(
 
     assert isinstance(fast_model, llm4all.Model)
     chat = llm4all.ChatSession(fast_model, store=store)
-    stream = iter(chat.send("Write a long story about a cat.", max_tokens=200))
-    said = "".join(next(stream) for _ in range(8))
-    stream.close()  # as a KeyboardInterrupt in the loop would leave it
+    with closing(iter(chat.send("Write a long story about a cat.", max_tokens=200))) as stream:
+        said = "".join(next(stream) for _ in range(8))
+    # closed mid-answer, as a KeyboardInterrupt in the loop leaves it
     assert chat.chat_id is not None
     [saved] = [m for m in store.messages(chat.chat_id) if m.role == "assistant"]
     assert saved.content == said and saved.finish_reason == "cancelled"

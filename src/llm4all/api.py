@@ -464,12 +464,10 @@ class ChatSession:
         if completion.text or completion.finish_reason != "cancelled":
             self.messages.append(Message("assistant", completion.text))
         if recorder is not None:
+            from llm4all.store.answers import stats_of
+
             recorder.finish(
-                completion.finish_reason,
-                prompt_tokens=completion.usage.prompt_tokens,
-                completion_tokens=completion.usage.completion_tokens,
-                tokens_per_second=completion.timings.tokens_per_second,
-                time_to_first_token=completion.timings.time_to_first_token or None,
+                completion.finish_reason, **stats_of(completion.usage, completion.timings)
             )
 
     def _save_question(self, question: Message, prompt_tokens: int) -> AnswerRecorder | None:

@@ -53,6 +53,7 @@ from llm4all.server.manager import Loaded, ModelManager
 from llm4all.server.markdown import render_markdown
 from llm4all.server.settings import ServerSettings
 from llm4all.store import Chat, ChatStore, StoredMessage
+from llm4all.store.answers import AnswerRecorder, stats_of
 
 if TYPE_CHECKING:
     from llm4all.localdocs import LocalDocs
@@ -185,86 +186,6 @@ def chat_prompt(
     )
 
 
-# -- the answer as it grows -----------------------------------------------------------------
-@dataclass
-class _Answer:
-    """The text, counts and timings of one answer, saved to the store as it grows."""
-
-    store: ChatStore
-    chat_id: str
-    model: str
-    prompt_tokens: int
-    sources: list[dict[str, Any]] | None = None
-    started: float = field(default_factory=time.perf_counter)
-    pieces: list[str] = field(default_factory=list)
-    tokens: int = 0
-    first_token: float | None = None
-    last_token: float | None = None
-    saved_at: float = 0.0
-    message: StoredMessage | None = None
-
-    @property
-    def text(self) -> str:
-        return "".join(self.pieces)
-
-    def add(self, chunk: Chunk) -> None:
-        now = time.perf_counter()
-        if chunk.token_ids:
-            self.tokens += len(chunk.token_ids)
-            self.first_token = self.first_token or now
-            self.last_token = now
-        self.pieces.append(chunk.text)
-
-    def save_now_and_then(self) -> None:
-        if time.perf_counter() - self.saved_at >= SAVE_EVERY and self.text:
-            self._save()
-
-    def finish(self, final: Chunk | None) -> StoredMessage | None:
-        """Save the whole answer with its stats (``final`` is None when it was stopped)."""
-        if final is not None and final.usage is not None and final.timings is not None:
-            stats: dict[str, Any] = {
-                "finish_reason": final.finish_reason,
-                "prompt_tokens": final.usage.prompt_tokens,
-                "completion_tokens": final.usage.completion_tokens,
-                "tokens_per_second": final.timings.tokens_per_second,
-                "time_to_first_token": final.timings.time_to_first_token,
-            }
-        else:
-            stats = {
-                "finish_reason": "cancelled",
-                "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.tokens,
-                "tokens_per_second": self._speed(),
-                "time_to_first_token": (self.first_token - self.started)
-                if self.first_token
-                else None,
-            }
-        if self.message is None and not self.text:
-            return None  # stopped before a word: nothing to keep
-        return self._save(**stats)
-
-    def _speed(self) -> float:
-        if self.first_token is None or self.last_token is None or self.tokens <= 1:
-            return 0.0
-        elapsed = self.last_token - self.first_token
-        return (self.tokens - 1) / elapsed if elapsed > 0 else 0.0
-
-    def _save(self, **stats: Any) -> StoredMessage:
-        self.saved_at = time.perf_counter()
-        if self.message is None:
-            self.message = self.store.add_message(
-                self.chat_id,
-                "assistant",
-                self.text,
-                model=self.model,
-                sources=self.sources,
-                **stats,
-            )
-        else:
-            self.message = self.store.update_message(self.message.id, content=self.text, **stats)
-        return self.message
-
-
 # -- the stream -------------------------------------------------------------------------------
 async def _until_stopped(stream: AsyncStream, stop: asyncio.Event) -> AsyncGenerator[Chunk]:
     """The stream's chunks until it ends or ``stop`` is set (then the request is cancelled)."""
@@ -393,22 +314,33 @@ async def _generate(req: AnswerRequest, loaded: Loaded, stop: asyncio.Event) -> 
     if req.chat.model != loaded.name:
         req.store.set_model(req.chat.id, loaded.name)  # the chat remembers who answered
     yield event("start", model=loaded.name)
-    answer = _Answer(req.store, req.chat.id, loaded.name, len(prompt.tokens), sources or None)
+    answer = AnswerRecorder(
+        req.store,
+        req.chat.id,
+        model=loaded.name,
+        prompt_tokens=len(prompt.tokens),
+        sources=sources,
+        every=SAVE_EVERY,
+    )
     final: Chunk | None = None
     shown_at = 0.0
     stream = scheduler.stream(prompt.tokens, params)
     try:
         async with contextlib.aclosing(_until_stopped(stream, stop)) as chunks:
             async for chunk in chunks:
-                answer.add(chunk)
+                answer.add(chunk.text, len(chunk.token_ids))  # saved every SAVE_EVERY s
                 final = chunk if chunk.finish_reason is not None else None
                 if chunk.text:
                     yield event("delta", text=chunk.text)
                 if time.perf_counter() - shown_at >= HTML_EVERY and final is None:
                     shown_at = time.perf_counter()
                     yield event("html", html=render_markdown(answer.text))
-                answer.save_now_and_then()
     finally:  # also when the client went away: cancel the request, keep what was said
         stream.close()
-        saved = answer.finish(final)
+        if final is not None and final.usage is not None and final.timings is not None:
+            saved = answer.finish(
+                final.finish_reason or "stop", **stats_of(final.usage, final.timings)
+            )
+        else:  # stopped: the recorder measured what it saw
+            saved = answer.finish("cancelled")
     yield event("done", message=message_out(saved) if saved else None)
