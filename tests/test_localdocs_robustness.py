@@ -429,3 +429,12 @@ def test_invalid_utf8_is_read_as_utf8_and_noted(tmp_path: Path, embedder: Embedd
     assert "café crème coûte 3 €" in text and "\ufffd broken" in text
     assert report.notes == [(str(notes / "menu.txt"), "1 invalid UTF-8 byte shown as \ufffd")]
     assert info.notes == report.notes
+
+
+def test_printable_escapes_what_would_break_a_line() -> None:
+    from llm4all.display import printable
+
+    assert (
+        printable("a\nb\tc\x1b[31m\u202egnp.exe\udcff") == "a\\nb\\tc\\x1b[31m\\u202egnp.exe\\udcff"
+    )
+    assert printable("café › notes [1].md") == "café › notes [1].md"

@@ -36,7 +36,6 @@ import logging
 import os
 import sqlite3
 import stat
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,10 +101,6 @@ class IndexReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     #: Files indexed with something to know, and what (their text's encoding was a guess).
     notes: list[tuple[str, str]] = field(default_factory=list)
-
-    def skipped_counts(self) -> dict[str, int]:
-        """How many paths were skipped for each reason, the most common first."""
-        return dict(Counter(reason for _, reason in self.skipped).most_common())
 
 
 class _NoProgress:
@@ -370,11 +365,7 @@ def _store(conn: sqlite3.Connection, collection_id: int, name: str, pending: lis
     if not pending:
         return
     with db.write_transaction(conn):
-        if (
-            conn.execute("SELECT 1 FROM collections WHERE id = ?", (collection_id,)).fetchone()
-            is None
-        ):
-            raise CollectionNotFound(name)  # removed by another process during this run
+        _require_collection(conn, collection_id, name)
         for r in pending:
             if r.touched_id is not None:
                 conn.execute(
@@ -384,6 +375,12 @@ def _store(conn: sqlite3.Connection, collection_id: int, name: str, pending: lis
                 _store_file(conn, collection_id, r)
         db.bump_version(conn, collection_id)
     pending.clear()
+
+
+def _require_collection(conn: sqlite3.Connection, collection_id: int, name: str) -> None:
+    """Raise :class:`CollectionNotFound` if another process removed the collection meanwhile."""
+    if conn.execute("SELECT 1 FROM collections WHERE id = ?", (collection_id,)).fetchone() is None:
+        raise CollectionNotFound(name)
 
 
 def _store_file(conn: sqlite3.Connection, collection_id: int, r: _Read) -> None:
