@@ -94,6 +94,18 @@ def test_without_a_measurement_nothing_is_recommended(
     assert not any(r["recommended"] for r in rows)
 
 
+def test_a_default_model_that_cannot_load_means_no_advice_not_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / load_catalog().default().filename).write_bytes(b"not a model" * 100)
+    monkeypatch.setenv("LLM4ALL_MODELS", str(models))
+    listed = CliRunner().invoke(models_group, ["list", "--all", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert not any(r["recommended"] for r in json.loads(listed.stdout))
+
+
 @pytest.mark.slow
 def test_the_speed_probe_runs_once_and_is_cached(fast_model: Any) -> None:
     store = cli_models.ModelStore()

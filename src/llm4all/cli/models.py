@@ -8,6 +8,7 @@ line by the CLI edge in :mod:`llm4all.cli._common`.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import sys
 from typing import Any
@@ -20,10 +21,12 @@ from rich.table import Table
 
 from llm4all.cli._common import echo_json, err_console
 from llm4all.cli.progress import RichProgress
+from llm4all.errors import Llm4allError
 from llm4all.models import CatalogEntry, InstalledModel, ModelStore
 from llm4all.models.recommend import Recommendation, SpeedSample, parameter_count, recommend
 from llm4all.models.store import name_is_alias
 
+log = logging.getLogger(__name__)
 out_console = Console()
 
 
@@ -327,10 +330,18 @@ def _measure_default(store: ModelStore) -> SpeedSample | None:
 
 
 def recommendation(store: ModelStore, model: Any = None) -> Recommendation | None:
-    """The catalog model to recommend here (see :mod:`llm4all.models.recommend`), or None."""
+    """The catalog model to recommend here (see :mod:`llm4all.models.recommend`), or None.
+
+    Advice is never worth a failure: a busy settings database or a default
+    model that cannot load means no recommendation this time.
+    """
     import psutil
 
-    sample = speed_sample(store, model)
+    try:
+        sample = speed_sample(store, model)
+    except Llm4allError as exc:
+        log.info("no recommendation: %s", exc)
+        return None
     if sample is None:
         return None
     return recommend(store.catalog, sample, psutil.virtual_memory().total)
