@@ -388,6 +388,10 @@ def print_startup_tip(model: Any) -> None:
     """:func:`startup_tip` on stderr, in an interactive terminal only (scripts never wait)."""
     if not (sys.stdin.isatty() and sys.stderr.isatty()):
         return
-    tip = startup_tip(model)
+    try:
+        tip = startup_tip(model)
+    except Llm4allError as exc:  # a tip never stops a chat from starting
+        log.info("no tip: %s", exc)
+        return
     if tip:
         err_console.print(tip, style="dim", markup=False, highlight=False, soft_wrap=True)
