@@ -71,6 +71,12 @@ from llm4all.params import GenerationParams, LoadParams, help_of
     "--max-loaded", type=int, default=2, show_default=True, help="Models kept loaded at once."
 )
 @click.option(
+    "--max-memory",
+    type=click.FloatRange(min=0, min_open=True),
+    help="GiB the loaded models may take together (default: the free RAM); "
+    "a load beyond it unloads idle models, or is refused with 503.",
+)
+@click.option(
     "--keep-alive",
     type=float,
     default=300.0,
@@ -115,6 +121,7 @@ def serve_command(
     threads: int | None,
     no_preload: bool,
     log_level: str,
+    max_memory: float | None,
     **kwargs: Any,
 ) -> None:
     """Serve local models over an OpenAI-compatible HTTP API.
@@ -131,6 +138,7 @@ def serve_command(
         cors_origins=cors,
         n_threads=threads,
         preload=not no_preload,
+        max_memory=None if max_memory is None else int(max_memory * 2**30),
         defaults=defaults,
         **kwargs,
     )

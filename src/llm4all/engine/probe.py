@@ -9,9 +9,10 @@ decodes a short English sentence and reports whether the numbers make sense:
 finite logits, and a next-token loss well below chance (a file whose weights
 were scrambled loads fine and then talks nonsense). A child killed by a signal
 becomes a :class:`ModelLoadError` that names the signal and llama.cpp's last
-words. A file that passed is remembered under the model store (by device,
-inode, size and mtime: a hard link shares the proof, an edited file loses it),
-so later loads cost a ``stat`` and a small read.
+words. The outcome, good or bad, is remembered under the model store (by
+device, inode, size, mtime and llama.cpp version: a hard link shares it, an
+edited file or a new llama.cpp is proven again), so later loads cost a
+``stat`` and a small read, and a client naming a bad model again costs no child.
 
 Run as ``python -m llm4all.engine.probe FILE`` it is that child: one JSON line out.
 """
@@ -58,6 +59,8 @@ def check_model_file(path: Path) -> None:
 
     try:
         st = path.stat()
+    except FileNotFoundError:
+        raise ModelLoadError(str(path), "no such file") from None
     except OSError as exc:
         raise ModelLoadError(str(path), exc.strerror or "cannot read the file") from None
     record = _record_path(st)
@@ -70,7 +73,7 @@ def check_model_file(path: Path) -> None:
         transient = known.pop("transient", False)
         if not transient:
             _remember(record, st, path, known)
-    if "error" in known:  # remembered too: a client naming a bad model costs no child each time
+    if "error" in known:
         raise ModelLoadError(str(path), str(known["error"]))
 
 
@@ -107,11 +110,22 @@ def _remember(record: Path, st: os.stat_result, path: Path, result: dict[str, An
     data = _stamp(st) | {"path": str(path), "proof": result}
     try:
         record.parent.mkdir(parents=True, exist_ok=True)
+        _forget_deleted(record.parent)
         tmp = record.with_name(f"{record.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data) + "\n", "utf-8")
         os.replace(tmp, record)
     except OSError as exc:  # a read-only store: prove again next time
         log.warning("cannot record the proof of %s: %s", path, exc)
+
+
+def _forget_deleted(folder: Path) -> None:
+    """Drop the records of files that are gone, so the folder does not grow forever."""
+    for old in folder.glob("*.json"):
+        try:
+            if not Path(json.loads(old.read_bytes())["path"]).exists():
+                old.unlink()
+        except (OSError, ValueError, KeyError, TypeError):
+            old.unlink(missing_ok=True)
 
 
 def _prove_in_child(path: Path) -> dict[str, Any]:
