@@ -269,3 +269,30 @@ def test_an_unknown_name_without_suggestions_points_to_hugging_face(store: Model
         store.resolve("zzzzzz")
     assert info.value.suggestions == []
     assert "any GGUF on Hugging Face can be pulled as hf.co/USER/REPO" in str(info.value)
+
+
+@pytest.mark.slow
+def test_the_server_answers_to_a_hub_name(
+    hub_server: FileServer, fast_model_path: Path, tmp_path: Path
+) -> None:
+    """A hub model is listed by /v1/models under its hf.co name and answers to every form of it."""
+    import openai
+
+    from server_helpers import fast_settings, running
+
+    files = {"SmolLM2-135M-Instruct-Q4_1.gguf": fast_model_path.read_bytes()}
+    publish(hub_server, "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF", files)
+    store = ModelStore(tmp_path / "models")
+    repo = "hf.co/HuggingFaceTB/SmolLM2-135M-Instruct-GGUF"
+    store.pull(repo)
+    with running(fast_settings(store.root, model=f"{repo}:Q4_1")) as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="none")
+        assert [m.id for m in client.models.list()] == [f"{repo}:Q4_1"]
+        for name in (f"{repo}:Q4_1", repo):  # the repository alone: its best quantization
+            answer = client.chat.completions.create(
+                model=name,
+                messages=[{"role": "user", "content": "Hi"}],
+                max_tokens=3,
+                temperature=0,
+            )
+            assert answer.choices[0].message.content

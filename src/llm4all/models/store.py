@@ -246,7 +246,7 @@ class ModelStore:
         ref = hub.parse_ref(text)
         if ref is not None:
             return self._resolve_hub(ref, allow_download, progress)
-        if _looks_like_path(text):
+        if names_a_path(text):
             return self._resolve_path(Path(text).expanduser(), progress)
         entry = self.catalog.get(text) or self.catalog.by_filename(text)
         if entry is not None:
@@ -509,11 +509,11 @@ class ModelStore:
         ref = hub.parse_ref(name)
         if ref is not None and self.find_installed(name) is None:
             raise ModelNotInstalled(ref.name)
-        if ref is None and _looks_like_path(name) and not self._in_store(Path(name).expanduser()):
+        if names_a_path(name) and not self._in_store(Path(name).expanduser()):
             path = Path(name).expanduser()
             meta = read_metadata(path)
             return ModelDetails(path.stem, None, path, False, meta, None, describe_metadata(meta))
-        model = self.find_installed(Path(name).name if _is_store_path(name) else name)
+        model = self.find_installed(Path(name).name if names_a_path(name) else name)
         entry = model.entry if model else self.catalog.get(name) or self.catalog.by_filename(name)
         if model is None:
             if entry is None:
@@ -560,13 +560,13 @@ def _resumable(name: str, dest: Path, total: int | None) -> Iterator[None]:
         raise DownloadInterrupted(name, have, total) from None
 
 
-def _is_store_path(text: str) -> bool:
-    return _looks_like_path(text) and hub.parse_ref(text) is None
+def names_a_path(text: str) -> bool:
+    """A model named with a folder part (``./m.gguf``, ``~/models/m.gguf``) is a path.
 
-
-def _looks_like_path(text: str) -> bool:
-    """A model named with a folder part (``./m.gguf``, ``~/models/m.gguf``) is a path."""
-    return os.sep in text or "/" in text or text.startswith("~")
+    ``hf.co/USER/REPO`` names are not (see :mod:`llm4all.models.hub`).
+    """
+    looks = os.sep in text or "/" in text or "\\" in text or text.startswith(("~", "."))
+    return looks and hub.parse_ref(text) is None
 
 
 def _unlink_all(path: Path) -> None:

@@ -31,6 +31,7 @@ from llm4all.engine.llamacpp import LlamaCppEngine
 from llm4all.engine.scheduler import BatchScheduler, SchedulerStats
 from llm4all.errors import ModelNotFound
 from llm4all.models import InstalledModel, ModelStore, read_metadata
+from llm4all.models.store import names_a_path
 from llm4all.params import LoadParams
 from llm4all.server.errors import ApiError, busy, unknown_model
 from llm4all.server.settings import EMBED_SEQS, ServerSettings
@@ -129,7 +130,7 @@ class ModelManager:
     # -- loading ------------------------------------------------------------------------
     async def _load(self, name: str | None, kind: Kind) -> Loaded:
         requested = name if name is not None else self.settings.model
-        if name is not None and name != self.settings.model and _looks_like_path(name):
+        if name is not None and name != self.settings.model and names_a_path(name):
             # A client names installed models; it must not make the server open its files.
             raise unknown_model(name, self.installed_names())
         resolved = await asyncio.to_thread(self.store.resolve, requested, allow_download=False)
@@ -272,7 +273,3 @@ class ModelManager:
             self._reaper = None
         for loaded in list(self._loaded.values()):
             await self._unload(loaded)
-
-
-def _looks_like_path(name: str) -> bool:
-    return "/" in name or "\\" in name or name.startswith(("~", "."))
