@@ -3,24 +3,31 @@
 An :class:`AnswerRecorder` follows one assistant answer: the message is
 created at its first text, rewritten at most every :data:`SAVE_EVERY` seconds
 while it grows, and completed with its stats by :meth:`AnswerRecorder.finish`.
-A process killed outright (``kill -9``, a power cut of the terminal) therefore
-loses at most the text of the last :data:`SAVE_EVERY` seconds; each save is
-one short committed transaction, a few milliseconds every half second.
+A process killed outright (``kill -9``, a crash) therefore loses at most the
+text of the last :data:`SAVE_EVERY` seconds.
 
+The saves while the answer grows run on a short-lived thread, one at a time:
+a commit waits for the disk (``fsync``, several milliseconds), and the token
+loop must not. The final save runs in the caller, after the last of them.
 An answer stopped before its first word is not stored at all (no empty
 message), and a rate that cannot be measured is left empty, never 0 tok/s.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from llm4all.errors import Llm4allError
 from llm4all.store.chats import ChatStore, StoredMessage
 
 if TYPE_CHECKING:
     from llm4all.engine.base import Timings, Usage
+
+log = logging.getLogger(__name__)
 
 #: Seconds between saves of a growing answer: the most a hard kill can lose.
 SAVE_EVERY = 0.5
@@ -61,23 +68,36 @@ class AnswerRecorder:
         self.last_token: float | None = None
         self.message: StoredMessage | None = None
         self._saved_at = 0.0
-        self._saved_pieces = 0
+        self._saved_text = ""
+        self._writer: threading.Thread | None = None
 
     @property
     def text(self) -> str:
         return "".join(self.pieces)
 
     def add(self, text: str, n_tokens: int = 0) -> None:
-        """Note new text (and the tokens behind it); save when the last save is old enough."""
+        """Note new text (and the tokens behind it); save in the background when due."""
         now = time.perf_counter()
         if n_tokens:
             self.tokens += n_tokens
             self.first_token = self.first_token or now
             self.last_token = now
-        if text:
-            self.pieces.append(text)
-            if self.message is None or now - self._saved_at >= self.every:
-                self._save()
+        if not text:
+            return
+        self.pieces.append(text)
+        due = self._saved_at == 0.0 or now - self._saved_at >= self.every
+        if due and (self._writer is None or not self._writer.is_alive()):
+            self._saved_at = now
+            self._writer = threading.Thread(
+                target=self._save_quietly, args=(self.text,), name="answer-save", daemon=True
+            )
+            self._writer.start()
+
+    def wait(self) -> StoredMessage | None:
+        """Wait for the save in flight, if any; the message as last saved."""
+        if self._writer is not None:
+            self._writer.join()
+        return self.message
 
     def finish(self, finish_reason: str, **stats: Any) -> StoredMessage | None:
         """Save the whole answer with its stats; None when a stopped answer had no text.
@@ -86,6 +106,7 @@ class AnswerRecorder:
         ``tokens_per_second``, …); those missing, None or a 0 rate (an answer stopped
         before the engine reported them) are measured here.
         """
+        self.wait()
         if finish_reason == "cancelled" and not self.text and self.message is None:
             return None
         given = {k: v for k, v in stats.items() if v is not None}
@@ -97,7 +118,7 @@ class AnswerRecorder:
             "tokens_per_second": self.tokens_per_second(),
             "time_to_first_token": self.first_token - self.started if self.first_token else None,
         }
-        return self._save(finish_reason=finish_reason, **(measured | given))
+        return self._save(self.text, finish_reason=finish_reason, **(measured | given))
 
     def tokens_per_second(self) -> float | None:
         """The decode rate so far (the first token excluded, as the engine counts it)."""
@@ -106,18 +127,23 @@ class AnswerRecorder:
         elapsed = self.last_token - self.first_token
         return (self.tokens - 1) / elapsed if elapsed > 0 else None
 
-    def _save(self, **stats: Any) -> StoredMessage:
-        self._saved_at = time.perf_counter()
+    def _save_quietly(self, text: str) -> None:
+        try:
+            self._save(text)
+        except Llm4allError as exc:  # the final save will say it, in the caller
+            log.warning("could not save the answer so far: %s", exc)
+
+    def _save(self, text: str, **stats: Any) -> StoredMessage:
         if self.message is None:
             self.message = self.store.add_message(
                 self.chat_id,
                 "assistant",
-                self.text,
+                text,
                 model=self.model,
                 sources=self.sources or None,
                 **stats,
             )
-        elif stats or len(self.pieces) != self._saved_pieces:
-            self.message = self.store.update_message(self.message.id, content=self.text, **stats)
-        self._saved_pieces = len(self.pieces)
+        elif stats or text != self._saved_text:
+            self.message = self.store.update_message(self.message.id, content=text, **stats)
+        self._saved_text = text
         return self.message
