@@ -156,18 +156,21 @@ def playwright_or_skip() -> Any:
     return sync_playwright
 
 
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Say at the end of the run how many browser tests were skipped and how to enable them."""
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """After the run's last line: how many browser tests were skipped, and how to enable them."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return
     skipped = [
         report
-        for report in terminalreporter.stats.get("skipped", [])
+        for report in reporter.stats.get("skipped", [])
         if NO_BROWSER in str(getattr(report, "longrepr", ""))
     ]
     missing = browser_missing()
     if skipped and missing:
         what, command = missing
-        terminalreporter.write_sep(
-            "=",
+        reporter.write_line(
             f"{len(skipped)} browser tests skipped: {what}; enable them with: {command}",
             yellow=True,
+            bold=True,
         )
