@@ -10,6 +10,7 @@ little on an idle machine. The figures are in docs/benchmarks.md.
 libgomp reads its environment once, when the library is loaded, so the default
 is set when ``llm4all.engine`` is imported, before any backend imports
 ``llama_cpp``. A user's own ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` wins.
+It is set in ``os.environ``, so processes started afterwards inherit it.
 """
 
 from __future__ import annotations
