@@ -129,9 +129,18 @@ def new_call_id() -> str:
     return f"call_{secrets.token_hex(12)}"
 
 
+_FENCE = re.compile(r"^```(?:json)?\s*\n(.*?)\n?```$", re.DOTALL)
+
+
 def _bare_calls(text: str, known: set[str]) -> list[dict[str, Any]]:
-    """Calls written as JSON without tags: one object, a list of them, or one per line."""
+    """Calls written as JSON without tags: one object, a list of them, or one per line.
+
+    A Markdown code fence around them is allowed (Qwen2.5-0.5B answers so).
+    """
     text = text.strip()
+    fenced = _FENCE.match(text)
+    if fenced:
+        text = fenced.group(1).strip()
     if not text.startswith(("{", "[")):
         return []
     try:

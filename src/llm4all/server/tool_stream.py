@@ -25,6 +25,8 @@ from typing import Any
 from llm4all.chat.tools import OPEN
 from llm4all.server.tools import Parsed, new_call_id
 
+_FENCE = "```"
+
 # Between calls: whitespace, tags, list brackets, commas and the previous call's closing brace.
 _HEAD = re.compile(
     r'(?:[\s,\[\]}]|</?tool_call>)*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,'
@@ -36,7 +38,8 @@ class ContentSplitter:
     """While streaming: pass content through, hold back what may be a tool call.
 
     That is everything from ``<tool_call>`` on, or the whole answer when it
-    starts with ``{`` or ``[`` (a call without tags). Example: feeding
+    starts with ``{`` or ``[`` (a call without tags) or with a Markdown code
+    fence (small models fence a call: ``parse`` reads it). Example: feeding
     ``"Sure. <tool"`` emits ``"Sure. "``; then ``"_call>{…}"`` emits nothing;
     :attr:`held` is the text for :func:`~llm4all.server.tools.parse` at the end.
     """
@@ -53,11 +56,11 @@ class ContentSplitter:
             return ""
         buf = self._pending + text
         if not self._started:
-            if not buf.strip():
+            if _FENCE.startswith(buf.lstrip()):  # nothing yet, or maybe a fenced call
                 self._pending = buf
                 return ""
             self._started = True
-            if buf.lstrip().startswith(("{", "[")):
+            if buf.lstrip().startswith(("{", "[", _FENCE)):
                 self._in_call, self._pending, self.held = True, "", buf
                 return ""
         at = buf.find(OPEN)
