@@ -27,29 +27,26 @@ from pathlib import Path
 
 import pytest
 
-from llm4all.cli._common import install_hint, missing_module
+from llm4all.cli._common import install_hint, missing_module, normalise, requirement_name
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "src" / "llm4all"
 LLM4ALL = Path(sys.executable).with_name("llm4all")
 
 
-def _normalise(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def _requirement_name(requirement: str) -> str:
-    return _normalise(re.split(r"[\s\[<>=!~;(]", requirement.strip(), maxsplit=1)[0])
-
-
-def _main_dependencies() -> set[str]:
+def _declared() -> tuple[set[str], dict[str, set[str]]]:
+    """The main dependencies and each extra's, by normalised name."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    return {_requirement_name(r) for r in project["dependencies"]}
+    extras = project["optional-dependencies"].items()
+    return (
+        {requirement_name(r) for r in project["dependencies"]},
+        {extra: {requirement_name(r) for r in reqs} for extra, reqs in extras},
+    )
 
 
-def _module_level_imports() -> dict[str, Path]:
-    """Third-party modules imported at the top of a module of the package -> one file doing it."""
-    found: dict[str, Path] = {}
+def _module_level_imports() -> dict[tuple[str, Path], None]:
+    """(third-party module, file) for each import at the top of a module of the package."""
+    found: dict[tuple[str, Path], None] = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         for node in ast.parse(path.read_text()).body:  # module level only, not inside functions
             names = []
@@ -60,21 +57,30 @@ def _module_level_imports() -> dict[str, Path]:
             for name in names:
                 top = name.partition(".")[0]
                 if top not in sys.stdlib_module_names and top != "llm4all":
-                    found.setdefault(top, path.relative_to(REPO))
+                    found[top, path.relative_to(PACKAGE)] = None
     return found
 
 
 def test_every_package_imported_at_module_level_is_a_main_dependency() -> None:
-    """A package imported when a command's modules load must come with the plain install."""
-    main = _main_dependencies()
+    """A package imported when a command's modules load must come with the plain install.
+
+    ``llm4all/integrations/NAME/`` is the one place for the packages of the extra NAME:
+    nothing in the core imports it, and its users install the extra.
+    """
+    main, extras = _declared()
     assert {"fastapi", "uvicorn"} <= main  # `llm4all serve` and `llm4all ui`
     distributions = packages_distributions()
-    undeclared = {}
-    for module, where in _module_level_imports().items():
-        dists = {_normalise(d) for d in distributions.get(module, [module])}
-        if not dists & main:
-            undeclared[module] = str(where)
-    assert undeclared == {}
+    undeclared = []
+    for module, where in _module_level_imports():
+        allowed = set(main)
+        if where.parts[0] == "integrations" and len(where.parts) > 2:
+            allowed |= extras.get(where.parts[1], set())
+        dists = {normalise(d) for d in distributions.get(module, [module])}
+        if not dists & allowed:
+            undeclared.append(f"{module} in {where}")
+    assert undeclared == []
+    core = [p for p in PACKAGE.rglob("*.py") if "integrations" not in p.relative_to(PACKAGE).parts]
+    assert not [p for p in core if "llm4all.integrations" in p.read_text()]
 
 
 def test_install_hint_names_the_extra_or_the_requirement() -> None:
@@ -179,7 +185,7 @@ def test_a_fresh_venv_gets_the_server_from_the_plain_install(tmp_path: Path) -> 
     missing = set(
         re.findall(r"^llm4all \S+ requires (\S+), which is not installed", check.stdout, re.M)
     )
-    assert {"fastapi", "uvicorn", "llama-cpp-python", "click"} <= {_normalise(m) for m in missing}
+    assert {"fastapi", "uvicorn", "llama-cpp-python", "click"} <= {normalise(m) for m in missing}
     assert (venv / "bin" / "llm4all").exists()
 
 

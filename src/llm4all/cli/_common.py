@@ -86,10 +86,10 @@ def install_hint(module: str) -> str | None:
         declared = requires("llm4all") or []
     except PackageNotFoundError:  # run from a source tree that was never installed
         declared = []
-    wanted = _normalise(module)
+    wanted = normalise(module)
     for requirement in declared:
         spec, _, marker = requirement.partition(";")
-        name = _normalise(re.split(r"[\s\[<>=!~;(]", spec.strip(), maxsplit=1)[0])
+        name = requirement_name(spec)
         if wanted not in (name, name.removesuffix("-py")):  # markdown_it is markdown-it-py
             continue
         extra = re.search(r"extra\s*==\s*['\"]([^'\"]+)['\"]", marker)
@@ -97,7 +97,15 @@ def install_hint(module: str) -> str | None:
     return None
 
 
-def _normalise(name: str) -> str:
+def requirement_name(requirement: str) -> str:
+    """The normalised name of a requirement.
+
+    Example: ``requirement_name("Foo_Bar[x]>=1; extra == 'y'") == "foo-bar"``.
+    """
+    return normalise(re.split(r"[\s\[<>=!~;(]", requirement.strip(), maxsplit=1)[0])
+
+
+def normalise(name: str) -> str:
     """A distribution or module name compared the PEP 503 way: ``Foo_Bar`` -> ``foo-bar``."""
     return re.sub(r"[-_.]+", "-", name).lower()
 
