@@ -190,10 +190,15 @@ def prove(path: Path) -> dict[str, Any]:
 
     from llm4all.engine._native import NativeModel
     from llm4all.models.gguf import read_metadata
-    from llm4all.models.store import describe_metadata
+    from llm4all.models.kinds import kind_from_metadata
     from llm4all.params import LoadParams
 
-    embedding = describe_metadata(read_metadata(path))["kind"] == "embedding"
+    meta = read_metadata(path)
+    # A decoder made for embeddings (a pooling type in its header) is proven as one:
+    # its language-model head may be untrained.
+    embedding = (
+        kind_from_metadata(meta.architecture, meta.chat_template, meta.values) == "embedding"
+    )
     params = LoadParams(n_ctx=_CTX, n_batch=_CTX, embedding=embedding, check_memory=False)
     native = NativeModel(path, params, n_threads=min(4, os.cpu_count() or 1))
     try:
