@@ -249,3 +249,17 @@ def test_max_memory_caps_what_the_loaded_models_take(fast_model_path: Path) -> N
         assert small.status_code == 200, small.text
         loaded = {(m["model"], m["kind"]) for m in server.health()["models"]}
         assert loaded == {(FAST, "chat"), ("all-minilm-l6-v2", "embedding")}
+
+
+def test_an_embedding_batch_that_is_not_a_multiple_of_the_sequences_loads(
+    fast_model_path: Path,
+) -> None:
+    # 300 tokens for 16 sequences failed GGML_ASSERT(ggml_can_mul_mat(a, b)) in llama.cpp
+    # while it built its graph, ending the process; the batch is now cut to 288.
+    from llm4all.engine import load_engine
+    from llm4all.params import LoadParams
+
+    params = LoadParams(n_ctx=512, n_batch=300, n_seq_max=16, embedding=True, n_threads=1)
+    with load_engine(fast_model_path, params) as engine:
+        vectors = engine.embed(["one text", "and another one"] * 10)
+    assert len(vectors) == 20
