@@ -6,28 +6,24 @@ while it grows, and completed with its stats by :meth:`AnswerRecorder.finish`.
 A process killed outright (``kill -9``, a crash) therefore loses at most the
 text of the last :data:`SAVE_EVERY` seconds.
 
-The saves while the answer grows run on a short-lived thread, one at a time:
-a commit waits for the disk (``fsync``, several milliseconds), and the token
-loop must not. The final save runs in the caller, after the last of them.
-An answer stopped before its first word is not stored at all (no empty
-message), and a rate that cannot be measured is left empty, never 0 tok/s.
+The rewrites while the answer grows commit without waiting for the disk
+(``ChatStore.update_message(durable=False)``: a fraction of a millisecond
+instead of an fsync of several), so the token loop does not notice them; they
+survive the program's death, and the final save makes the whole answer
+durable. An answer stopped before its first word is not stored at all (no
+empty message), and a rate that cannot be measured is left empty, never 0.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from llm4all.errors import Llm4allError
 from llm4all.store.chats import ChatStore, StoredMessage
 
 if TYPE_CHECKING:
     from llm4all.engine.base import Timings, Usage
-
-log = logging.getLogger(__name__)
 
 #: Seconds between saves of a growing answer: the most a hard kill can lose.
 SAVE_EVERY = 0.5
@@ -69,35 +65,22 @@ class AnswerRecorder:
         self.message: StoredMessage | None = None
         self._saved_at = 0.0
         self._saved_text = ""
-        self._writer: threading.Thread | None = None
 
     @property
     def text(self) -> str:
         return "".join(self.pieces)
 
     def add(self, text: str, n_tokens: int = 0) -> None:
-        """Note new text (and the tokens behind it); save in the background when due."""
+        """Note new text (and the tokens behind it); save when the last save is old enough."""
         now = time.perf_counter()
         if n_tokens:
             self.tokens += n_tokens
             self.first_token = self.first_token or now
             self.last_token = now
-        if not text:
-            return
-        self.pieces.append(text)
-        due = self._saved_at == 0.0 or now - self._saved_at >= self.every
-        if due and (self._writer is None or not self._writer.is_alive()):
-            self._saved_at = now
-            self._writer = threading.Thread(
-                target=self._save_quietly, args=(self.text,), name="answer-save", daemon=True
-            )
-            self._writer.start()
-
-    def wait(self) -> StoredMessage | None:
-        """Wait for the save in flight, if any; the message as last saved."""
-        if self._writer is not None:
-            self._writer.join()
-        return self.message
+        if text:
+            self.pieces.append(text)
+            if self.message is None or now - self._saved_at >= self.every:
+                self._save(self.text, durable=False)
 
     def finish(self, finish_reason: str, **stats: Any) -> StoredMessage | None:
         """Save the whole answer with its stats; None when a stopped answer had no text.
@@ -106,7 +89,6 @@ class AnswerRecorder:
         ``tokens_per_second``, …); those missing, None or a 0 rate (an answer stopped
         before the engine reported them) are measured here.
         """
-        self.wait()
         if finish_reason == "cancelled" and not self.text and self.message is None:
             return None
         given = {k: v for k, v in stats.items() if v is not None}
@@ -127,14 +109,9 @@ class AnswerRecorder:
         elapsed = self.last_token - self.first_token
         return (self.tokens - 1) / elapsed if elapsed > 0 else None
 
-    def _save_quietly(self, text: str) -> None:
-        try:
-            self._save(text)
-        except Llm4allError as exc:  # the final save will say it, in the caller
-            log.warning("could not save the answer so far: %s", exc)
-
-    def _save(self, text: str, **stats: Any) -> StoredMessage:
-        if self.message is None:
+    def _save(self, text: str, durable: bool = True, **stats: Any) -> StoredMessage:
+        self._saved_at = time.perf_counter()
+        if self.message is None:  # one durable commit (an fsync) per answer, at its first word
             self.message = self.store.add_message(
                 self.chat_id,
                 "assistant",
@@ -144,6 +121,8 @@ class AnswerRecorder:
                 **stats,
             )
         elif stats or text != self._saved_text:
-            self.message = self.store.update_message(self.message.id, content=text, **stats)
+            self.message = self.store.update_message(
+                self.message.id, content=text, durable=durable, **stats
+            )
         self._saved_text = text
         return self.message

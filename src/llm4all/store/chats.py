@@ -143,6 +143,7 @@ class ChatStore:
         self._conn.row_factory = sqlite3.Row
         self._lock = threading.RLock()
         self._fts = db.has_fts(self._conn)
+        self._synchronous = self._conn.execute("PRAGMA synchronous").fetchone()[0]
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -171,12 +172,23 @@ class ChatStore:
                 raise db.storage_error(self.path, exc) from exc
 
     @contextmanager
-    def _writing(self) -> Iterator[sqlite3.Connection]:
-        """One committed transaction; SQLite errors become :class:`StoreError`."""
+    def _writing(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One committed transaction; SQLite errors become :class:`StoreError`.
+
+        ``durable=False`` commits without waiting for the disk (no fsync): the
+        write survives the program's death but not a power cut, until the next
+        durable commit, which covers it.
+        """
         with self._lock:
             try:
-                with db.write_transaction(self._conn) as conn:
-                    yield conn
+                if not durable:
+                    self._conn.execute("PRAGMA synchronous = NORMAL")
+                try:
+                    with db.write_transaction(self._conn) as conn:
+                        yield conn
+                finally:
+                    if not durable:
+                        self._conn.execute(f"PRAGMA synchronous = {int(self._synchronous)}")
             except sqlite3.Error as exc:
                 raise db.storage_error(self.path, exc) from exc
 
@@ -365,10 +377,14 @@ class ChatStore:
         tokens_per_second: float | None = None,
         time_to_first_token: float | None = None,
         sources: Sequence[Mapping[str, Any]] | None = None,
+        durable: bool = True,
     ) -> StoredMessage:
         """Change a stored message; arguments left as None keep their value.
 
-        This is how a streamed answer is saved early and then completed.
+        This is how a streamed answer is saved early and then completed. With
+        ``durable=False`` (the snapshots of an answer still being written) the
+        commit does not wait for the disk: it survives the program being
+        killed, and a power cut only until the answer's final, durable save.
         """
         changes: dict[str, Any] = {
             "content": content,
@@ -383,7 +399,7 @@ class ChatStore:
         changes = {name: value for name, value in changes.items() if value is not None}
         if changes:
             assignments = ", ".join(f"{name} = ?" for name in changes)
-            with self._writing() as conn:
+            with self._writing(durable) as conn:
                 cursor = conn.execute(
                     f"UPDATE messages SET {assignments} WHERE id = ?",
                     (*changes.values(), message_id),
