@@ -19,6 +19,7 @@ from langchain_core.tools import tool
 from pydantic import BaseModel
 
 from conftest import FACT, FAST_MODEL
+from llm4all.chat.template import Message
 from llm4all.chat.tools import parse
 from llm4all.integrations.langchain import (
     ChatLlm4all,
@@ -45,11 +46,8 @@ def test_the_answer_is_llm4alls_own(chat: ChatLlm4all, fast_model: Any) -> None:
     assert answer.content == fast_model.generate(
         "What is the capital of France?", temperature=0, max_tokens=60
     )
-    prompt = fast_model.chat_tokens(
-        fast_model.with_system_prompt(
-            [__import__("llm4all").chat.template.Message("user", "What is the capital of France?")]
-        )
-    )
+    asked = [Message("user", "What is the capital of France?")]
+    prompt = fast_model.chat_tokens(fast_model.with_system_prompt(asked))
     assert answer.usage_metadata is not None
     assert answer.usage_metadata["input_tokens"] == len(prompt)
     assert answer.response_metadata["model_provider"] == "llm4all"
@@ -78,6 +76,16 @@ def test_batch_on_threads_shares_one_model_safely(chat: ChatLlm4all) -> None:
     alone = [chat.invoke(p).content for p in prompts]
     together = chat.batch(prompts, config={"max_concurrency": 3})
     assert [m.content for m in together] == alone
+
+
+def test_objects_naming_one_model_share_one_load(fast_model_path: Path) -> None:
+    """Constructing is cheap (nothing loads); the first answer loads; the next ones reuse it."""
+    first = ChatLlm4all(model=str(fast_model_path), temperature=0, max_tokens=4, n_ctx=512)
+    second = ChatLlm4all(model=str(fast_model_path), temperature=0, max_tokens=4, n_ctx=512)
+    first.invoke("hi")
+    loaded = first._local()
+    second.invoke("hi")
+    assert second._local() is loaded and first._local() is loaded
 
 
 def test_timeout_cuts_a_local_answer(fast_model: Any) -> None:
@@ -233,6 +241,8 @@ def test_remote_mode_answers_as_the_local_one(server: Any, chat: ChatLlm4all) ->
     assert isinstance(person, Person)
     llm = Llm4allLLM(base_url=server.base_url, api_key="sk-lc", model=FAST_MODEL, max_tokens=8)
     assert llm.invoke("Once upon a time")
+    default = ChatLlm4all(base_url=server.base_url, api_key="sk-lc", max_tokens=4).invoke("hi")
+    assert default.response_metadata["model_name"] == FAST_MODEL  # no model: the server's own
     with pytest.raises(Exception, match=r"401|[Aa]uth"):
         ChatLlm4all(base_url=server.base_url, api_key="wrong", max_retries=0).invoke("hi")
 
@@ -257,3 +267,12 @@ def test_docs_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caps
     printed = capsys.readouterr().out
     assert "Biscuit" in printed  # the RAG chain found the cat's name in the notes
     assert namespace["calls"] and namespace["calls"][0]["name"] == "get_weather"
+
+
+@pytest.mark.slow
+def test_remote_embeddings_are_the_local_ones(server: Any, embedder: Any) -> None:
+    remote = Llm4allEmbeddings(base_url=server.base_url, api_key="sk-lc", model="all-minilm-l6-v2")
+    local = Llm4allEmbeddings(client=embedder)
+    texts = ["The cat sat on the mat.", "Dogs bark."]
+    for far, near in zip(remote.embed_documents(texts), local.embed_documents(texts), strict=True):
+        assert far == pytest.approx(near, abs=1e-4)

@@ -109,7 +109,21 @@ class TestChatLlm4allIntegration(_ChatSuite):
 class TestChatLlm4allDefaultModelIntegration(_ChatSuite):
     """On the default model (Qwen2.5-Coder-0.5B): what SmolLM2 cannot do, and tool calling."""
 
-    only = (*SMALL_MODEL_LIMITS, "test_tool_calling", "test_tool_calling_async", "test_tool_choice")
+    only = (
+        *SMALL_MODEL_LIMITS,
+        "test_tool_calling",
+        "test_tool_calling_async",
+        "test_tool_choice",
+        "test_invoke_with_model_override",
+        "test_ainvoke_with_model_override",
+        "test_stream_with_model_override",
+        "test_astream_with_model_override",
+    )
+
+    @property
+    def model_override_value(self) -> str:
+        """A call may name another model: SmolLM2 answers it, loaded on first use."""
+        return FAST_MODEL
 
     @pytest.fixture(autouse=True)
     def _model(self, default_model: Any, request: pytest.FixtureRequest) -> None:

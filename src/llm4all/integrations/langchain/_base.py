@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from langchain_core.utils import from_env, secret_from_env
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 
 from llm4all.api import Model, Response, merge_params
 from llm4all.integrations.langchain import _shared
@@ -69,18 +69,26 @@ class Llm4allSettings(BaseModel):
     api_key: SecretStr | None = Field(
         default_factory=secret_from_env("LLM4ALL_API_KEY", default=None)
     )
+    _loaded: dict[str | None, Model] = PrivateAttr(default_factory=dict)
 
     def _local(self, name: str | None = None) -> Model:
         """The model in this process (``name`` overrides :attr:`model` for one call)."""
         if self.client is not None and name in (None, self.model):
             model: Model = self.client
             return model
-        load = {
-            k: v for k, v in (("n_ctx", self.n_ctx), ("n_threads", self.n_threads)) if v is not None
-        }
-        if self.n_gpu_layers is not None:
-            load["n_gpu_layers"] = self.n_gpu_layers
-        return _shared.chat_model(name or self.model, self.allow_download, load)
+        key = name or self.model
+        if key not in self._loaded:  # held here: the shared load lives while this object does
+            load = {
+                k: v
+                for k, v in (
+                    ("n_ctx", self.n_ctx),
+                    ("n_threads", self.n_threads),
+                    ("n_gpu_layers", self.n_gpu_layers),
+                )
+                if v is not None
+            }
+            self._loaded[key] = _shared.chat_model(key, self.allow_download, load)
+        return self._loaded[key]
 
     def _knobs(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
         """The knobs of one call: the fields set, then the call's own (``kwargs`` loses them)."""
@@ -97,15 +105,14 @@ class Llm4allSettings(BaseModel):
 
 
 def pieces(model: Model, response: Response, timeout: float | None) -> Iterator[str]:
-    """The text of a local answer as it is sampled, one answer at a time per model.
+    """The text of a local answer as it is sampled.
 
     An answer still going after ``timeout`` seconds is cancelled and raises
     :class:`TimeoutError`; ``response.completion`` has the usage once done.
     """
-    with _shared.lock_for(model):
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for piece in response:
-            yield piece
-            if deadline is not None and time.monotonic() > deadline:
-                response.cancel()
-                raise TimeoutError(f"{model.name}: no answer within timeout={timeout:g}s")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for piece in response:
+        yield piece
+        if deadline is not None and time.monotonic() > deadline:
+            response.cancel()
+            raise TimeoutError(f"{model.name}: no answer within timeout={timeout:g}s")

@@ -88,7 +88,7 @@ def chat_stream(
             body["tool_choice"] = _tool_choice(choice)
     create: Any = client(settings).chat.completions.create  # the body is built, not typed
     stream = create(
-        model=name or settings.model or "",
+        model=name or settings.model,  # None: the server's default model
         messages=convert_to_openai_messages(messages),
         stream=True,
         stream_options={"include_usage": True},
@@ -147,7 +147,7 @@ def completion_stream(
 ) -> Iterator[GenerationChunk]:
     """A text completion streamed from the server's ``/v1/completions``."""
     create: Any = client(settings).completions.create
-    stream = create(model=name or settings.model or "", prompt=prompt, stream=True, **_body(knobs))
+    stream = create(model=name or settings.model, prompt=prompt, stream=True, **_body(knobs))
     for event in stream:
         for c in event.choices:
             if c.text:

@@ -3,9 +3,9 @@
 LangChain code makes objects freely (a chain per request, a test per
 object), so constructing one must be cheap: the model is loaded on first use,
 and objects that name the same model with the same load options share one
-load while any of them is alive. A llama.cpp context answers one request at
-a time, so each model has a lock that a generation holds (LangChain's
-``batch`` runs requests on threads).
+load while any of them is alive. LangChain's ``batch`` runs requests on
+threads; the engine answers them one at a time (it holds its lock for a
+whole generation, or a whole embedding run).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from llm4all.embeddings import Embedder
 _guard = threading.Lock()
 _models: weakref.WeakValueDictionary[tuple[Any, ...], Model] = weakref.WeakValueDictionary()
 _embedders: weakref.WeakValueDictionary[tuple[Any, ...], Embedder] = weakref.WeakValueDictionary()
-_locks: weakref.WeakKeyDictionary[object, threading.Lock] = weakref.WeakKeyDictionary()
 
 
 def chat_model(name: str | None, allow_download: bool, load: dict[str, Any]) -> Model:
@@ -43,12 +42,3 @@ def embedder(name: str | None, allow_download: bool, n_threads: int | None) -> E
             loaded = Embedder(name, allow_download=allow_download, n_threads=n_threads)
             _embedders[key] = loaded
         return loaded
-
-
-def lock_for(model: object) -> threading.Lock:
-    """The lock that one generation (or embedding run) on ``model`` holds."""
-    with _guard:
-        lock = _locks.get(model)
-        if lock is None:
-            lock = _locks[model] = threading.Lock()
-        return lock

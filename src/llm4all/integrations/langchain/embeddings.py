@@ -13,7 +13,7 @@ from typing import Any
 
 from langchain_core.embeddings import Embeddings
 from langchain_core.utils import from_env, secret_from_env
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, PrivateAttr, SecretStr
 
 from llm4all.embeddings import Embedder
 from llm4all.integrations.langchain import _remote, _shared
@@ -40,26 +40,27 @@ class Llm4allEmbeddings(BaseModel, Embeddings):
     )
     timeout: float | None = None
     max_retries: int = 2
+    _loaded: Embedder | None = PrivateAttr(default=None)
 
     def _embedder(self) -> Embedder:
         if self.client is not None:
             embedder: Embedder = self.client
             return embedder
-        return _shared.embedder(self.model, self.allow_download, self.n_threads)
+        if self._loaded is None:  # held here: the shared load lives while this object does
+            self._loaded = _shared.embedder(self.model, self.allow_download, self.n_threads)
+        return self._loaded
 
     def _embed(self, texts: list[str], task: str) -> list[list[float]]:
         if self.base_url:
             extra = {} if self.dimensionality is None else {"dimensions": self.dimensionality}
             create: Any = _remote.client(self).embeddings.create
-            answer = create(model=self.model or "", input=texts, **extra)
+            answer = create(model=self.model, input=texts, **extra)
             return [d.embedding for d in answer.data]
-        embedder = self._embedder()
-        with _shared.lock_for(embedder):
-            return embedder.embed(
-                texts,
-                task="query" if task == "query" else "document",
-                dimensionality=self.dimensionality,
-            )
+        return self._embedder().embed(
+            texts,
+            task="query" if task == "query" else "document",
+            dimensionality=self.dimensionality,
+        )
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Vectors of passages to be searched (the model's document prefix, if any)."""
