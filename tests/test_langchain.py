@@ -103,6 +103,10 @@ def test_unknown_argument_is_named(chat: ChatLlm4all) -> None:
         chat.invoke("hi", tempreature=0)
     with pytest.raises(Exception, match="tempreature"):
         ChatLlm4all(tempreature=0)
+    with pytest.raises(ValueError, match="temperature"):
+        ChatLlm4all(temperature=9)  # out of range: when made, not at the first answer
+    with pytest.raises(ValueError, match="temp"):
+        GPT4All(model="x.gguf", temp=-1)
 
 
 @tool

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from langchain_core.utils import from_env, secret_from_env
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
 from llm4all.api import Model, Response, merge_params
 from llm4all.integrations.langchain import _shared
@@ -70,6 +70,15 @@ class Llm4allSettings(BaseModel):
         default_factory=secret_from_env("LLM4ALL_API_KEY", default=None)
     )
     _loaded: dict[str | None, Model] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _knobs_in_range(self) -> Llm4allSettings:
+        self._check_knobs()
+        return self
+
+    def _check_knobs(self) -> None:
+        """An out-of-range knob fails when the object is made, not at its first answer."""
+        GenerationParams(**self._knobs(None, {}))
 
     def _local(self, name: str | None = None) -> Model:
         """The model in this process (``name`` overrides :attr:`model` for one call)."""

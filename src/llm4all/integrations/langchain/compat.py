@@ -63,6 +63,7 @@ class GPT4All(Llm4allLLM):
             self.max_tokens = self.n_predict
         if self.n_gpu_layers is None and self.device not in (None, "cpu"):
             self.n_gpu_layers = -1
+        self._check_knobs()  # again: the old names ran after the check of the new ones
         return self
 
 
