@@ -51,6 +51,14 @@ from llm4all.errors import InvalidParameter, Llm4allError
 from llm4all.params import GenerationParams
 from llm4all.store import ChatStore, export_chat
 
+#: How many earlier messages ``--continue`` shows before the prompt.
+RECAP_MESSAGES = 6
+#: SIGTERM and SIGHUP end the chat (after saving the answer being written).
+LEAVING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+log = logging.getLogger(__name__)
+
+
 HELP = """\
 [bold]Commands[/bold]
   /help              this list
@@ -145,14 +153,6 @@ _GEN_FIELDS = {f.name for f in dataclasses.fields(GenerationParams)}
 
 def _tuple_stops(params: dict[str, Any]) -> dict[str, Any]:
     return {**params, "stop": tuple(params["stop"])} if "stop" in params else params
-
-
-#: How many earlier messages ``--continue`` shows before the prompt.
-RECAP_MESSAGES = 6
-#: SIGTERM and SIGHUP end the chat (after saving the answer being written).
-LEAVING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-
-log = logging.getLogger(__name__)
 
 
 class TerminalChat:
