@@ -123,6 +123,17 @@ def test_rename(store: ChatStore, chat_id: str) -> None:
     assert invoke("rename", chat_id, " ").exit_code == 2
 
 
+def test_titles_and_paths_are_printed_exactly(
+    store: ChatStore, chat_id: str, tmp_path: Path
+) -> None:
+    renamed = invoke("rename", chat_id, "a[i-1] [bold]x[/bold] [/]")
+    assert renamed.exit_code == 0, renamed.output
+    assert "to 'a[i-1] [bold]x[/bold] [/]'" in renamed.stderr  # was "to 'a x '"
+    target = tmp_path / "chat[1].md"
+    exported = invoke("export", chat_id, "-f", "md", "-o", str(target))
+    assert exported.exit_code == 0 and f"to {target}" in exported.stderr
+
+
 def test_unknown_and_ambiguous_ids_raise_llm4all_errors(
     store: ChatStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -116,7 +116,9 @@ def export_command(chat_id: str, fmt: str, output: Path | None) -> None:
         click.echo(text, nl=False)
         return
     output.write_text(text, encoding="utf-8")
-    err_console.print(f"wrote {chat.message_count} messages to {output}", highlight=False)
+    err_console.print(
+        f"wrote {chat.message_count} messages to {output}", highlight=False, markup=False
+    )
 
 
 @chats_group.command("rm")
@@ -146,7 +148,7 @@ def rename_command(chat_id: str, title: tuple[str, ...]) -> None:
         raise click.BadParameter("the title is empty", param_hint="TITLE")
     with ChatStore() as store:
         chat = store.rename_chat(store.get_chat(chat_id).id, new_title)
-    err_console.print(f"renamed chat {chat.id} to {new_title!r}", highlight=False)
+    err_console.print(f"renamed chat {chat.id} to {new_title!r}", highlight=False, markup=False)
 
 
 def _title(chat: Chat) -> str:
