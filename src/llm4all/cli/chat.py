@@ -53,8 +53,8 @@ from llm4all.store import ChatStore, export_chat
 
 #: How many earlier messages ``--continue`` shows before the prompt.
 RECAP_MESSAGES = 6
-#: SIGTERM and SIGHUP end the chat (after saving the answer being written).
-LEAVING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+#: SIGTERM and SIGHUP end the chat (after saving the answer being written); Windows has no SIGHUP.
+LEAVING_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ class TerminalChat:
                 raise KeyboardInterrupt  # a second Ctrl-C: stop at once
             self.response.cancel()
             return
-        if signum == signal.SIGHUP:
+        if signum == getattr(signal, "SIGHUP", None):
             _silence_terminal()  # it is gone: writing to it would fail
         self.leaving = signum
         if not self.answering:
