@@ -240,3 +240,47 @@ def test_answers_from_documents_have_a_default_length(
     longer.text()
     assert longer.completion is not None  # the caller's own limit wins
     assert longer.completion.usage.completion_tokens > 3
+
+
+@pytest.mark.slow
+def test_the_server_searches_follow_ups_with_the_conversation(
+    fast_model_path: Path, how_to: LocalDocs
+) -> None:
+    """Both HTTP paths: /v1/chat/completions with collections, and the web chat's stored chats."""
+    import httpx
+    import openai
+
+    from server_helpers import fast_settings, running
+
+    with running(fast_settings(fast_model_path.parent, ctx=2048)) as live:
+        live.app.state.localdocs = how_to
+        client = openai.OpenAI(base_url=live.base_url, api_key="none", max_retries=0)
+        http = httpx.Client(base_url=live.url, timeout=120)
+        try:
+            for expected, topic in TOPICS.items():
+                messages = [
+                    {"role": "user", "content": topic},
+                    {"role": "assistant", "content": "It is described in your notes."},
+                    {"role": "user", "content": FOLLOW_UP},
+                ]
+                answer = client.chat.completions.create(
+                    model=live.settings.model or "",
+                    messages=messages,  # type: ignore[arg-type]
+                    max_tokens=2,
+                    temperature=0,
+                    extra_body={"collections": ["how-to"]},
+                )
+                assert (answer.model_extra or {})["references"][0]["file"] == expected
+                chat = http.post(
+                    "/api/chats", json={"collections": ["how-to"], "params": {"max_tokens": 2}}
+                ).json()
+                for text in (topic, FOLLOW_UP):
+                    with http.stream(
+                        "POST", f"/api/chats/{chat['id']}/messages", json={"content": text}
+                    ) as response:
+                        response.read()
+                stored = http.get(f"/api/chats/{chat['id']}").json()["messages"]
+                assert stored[-1]["sources"][0]["file"] == expected
+        finally:
+            http.close()
+            live.app.state.localdocs = None
