@@ -326,24 +326,6 @@ def test_a_database_locked_by_another_writer_is_one_line(
     _check_database(db_path, folder)
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Any:
-    """A real 2 MiB tmpfs (needs root); unmounted afterwards."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 @pytest.mark.slow
 def test_a_full_disk_is_one_line_and_the_index_survives(
     small_disk: Path, tmp_path: Path, embedding_model_path: Path, monkeypatch: pytest.MonkeyPatch

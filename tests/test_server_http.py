@@ -11,7 +11,6 @@ import json
 import os
 import socket
 import sqlite3
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -416,24 +415,6 @@ def test_a_database_locked_by_another_writer_is_503_with_retry_after(
     ]
 
 
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 2 MiB file system (tmpfs), for a real full disk; needs root and mount."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 def _fill(folder: Path) -> Path:
     """Write a file until the disk is full; the file."""
     filler = folder / "filler"
@@ -450,13 +431,13 @@ def _fill(folder: Path) -> Path:
 
 @pytest.mark.slow
 def test_a_full_disk_is_503_and_loses_nothing(
-    fast_model_path: Path, tiny_disk: Path, monkeypatch: pytest.MonkeyPatch
+    fast_model_path: Path, small_disk: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("LLM4ALL_HOME", str(tiny_disk / "home"))
+    monkeypatch.setenv("LLM4ALL_HOME", str(small_disk / "home"))
     settings = fast_settings(fast_model_path.parent, preload=False)
     with running(settings) as live, httpx.Client(base_url=live.url, timeout=120) as c:
         chat_id = _new_chat(c, max_tokens=2)
-        filler = _fill(tiny_disk)
+        filler = _fill(small_disk)
         big = "many words " * 13_000  # more than the WAL has room for: new pages are needed
         response = c.post(f"/api/chats/{chat_id}/messages", json={"content": big})
         error = _error(response, 503)
@@ -468,7 +449,7 @@ def test_a_full_disk_is_503_and_loses_nothing(
         messages = c.get(f"/api/chats/{chat_id}").json()["messages"]
         assert messages[0]["content"] == "Hi."
         assert [m["role"] for m in messages] == ["user", "assistant"]  # the big one never was
-    check = sqlite3.connect(tiny_disk / "home" / "llm4all.db")
+    check = sqlite3.connect(small_disk / "home" / "llm4all.db")
     assert check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     check.close()
 

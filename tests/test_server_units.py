@@ -19,7 +19,7 @@ from llm4all.params import GenerationParams
 from llm4all.server.errors import translate
 from llm4all.server.schemas import KNOB_NAMES, ChatCompletionRequest, Tool
 from llm4all.server.security import host_allowed
-from llm4all.server.settings import EMBED_SEQS, ServerSettings, is_loopback
+from llm4all.server.settings import ServerSettings, is_loopback
 from llm4all.server.tool_stream import CallStreamer, ContentSplitter
 from llm4all.server.tools import forced_schema, parse
 from llm4all.sqlite import storage_error
@@ -63,9 +63,6 @@ def test_settings_check_ranges_through_load_params() -> None:
     assert err.value.field == "parallel"
     load = ServerSettings(parallel=3, ctx=1000).load_params()
     assert (load.n_seq_max, load.n_ctx) == (3, 3000)
-    # Embedders: many texts per decode, sharing one unified buffer of n_batch cells.
-    embed = ServerSettings(parallel=3, n_batch=256).load_params(embedding=True)
-    assert (embed.n_seq_max, embed.n_ctx) == (EMBED_SEQS, 256) and EMBED_SEQS > 1
 
 
 def test_every_generation_knob_is_a_request_field_with_its_range() -> None:

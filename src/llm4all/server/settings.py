@@ -123,20 +123,18 @@ class ServerSettings:
                 "(--api-key) or the risk is accepted with --insecure",
             )
 
-    def load_params(self, *, embedding: bool = False) -> LoadParams:
-        """How each model is loaded: one KV slot per parallel request for chat models.
+    def load_params(self) -> LoadParams:
+        """How each chat model is loaded: one KV slot per parallel request.
 
-        An embedding model embeds up to ``EMBED_SEQS`` texts, ``n_batch`` tokens
-        in all (one text at most that long), in one decode.
+        Embedding models are loaded as :func:`llm4all.embeddings.embedding_load_params`
+        says (bounded by the file's own window), with ``EMBED_SEQS`` texts a decode.
         """
-        slots = EMBED_SEQS if embedding else self.parallel
         try:
             return LoadParams(
-                n_ctx=self.n_batch if embedding else slots * self.ctx,
-                n_seq_max=slots,
+                n_ctx=self.parallel * self.ctx,
+                n_seq_max=self.parallel,
                 n_threads=self.n_threads,
                 n_batch=self.n_batch,
-                embedding=embedding,
                 check_memory=self.check_memory,
             )
         except InvalidParameter as exc:
