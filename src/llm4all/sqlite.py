@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,14 +70,37 @@ def connect(path: Path, migrations: Sequence[Migration]) -> sqlite3.Connection:
 
 
 def _configure(conn: sqlite3.Connection) -> None:
-    # busy_timeout first: switching to WAL itself may have to wait for a lock.
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-    if str(mode).lower() != "wal":
+    mode = _switch_to_wal(conn)
+    if mode != "wal":
         log.warning(
             "SQLite refused WAL mode (journal_mode=%s); concurrent use will be slower", mode
         )
     conn.execute("PRAGMA foreign_keys = ON")
+
+
+def _switch_to_wal(conn: sqlite3.Connection) -> str:
+    """Put the file in WAL mode (it stays so) and say the mode it is in.
+
+    Several processes switching a fresh file at once get SQLITE_BUSY at once:
+    the switch needs an exclusive lock and SQLite does not wait for it through
+    the busy handler. So the switch is retried, within the same time a lock
+    is waited for elsewhere.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+            if mode == "wal":
+                return mode
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+        except sqlite3.OperationalError as exc:
+            busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
+            if not busy or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
 
 def migrate(conn: sqlite3.Connection, path: Path, migrations: Sequence[Migration]) -> None:
