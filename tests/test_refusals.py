@@ -20,6 +20,8 @@ ANSWERS = [
     "Once upon a time, in a quiet lab, there lived a lonely computer named Max.",
     "I'm sorry to hear that you're stressed. Here are five things that help: …",
     "I can't wait to tell you: the capital of France is Paris.",
+    "In the 1970s I was a teenager. I couldn't help but love computers.",  # idioms
+    "I can't help but smile when I think of that old computer.",
     "Sure! Here is a Python function:\n\ndef fib(n): ...",
     "1. 医生\n2. 程序员\n3. 教师",
     "Here is the list. " + "x" * 300 + " I cannot assist with anything else.",  # not the opening

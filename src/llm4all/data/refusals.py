@@ -20,7 +20,7 @@ HEAD_CHARS = 240
 """How much of the answer's start is read: refusals come first."""
 
 _CANT = (
-    r"(?:can ?not|can't|could not|couldn't|am unable to|'m unable to|am not able to|"
+    r"(?:can ?not|can't|am unable to|'m unable to|am not able to|"
     r"'m not able to|won't be able to|will not be able to|must decline to|am not allowed to)"
 )
 _DO = (
@@ -32,7 +32,7 @@ _DO = (
 _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (reason, re.compile(pattern))
     for reason, pattern in (
-        ("declines", rf"\bi {_CANT} {_DO}\b"),
+        ("declines", rf"\bi {_CANT} {_DO}\b(?! but\b)"),  # not "I can't help but smile"
         ("declines", r"\b(?:i'm|i am) sorry,? but\b"),
         ("declines", r"\bsorry,? (?:i|we) (?:can|cannot|can't|am not|'m not|don't|do not|won't)\b"),
         ("declines", r"\bi apologi[sz]e,? but\b"),
