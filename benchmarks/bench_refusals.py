@@ -126,6 +126,8 @@ def measure(
         rows = []
         t0 = time.perf_counter()
         for req in requests(args.quick):
+            if args.sets and req.set not in args.sets:
+                continue
             messages = [Message("system", system)] if system else []
             messages.append(Message("user", req.text))
             params = model.params.replace(seed=req.seed, max_tokens=args.max_tokens)
@@ -201,7 +203,9 @@ def main() -> None:
         "--candidates",
         help=f"comma-separated candidate names (default: all of {', '.join(CANDIDATES)})",
     )
+    p.add_argument("--sets", help="comma-separated request sets (default: all)")
     args = p.parse_args()
+    args.sets = args.sets.split(",") if args.sets else None
     names = args.models.split(",") if args.models else [h.FAST_MODEL] if args.quick else MODELS
     wanted = args.candidates.split(",") if args.candidates else list(CANDIDATES)
     candidates = {k: CANDIDATES[k] for k in wanted}
