@@ -37,7 +37,7 @@ from llm4all.server.manager import ModelManager
 from llm4all.server.markdown import highlight_css
 from llm4all.server.settings import ServerSettings
 from llm4all.server.ui_chat import Answering, AnswerRequest, answer_response, message_out
-from llm4all.server.ui_docs import Indexing, check_collections, localdocs_of
+from llm4all.server.ui_docs import Indexing, check_collections, localdocs_of, opened
 from llm4all.server.ui_docs import router as docs_router
 from llm4all.server.ui_models import Pulls, catalog_model, installed_model
 from llm4all.server.ui_schemas import (
@@ -98,12 +98,7 @@ router = APIRouter(prefix="/api", tags=["web UI"], dependencies=[Depends(same_or
 
 def chat_store(request: Request) -> ChatStore:
     """The app's chat store, opened on first use (so an API-only server never touches it)."""
-    state = request.app.state
-    with state.ui_lock:
-        if state.chat_store is None:
-            state.chat_store = ChatStore()
-        store: ChatStore = state.chat_store
-    return store
+    return opened(request, "chat_store", ChatStore)
 
 
 def manager_of(request: Request) -> ModelManager:

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 
 #: Longest collection name the page may give.
 MAX_NAME = 100
+
+T = TypeVar("T")
 
 
 class IndexingOut(BaseModel):
@@ -183,17 +186,25 @@ def _index(db_path: Path, name: str, job: IndexJob) -> None:
         job.state = "failed"
 
 
-# -- the app's LocalDocs -------------------------------------------------------------------------
-def localdocs_of(request: Request) -> LocalDocs:
-    """The LocalDocs of this llm4all home, opened on first use and closed with the app."""
+# -- the app's databases -------------------------------------------------------------------------
+def opened(request: Request, name: str, open_: Callable[[], T]) -> T:
+    """``app.state.<name>``, opened with ``open_`` on first use (closed with the app).
+
+    The web UI's databases are opened lazily, so an API-only server never touches them.
+    """
     state = request.app.state
     with state.ui_lock:
-        if state.localdocs is None:
-            from llm4all.localdocs import LocalDocs
+        if getattr(state, name) is None:
+            setattr(state, name, open_())
+        resource: T = getattr(state, name)
+    return resource
 
-            state.localdocs = LocalDocs()
-        docs: LocalDocs = state.localdocs
-    return docs
+
+def localdocs_of(request: Request) -> LocalDocs:
+    """The LocalDocs of this llm4all home, opened on first use and closed with the app."""
+    from llm4all.localdocs import LocalDocs
+
+    return opened(request, "localdocs", LocalDocs)
 
 
 def check_collections(request: Request, names: list[str], status: int = 404) -> list[str]:
