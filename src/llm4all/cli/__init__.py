@@ -25,6 +25,11 @@ COMMANDS = {
     "docs": ("llm4all.cli.docs", "docs_group"),
     "serve": ("llm4all.cli.serve", "serve_command"),
     "ui": ("llm4all.cli.ui", "ui_command"),
+    "data": ("llm4all.cli.data", "data_group"),
+    "train": ("llm4all.cli.train", "train_command"),
+    "eval": ("llm4all.cli.evaluate", "eval_group"),
+    "share": ("llm4all.cli.share", "share_group"),
+    "datalake": ("llm4all.cli.datalake", "datalake_group"),
 }
 
 
