@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+from typing import Any
 
 import click
 
@@ -34,15 +35,25 @@ COMMANDS = {
 
 
 class LazyGroup(click.Group):
-    """A group whose subcommands are imported on first use."""
+    """A group whose subcommands are imported on first use.
+
+    ``lazy_commands`` maps a name to (module, attribute); a subgroup built with
+    ``click.group(cls=LazyGroup, lazy_commands={...})`` works the same way.
+    """
+
+    def __init__(
+        self, *args: Any, lazy_commands: dict[str, tuple[str, str]] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = COMMANDS if lazy_commands is None else lazy_commands
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(COMMANDS)
+        return [*self.lazy_commands, *(n for n in self.commands if n not in self.lazy_commands)]
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in COMMANDS:
-            return None
-        module, attr = COMMANDS[name]
+        if name not in self.lazy_commands:
+            return super().get_command(ctx, name)
+        module, attr = self.lazy_commands[name]
         command = getattr(importlib.import_module(module), attr)
         assert isinstance(command, click.Command)
         return command
