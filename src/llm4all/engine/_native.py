@@ -183,6 +183,41 @@ class NativeModel:
         if rc != 0:
             raise RuntimeError(f"llama_decode failed with code {rc} (KV cache full or aborted)")
 
+    # -- scoring ----------------------------------------------------------------
+    def token_logprobs(self, tokens: Sequence[int], first: int = 1) -> list[float]:
+        """Log-probability (nats) of each of ``tokens[first:]`` given all tokens before it.
+
+        Teacher forcing on sequence 0, which is cleared first and holds ``tokens``
+        afterwards. The caller keeps ``len(tokens) <= n_ctx`` and ``first >= 1``.
+        Example: ``token_logprobs([bos, a, b], first=1)`` → ``[log p(a|bos), log p(b|bos a)]``.
+        """
+        import numpy as np
+
+        n_vocab = int(ll.llama_vocab_n_tokens(self.vocab))
+        self.forget(0, 0)
+        out: list[float] = []
+        # At most SCORE_BATCH rows of logits at a time: 256 x 152k floats is 155 MB.
+        step = min(self.n_batch, SCORE_BATCH)
+        for start in range(0, len(tokens), step):
+            part = range(start, min(start + step, len(tokens)))
+            self.batch.clear()
+            for pos in part:  # the logits at pos score the token at pos + 1
+                self.batch.add(tokens[pos], pos, 0, first - 1 <= pos < len(tokens) - 1)
+            self.decode()
+            scored = [pos + 1 for pos in part if first - 1 <= pos < len(tokens) - 1]
+            if not scored:
+                continue
+            # Rows come in batch order, only for the positions that asked for logits.
+            rows = np.ctypeslib.as_array(ll.llama_get_logits(self.ctx), (len(scored), n_vocab))
+            targets = np.asarray([tokens[i] for i in scored])
+            for lo in range(0, len(scored), 64):  # exp() of 64 rows at a time bounds the memory
+                chunk = rows[lo : lo + 64]
+                top = chunk.max(axis=1)
+                norm = np.log(np.exp(chunk - top[:, None]).sum(axis=1, dtype=np.float64)) + top
+                picked = chunk[np.arange(len(chunk)), targets[lo : lo + 64]]
+                out.extend((picked - norm).tolist())
+        return out
+
 
 def native_batch(params: LoadParams) -> int:
     """The batch size llama.cpp gets: for embeddings, a multiple of ``n_seq_max``.
@@ -194,6 +229,10 @@ def native_batch(params: LoadParams) -> int:
     if not params.embedding:
         return params.n_batch
     return max(params.n_seq_max, params.n_batch // params.n_seq_max * params.n_seq_max)
+
+
+#: Most positions one decode of :meth:`NativeModel.token_logprobs` asks logits for.
+SCORE_BATCH = 256
 
 
 class Batch:

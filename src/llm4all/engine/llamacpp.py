@@ -29,7 +29,7 @@ from llm4all.engine.base import (
 )
 from llm4all.engine.probe import check_model_file
 from llm4all.engine.textstream import StopMatcher, Utf8Stream
-from llm4all.errors import InvalidParameter
+from llm4all.errors import ContextOverflow, InvalidParameter
 from llm4all.params import GenerationParams, LoadParams
 
 log = logging.getLogger(__name__)
@@ -196,6 +196,29 @@ class LlamaCppEngine(Engine):
         self._decode_or_rollback(slot)
         cache.append(token)
         return index
+
+    # -- scoring ----------------------------------------------------------------
+    def token_logprobs(self, tokens: Sequence[int], first: int = 1) -> list[float]:
+        """Teacher-forced log-probabilities (nats) of ``tokens[first:]``, for perplexity.
+
+        The tokens share one window: more than ``n_ctx`` is a
+        :class:`~llm4all.errors.ContextOverflow` (``llm4all.evaluate`` slides a
+        window over longer texts). Runs on slot 0, whose cache then holds ``tokens``.
+        """
+        if not 1 <= first <= len(tokens):
+            raise InvalidParameter("first", first, f"1..{len(tokens)}")
+        if len(tokens) > self.info.n_ctx:
+            raise ContextOverflow(len(tokens), self.info.n_ctx)
+        with self._lock:
+            cache = self._slots[0]
+            cache.clear()
+            try:
+                scores = self._native.token_logprobs(tokens, first)
+            except BaseException:
+                self._native.forget(0, 0)
+                raise
+            cache.extend(tokens)
+        return scores
 
     # -- embeddings -------------------------------------------------------------
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
