@@ -74,19 +74,20 @@ def test_applies_only_the_missing_migrations_in_order(
     path = tmp_path / "chats.db"
     ChatStore(path).close()
     applied: list[int] = []
+    number = len(db.MIGRATIONS) + 1
 
-    def m002_tags(conn: sqlite3.Connection) -> None:
-        applied.append(2)
+    def m_tags(conn: sqlite3.Connection) -> None:
+        applied.append(number)
         conn.execute("CREATE TABLE tags (name TEXT)")
 
-    monkeypatch.setattr(db, "MIGRATIONS", [*db.MIGRATIONS, m002_tags])
+    monkeypatch.setattr(db, "MIGRATIONS", [*db.MIGRATIONS, m_tags])
     ChatStore(path).close()
     ChatStore(path).close()
     raw = sqlite3.connect(path)
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == number
     assert raw.execute("SELECT COUNT(*) FROM tags").fetchone()[0] == 0
     raw.close()
-    assert applied == [2]
+    assert applied == [number]
 
 
 def test_a_failed_migration_leaves_the_database_as_it_was(
@@ -391,6 +392,40 @@ def test_rate_message(store: ChatStore) -> None:
         store.rate_message(message.id, 5)
     with pytest.raises(MessageNotFound):
         store.rate_message("nope", 1)
+
+
+def test_a_suggested_better_answer_is_kept_beside_the_answer(store: ChatStore) -> None:
+    chat = store.create_chat()
+    question = store.add_message(chat.id, "user", "2+2?")
+    answer = store.add_message(chat.id, "assistant", "5")
+    assert store.suggest_answer(answer.id, "4").edited_content == "4"
+    kept = store.get_message(answer.id)
+    assert (kept.content, kept.edited_content) == ("5", "4")
+    assert store.suggest_answer(answer.id, "  ").edited_content is None  # blank removes it
+    with pytest.raises(InvalidParameter, match="message_id"):
+        store.suggest_answer(question.id, "a question is not an answer")
+    with pytest.raises(MessageNotFound):
+        store.suggest_answer("nope", "x")
+
+
+def test_an_old_database_gains_the_edit_column_and_keeps_its_messages(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    raw = sqlite3.connect(path)
+    db.MIGRATIONS[0](raw)  # the schema as version 1 wrote it
+    raw.execute("PRAGMA user_version = 1")
+    raw.execute(
+        "INSERT INTO chats VALUES ('c1', 't', NULL, NULL, '{}', '2026-01-01', '2026-01-01')"
+    )
+    raw.execute(
+        "INSERT INTO messages (id, chat_id, position, role, content, created_at, rating)"
+        " VALUES ('m1', 'c1', 0, 'assistant', 'hi', '2026-01-01T00:00:00', 1)"
+    )
+    raw.commit()
+    raw.close()
+    with ChatStore(path) as store:
+        (message,) = store.messages("c1")
+        assert (message.content, message.rating, message.edited_content) == ("hi", 1, None)
+        assert store.suggest_answer("m1", "hello").edited_content == "hello"
 
 
 def test_settings_hold_json_values(store: ChatStore) -> None:

@@ -60,6 +60,9 @@ class MessageOut(BaseModel):
         None, description="cited excerpts (LocalDocs): file, title, text, …"
     )
     rating: Literal[-1, 1] | None = None
+    edited_content: str | None = Field(
+        None, description="a better answer the user suggested (the answer itself is kept)"
+    )
     html: str | None = Field(None, description="the answer rendered as sanitized HTML")
 
 

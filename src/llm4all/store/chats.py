@@ -53,7 +53,7 @@ _CHAT_COLUMNS = """
 _MESSAGE_COLUMNS = """
     id, chat_id, position, role, content, model, created_at, finish_reason,
     prompt_tokens, completion_tokens, tokens_per_second, time_to_first_token,
-    sources, rating
+    sources, rating, edited_content
 """
 
 
@@ -93,6 +93,8 @@ class StoredMessage:
     time_to_first_token: float | None = None
     sources: list[dict[str, Any]] | None = field(default=None, hash=False)
     rating: int | None = None
+    #: A user's suggested better answer (None: none); ``content`` stays the model's own.
+    edited_content: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (times as ISO strings)."""
@@ -464,6 +466,22 @@ class ChatStore:
             )
         if cursor.rowcount == 0:
             raise MessageNotFound(message_id)
+
+    def suggest_answer(self, message_id: str, text: str | None) -> StoredMessage:
+        """Keep a better answer the user suggests for an answer; None (or blank) removes it.
+
+        The model's own answer stays in ``content``; training data can take either.
+        """
+        message = self.get_message(message_id)
+        if message.role != "assistant":
+            raise InvalidParameter("message_id", message_id, "an answer (an assistant message)")
+        edited = text if text is not None and text.strip() else None
+        with self._writing() as conn:
+            conn.execute(
+                "UPDATE messages SET edited_content = ? WHERE id = ?", (edited, message_id)
+            )
+            conn.execute("UPDATE chats SET updated_at = ? WHERE id = ?", (_now(), message.chat_id))
+        return self.get_message(message_id)
 
     # -- settings ------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""The chat store's schema: chats, messages (with ratings and citations), settings.
+"""The chat store's schema: chats, messages (with ratings, edits and citations), settings,
+and the queue of chats shared with the datalake.
 
 Opening, WAL, the busy timeout, migrations under ``BEGIN IMMEDIATE`` and the
 translation of SQLite errors are :mod:`llm4all.sqlite`'s, shared with
@@ -124,8 +125,45 @@ def _create_fts(conn: sqlite3.Connection) -> None:
     )
 
 
+def _m002_edited_content(conn: sqlite3.Connection) -> None:
+    """A user's suggested better answer, kept beside the model's own (``content``)."""
+    conn.execute("ALTER TABLE messages ADD COLUMN edited_content TEXT")
+
+
+def _m003_share_queue(conn: sqlite3.Connection) -> None:
+    """Chats shared with the datalake: what waits to be sent, and what was sent last.
+
+    One row per shared chat (deleting the chat deletes it). ``payload`` is the
+    exact JSON the user previewed; ``sent_hash`` the hash of the last payload
+    the service accepted, so an unchanged chat is never sent again.
+    ``next_attempt`` (Unix time) is the backoff; ``claimed_by`` (host:pid) and
+    ``claimed_until`` keep two senders off one chat (see :mod:`llm4all.datalake.queue`).
+    """
+    conn.execute(
+        """
+        CREATE TABLE share_queue (
+            chat_id      TEXT PRIMARY KEY REFERENCES chats (id) ON DELETE CASCADE,
+            ingest_id    TEXT NOT NULL UNIQUE,
+            state        TEXT NOT NULL
+                         CHECK (state IN ('pending', 'sent', 'refused', 'withdrawn')),
+            payload      TEXT NOT NULL,
+            payload_hash TEXT NOT NULL,
+            sent_hash    TEXT,
+            attempts     INTEGER NOT NULL DEFAULT 0,
+            next_attempt REAL NOT NULL DEFAULT 0,
+            claimed_by   TEXT,
+            claimed_until REAL NOT NULL DEFAULT 0,
+            last_error   TEXT,
+            queued_at    TEXT NOT NULL,
+            sent_at      TEXT
+        )
+        """
+    )
+    conn.execute("CREATE INDEX share_queue_due ON share_queue (state, next_attempt)")
+
+
 #: The schema's history; index i holds the migration to version i + 1.
-MIGRATIONS: list[Migration] = [_m001_initial]
+MIGRATIONS: list[Migration] = [_m001_initial, _m002_edited_content, _m003_share_queue]
 
 
 def schema_version() -> int:
