@@ -9,12 +9,20 @@ A refusal is recognised by its opening: models decline in the first sentence
 or two, while an answer that goes on to say "I can't know your exact
 situation" deep inside a helpful reply is not one. Only the first
 ``HEAD_CHARS`` characters are read.
+
+Two kinds of evidence: the built-in patterns below (phrasings with variants,
+in English and Chinese), and an editable list of plain phrases,
+``refusal_phrases.txt`` beside this module (see its header), which a user can
+replace with their own (:func:`load_phrases`, ``--refusal-phrases``).
 """
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 HEAD_CHARS = 240
 """How much of the answer's start is read: refusals come first."""
@@ -52,6 +60,50 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 )
 
 
+REASONS = ("declines", "ai-disclaimer")
+"""What a refusal can be: declining the request, or an "As an AI" disclaimer."""
+
+PHRASES_FILE = Path(__file__).with_name("refusal_phrases.txt")
+"""The shipped, editable phrase list."""
+
+
+@dataclass(frozen=True)
+class Phrase:
+    """One line of a phrase list: the words (normalised) and the reason they mark."""
+
+    reason: str
+    text: str
+
+
+def parse_phrases(text: str, origin: str = "phrase list") -> tuple[Phrase, ...]:
+    """Phrases from a list's text: ``[declines]``/``[ai-disclaimer]`` sections, a phrase a line.
+
+    Example: ``parse_phrases("[declines]\\nI won't")[0] == Phrase("declines", "i won't")``
+    """
+    phrases, reason = [], "declines"
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            reason = line[1:-1].strip()
+            if reason not in REASONS:
+                raise ValueError(f"{origin}:{number}: unknown section [{reason}]; one of {REASONS}")
+            continue
+        phrases.append(Phrase(reason, _normalise(line)))
+    return tuple(phrases)
+
+
+@functools.cache
+def _load(path: Path) -> tuple[Phrase, ...]:
+    return parse_phrases(path.read_text(encoding="utf-8"), str(path))
+
+
+def load_phrases(path: Path | None = None) -> tuple[Phrase, ...]:
+    """The phrase list in ``path`` (the shipped one by default), read once per path."""
+    return _load(Path(path or PHRASES_FILE).resolve())
+
+
 @dataclass(frozen=True)
 class Refusal:
     """Why an answer reads as a refusal: the rule's reason and the words that matched."""
@@ -65,11 +117,15 @@ def _normalise(text: str) -> str:
     return head.replace("\u2019", "'").replace("\u2018", "'").replace("\uff0c", ",")
 
 
-def find_refusal(text: str, *, disclaimers: bool = False) -> Refusal | None:
+def find_refusal(
+    text: str, *, disclaimers: bool = False, phrases: Sequence[Phrase] | None = None
+) -> Refusal | None:
     """The refusal in ``text``'s opening, or None.
 
     ``disclaimers=True`` also reports "As an AI language model…" openings,
     which GPT4All's curation dropped but which are not refusals by themselves.
+    ``phrases`` replaces the shipped phrase list (:func:`load_phrases`); the
+    built-in patterns are always used.
 
     Example: ``find_refusal("I'm sorry, but I can't assist with that.").reason == "declines"``
     """
@@ -80,6 +136,11 @@ def find_refusal(text: str, *, disclaimers: bool = False) -> Refusal | None:
         match = pattern.search(head)
         if match:
             return Refusal(reason, match.group(0))
+    for phrase in load_phrases() if phrases is None else phrases:
+        if phrase.reason == "ai-disclaimer" and not disclaimers:
+            continue
+        if phrase.text in head:
+            return Refusal(phrase.reason, phrase.text)
     return None
 
 
