@@ -22,8 +22,9 @@ from rich.table import Table
 from llm4all.cli._common import echo_json, err_console
 from llm4all.cli.progress import RichProgress
 from llm4all.errors import Llm4allError
-from llm4all.models import CatalogEntry, InstalledModel, ModelStore
+from llm4all.models import CatalogEntry, InstalledModel, ModelStore, remotes
 from llm4all.models.recommend import Recommendation, SpeedSample, parameter_count, recommend
+from llm4all.models.remotes import Remote
 from llm4all.models.store import name_is_alias
 
 log = logging.getLogger(__name__)
@@ -72,13 +73,35 @@ def _local_row(model: InstalledModel) -> dict[str, Any]:
     }
 
 
+def _remote_row(remote: Remote) -> dict[str, Any]:
+    return {
+        "name": remote.name,
+        "installed": True,
+        "size": None,
+        "parameters": None,
+        "quantization": "remote",
+        "ram_gb": None,
+        "kind": remote.kind,
+        "license": None,
+        "default": False,
+        "source": "remote",
+        "filename": None,
+        "path": None,
+        "description": f"{remote.model} at {remote.base_url}",
+        "base_url": remote.base_url,
+        "model": remote.model,
+        "api_key_env": remote.api_key_env,
+    }
+
+
 def model_rows(
     store: ModelStore, include_catalog: bool, recommended: str | None = None
 ) -> list[dict[str, Any]]:
-    """Installed models first (catalog, then local), then the rest of the catalog."""
+    """Installed models first (catalog, then local, then remotes), then the rest of the catalog."""
     installed = store.installed()
     by_entry = {m.entry.name for m in installed if m.entry is not None}
     rows = [_entry_row(m.entry, m) if m.entry else _local_row(m) for m in installed]
+    rows += [_remote_row(r) for r in remotes.load().values()]
     if include_catalog:
         rows += [_entry_row(e, None) for e in store.catalog if e.name not in by_entry]
     for row in rows:
@@ -100,10 +123,10 @@ def _table(rows: list[dict[str, Any]]) -> Table:
     for r in rows:
         table.add_row(
             r["name"] + ("*" if r["default"] else "") + ("+" if r["recommended"] else ""),
-            _gib(r["size"]),
-            r["parameters"] or "?",
+            _gib(r["size"]) if r["size"] is not None else "-",
+            r["parameters"] or ("-" if r["source"] == "remote" else "?"),
             r["quantization"] or "?",
-            f"{r['ram_gb']:g}G",
+            f"{r['ram_gb']:g}G" if r["ram_gb"] is not None else "-",
             "✓" if r["installed"] else "",
             r["kind"],
             r["license"] or "",
@@ -200,11 +223,75 @@ def add_command(path: str, name: str | None, copy: bool) -> None:
     click.echo(str(model.path))
 
 
+@models_group.command("add-remote")
+@click.argument("name")
+@click.option("--base-url", required=True, help="The endpoint, e.g. http://gpu-box:8000/v1.")
+@click.option(
+    "--model",
+    "model_id",
+    required=True,
+    help="The model id the endpoint serves (see its /v1/models).",
+)
+@click.option(
+    "--api-key-env",
+    metavar="VAR",
+    default=None,
+    help="The environment variable that holds the API key (the key itself is never stored).",
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for the next byte.",
+)
+@click.option("--embedding", is_flag=True, help="An embedding model (for /v1/embeddings).")
+@click.option("--replace", is_flag=True, help="Overwrite a remote of the same name.")
+@click.option("--no-check", is_flag=True, help="Register without asking the endpoint first.")
+def add_remote_command(
+    name: str,
+    base_url: str,
+    model_id: str,
+    api_key_env: str | None,
+    timeout: float,
+    embedding: bool,
+    replace: bool,
+    no_check: bool,
+) -> None:
+    """Register a model served by an OpenAI-compatible endpoint (vLLM, ollama, llm4all serve, …).
+
+    From then on NAME works wherever a model name does: `llm4all chat -m NAME`,
+    `llm4all.Model("NAME")`, the server and the web UI. The endpoint is asked
+    for its model list first, so a wrong URL, key or model id fails here.
+    """
+    from llm4all.errors import InvalidParameter
+
+    remote = Remote(
+        name, base_url, model_id, api_key_env, timeout, "embedding" if embedding else "chat"
+    )
+    remotes.validate(remote)
+    store = ModelStore()
+    if store.catalog.get(name) or store.find_installed(name):
+        raise InvalidParameter("name", name, "a name that is not a catalog or installed model")
+    if api_key_env and not os.environ.get(api_key_env):
+        err_console.print(f"note: ${escape(api_key_env)} is not set in this shell")
+    if not no_check:
+        from llm4all.engine.remote import load, ref_of
+
+        with err_console.status(f"asking {escape(base_url)} for {escape(model_id)}…"):
+            load(ref_of(remote)).close()
+    remotes.add(remote, replace=replace)
+    err_console.print(f"[green]✓[/] {escape(name)}: {escape(model_id)} at {escape(base_url)}")
+
+
 @models_group.command("rm")
 @click.argument("name")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 def rm_command(name: str, yes: bool) -> None:
-    """Remove an installed model from the store."""
+    """Remove an installed model from the store (or forget a remote: nothing is deleted there)."""
+    if remotes.remove(name) is not None:
+        err_console.print(f"removed the remote {escape(name)}")
+        return
     store = ModelStore()
     model = store.find_installed(name)
     others = [n for n in store.names_of(model.path) if n != model.name] if model else []
@@ -230,8 +317,9 @@ def rm_command(name: str, yes: bool) -> None:
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def info_command(name: str, as_json: bool) -> None:
-    """Show a model's catalog entry, installed state and GGUF metadata."""
-    details = ModelStore().info(name).to_dict()
+    """Show a model's catalog entry, installed state and GGUF metadata (or a remote's endpoint)."""
+    remote = remotes.get(name)
+    details = _remote_details(remote) if remote else ModelStore().info(name).to_dict()
     if as_json:
         echo_json(details)
         return
@@ -239,12 +327,21 @@ def info_command(name: str, as_json: bool) -> None:
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")
     grid.add_row("name", details["name"])
-    grid.add_row("installed", f"yes: {details['path']}" if details["installed"] else "no")
-    for section in ("catalog", "local", "metadata"):
-        for key, value in (details[section] or {}).items():
+    if remote is None:
+        grid.add_row("installed", f"yes: {details['path']}" if details["installed"] else "no")
+    for section in ("remote", "catalog", "local", "metadata"):
+        for key, value in (details.get(section) or {}).items():
             if key != "name" and value not in (None, ""):
                 grid.add_row(f"{section}.{key}", _show(value))
     out_console.print(grid)
+
+
+def _remote_details(remote: Remote) -> dict[str, Any]:
+    entry = remote.to_dict()
+    if remote.api_key_env:  # whether the key is there, never the key
+        state = "set" if os.environ.get(remote.api_key_env) else "NOT SET"
+        entry["api_key_env"] = f"{remote.api_key_env} ({state})"
+    return {"name": remote.name, "installed": True, "path": None, "remote": entry}
 
 
 def _show(value: Any) -> str:
