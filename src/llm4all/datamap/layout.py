@@ -1,0 +1,125 @@
+"""From vectors to a picture: UMAP to two dimensions, HDBSCAN clusters on the picture.
+
+The clusters are found on the 2-D layout rather than on the 384-D vectors, so
+a cluster is what the eye sees as one island; this is also what makes
+clustering cheap (a k-d tree in two dimensions).
+
+A large map is made from a sample: UMAP is fitted on ``sample`` rows chosen
+at random (seeded) and every other row is placed with ``transform``, which
+puts a new point among its nearest neighbours of the fitted set. HDBSCAN runs
+on at most :data:`CLUSTER_SAMPLE` points and the rest take the cluster of
+their nearest clustered neighbour. Both are deterministic for one seed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+
+log = logging.getLogger(__name__)
+
+Coords = npt.NDArray[np.float32]
+Labels = npt.NDArray[np.int64]
+
+CLUSTER_SAMPLE = 50_000
+"""The most points HDBSCAN itself sees; the rest are assigned by nearest neighbour."""
+
+_TRANSFORM_CHUNK = 20_000  # rows per UMAP transform call: bounds its neighbour-graph memory
+
+
+def project(
+    vectors: npt.NDArray[np.float32],
+    *,
+    sample: int | None = None,
+    seed: int = 0,
+    n_neighbors: int = 15,
+    min_dist: float = 0.1,
+    progress: Callable[[str], None] | None = None,
+) -> Coords:
+    """Two coordinates per row, from UMAP with the cosine metric.
+
+    With ``sample`` smaller than the row count, UMAP is fitted on that many
+    rows and the rest are transformed. Example: ``project(v).shape == (len(v), 2)``.
+    """
+    n = len(vectors)
+    if n < 4:  # too few for a neighbour graph: a line is as good a picture
+        return np.column_stack([np.arange(n), np.zeros(n)]).astype(np.float32)
+    import umap  # type: ignore[import-untyped]
+
+    fit_rows = np.arange(n)
+    if sample is not None and sample < n:
+        fit_rows = np.sort(
+            np.random.default_rng(seed).choice(n, size=max(sample, 4), replace=False)
+        )
+    reducer = umap.UMAP(
+        n_components=2,
+        n_neighbors=min(n_neighbors, len(fit_rows) - 1),
+        min_dist=min_dist,
+        metric="cosine",
+        random_state=seed,
+        init="spectral" if len(fit_rows) > 50 else "random",
+        transform_seed=seed,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*n_jobs value.*")  # seeded UMAP is 1 thread
+        warnings.filterwarnings("ignore", message=".*Graph is not fully connected.*")
+        if progress:
+            progress(f"UMAP: fitting on {len(fit_rows):,} rows")
+        fitted = reducer.fit_transform(vectors[fit_rows])
+        coords = np.zeros((n, 2), dtype=np.float32)
+        coords[fit_rows] = fitted
+        rest = np.setdiff1d(np.arange(n), fit_rows)
+        for start in range(0, len(rest), _TRANSFORM_CHUNK):
+            part = rest[start : start + _TRANSFORM_CHUNK]
+            if progress:
+                progress(f"UMAP: placing rows {start + 1:,}-{start + len(part):,} of {len(rest):,}")
+            coords[part] = reducer.transform(vectors[part])
+    return coords
+
+
+def default_min_cluster_size(n: int) -> int:
+    """How many rows make a cluster: grows with the map so a big map has tens, not thousands.
+
+    Example: ``default_min_cluster_size(400) == 10``, ``default_min_cluster_size(50_000) == 112``.
+    """
+    return max(10, round(math.sqrt(n) / 2))
+
+
+def cluster(coords: Coords, *, min_cluster_size: int | None = None, seed: int = 0) -> Labels:
+    """A cluster number per row (0, 1, …, largest first), -1 for rows in no cluster."""
+    n = len(coords)
+    size = min_cluster_size or default_min_cluster_size(n)
+    if n < max(size, 2):
+        return np.full(n, -1, dtype=np.int64)
+    from sklearn.cluster import HDBSCAN  # type: ignore[import-untyped]
+
+    rows = np.arange(n)
+    if n > CLUSTER_SAMPLE:
+        rows = np.sort(np.random.default_rng(seed).choice(n, size=CLUSTER_SAMPLE, replace=False))
+    found = HDBSCAN(min_cluster_size=size, min_samples=min(size, 10), copy=True).fit_predict(
+        coords[rows]
+    )
+    labels = np.full(n, -1, dtype=np.int64)
+    labels[rows] = found
+    if len(rows) < n:
+        from sklearn.neighbors import KNeighborsClassifier  # type: ignore[import-untyped]
+
+        rest = np.setdiff1d(np.arange(n), rows)
+        nearest = KNeighborsClassifier(n_neighbors=1).fit(coords[rows], found)
+        labels[rest] = nearest.predict(coords[rest])
+    return _largest_first(labels)
+
+
+def _largest_first(labels: Labels) -> Labels:
+    """Renumber clusters by size, largest 0, so colours and legends are stable and readable."""
+    ids, counts = np.unique(labels[labels >= 0], return_counts=True)
+    order = ids[np.argsort(-counts, kind="stable")]
+    mapping = np.full(int(labels.max(initial=-1)) + 2, -1, dtype=np.int64)
+    mapping[order + 1] = np.arange(len(order))
+    renumbered: Labels = mapping[labels + 1]
+    return renumbered
