@@ -2,9 +2,99 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+from typing import Any
+
 import click
+
+from llm4all.cli._common import err_console
 
 
 @click.group(name="eval")
 def eval_group() -> None:
     """Evaluate models: ground-truth perplexity and side-by-side answers."""
+
+
+def _slug(name: str) -> str:
+    """A file name for a model name. Example: ``"hf.co/a/b:Q4"`` → ``"hf.co_a_b_Q4"``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).name if "/" in name else name).strip("_")
+
+
+@eval_group.command(name="perplexity")
+@click.argument("models", nargs=-1, required=True)
+@click.option(
+    "--data",
+    default="self-instruct",
+    show_default=True,
+    help="Reference answers: 'self-instruct' (252, shipped) or a data file in any format "
+    "`llm4all data` reads (the last assistant message is the reference).",
+)
+@click.option(
+    "--gpt4all-variant",
+    is_flag=True,
+    help="Compute what GPT4All's eval_self_instruct.py did (answer scored without its prompt; "
+    "see docs/evaluation.md) instead of the answer's perplexity given its prompt.",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "llamacpp", "transformers"]),
+    default="auto",
+    show_default=True,
+    help="auto: transformers for a Hugging Face folder, llama.cpp for a GGUF.",
+)
+@click.option("--n-ctx", type=click.IntRange(64), default=4096, show_default=True,
+              help="Context window; longer texts are scored with a sliding window.")  # fmt: skip
+@click.option("--limit", type=click.IntRange(1), help="Score only the first N examples.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("eval-perplexity"),
+    show_default=True,
+    help="Folder for per-example JSONL, summary.md/json and perplexity_hist.png.",
+)
+def perplexity_command(
+    models: tuple[str, ...],
+    data: str,
+    gpt4all_variant: bool,
+    backend: str,
+    n_ctx: int,
+    limit: int | None,
+    out: Path,
+) -> None:
+    """Ground-truth perplexity of each MODEL on reference answers (lower is better).
+
+    Each reference answer is scored after its prompt in the model's chat format;
+    only the answer's tokens count. Prints a summary table; writes per-example
+    values, the summary and an overlaid histogram of the models under --out.
+    """
+    from llm4all.cli.progress import CountProgress
+    from llm4all.evaluate import perplexity as ppl
+    from llm4all.evaluate.sets import load_examples
+
+    examples = load_examples(data, limit)  # bad data fails before any model loads
+    summaries: list[dict[str, Any]] = []
+    per_model: dict[str, list[float]] = {}
+    for ref in models:
+        with ppl.open_subject(ref, backend, n_ctx) as subject, CountProgress() as bar:
+            bar.start(len(examples), f"{subject.name} ({subject.backend})")
+            target = out / f"{_slug(ref)}.jsonl"
+            rows = ppl.evaluate(
+                subject,
+                examples,
+                target,
+                variant=gpt4all_variant,
+                progress=lambda _: bar.advance(1),
+            )
+            bar.done()
+        label = ref if ref not in per_model else f"{ref} ({subject.backend})"
+        summaries.append(ppl.summary_row(label, rows) | {"file": str(target)})
+        per_model[label] = [r["perplexity"] or float("nan") for r in rows]
+    method = "GPT4All's variant" if gpt4all_variant else "ground-truth perplexity"
+    table = ppl.markdown_table(summaries)
+    (out / "summary.md").write_text(f"{method} on {data} ({len(examples)} examples)\n\n{table}")
+    (out / "summary.json").write_text(json.dumps(summaries, indent=2) + "\n")
+    figure = ppl.histogram(per_model, out / "perplexity_hist.png", f"{method}, {data}")
+    click.echo(table, nl=False)
+    err_console.print(f"per-example values, summary and {figure.name} in {out}/", markup=False)
