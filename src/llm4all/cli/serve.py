@@ -102,6 +102,14 @@ from llm4all.params import GenerationParams, LoadParams, help_of
 )
 @click.option("-t", "--threads", type=int, help=help_of(LoadParams, "n_threads"))
 @click.option(
+    "--gpu-layers",
+    "--ngl",
+    "n_gpu_layers",
+    type=int,
+    default=0,
+    help=help_of(LoadParams, "n_gpu_layers"),
+)
+@click.option(
     "--models-dir", type=click.Path(file_okay=False, path_type=Path), help="Model store folder."
 )
 @click.option(
@@ -153,5 +161,9 @@ def _pull_if_needed(settings: Any) -> None:
     from llm4all.cli.progress import RichProgress
     from llm4all.models import ModelStore
 
+    from llm4all.models import remotes
+
+    if settings.model is not None and remotes.get(settings.model) is not None:
+        return  # a registered remote: nothing to pull
     with RichProgress(err_console) as progress:
         ModelStore(settings.models_dir).resolve(settings.model, progress=progress)

@@ -89,6 +89,7 @@ class ServerSettings:
     max_n: int = 8  # most choices (``n``) per request
     n_threads: int | None = None
     n_batch: int = LoadParams().n_batch
+    n_gpu_layers: int = 0  # layers of each chat model on the GPU (-1: all; needs a GPU build)
     check_memory: bool = True
     #: Most bytes the loaded models may take together (None: whatever RAM is free); a load
     #: beyond it unloads idle models first, and is refused if that is not enough
@@ -135,6 +136,7 @@ class ServerSettings:
                 n_seq_max=self.parallel,
                 n_threads=self.n_threads,
                 n_batch=self.n_batch,
+                n_gpu_layers=self.n_gpu_layers,
                 check_memory=self.check_memory,
             )
         except InvalidParameter as exc:
