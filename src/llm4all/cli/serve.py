@@ -159,9 +159,7 @@ def serve_command(
 
 def _pull_if_needed(settings: Any) -> None:
     from llm4all.cli.progress import RichProgress
-    from llm4all.models import ModelStore
-
-    from llm4all.models import remotes
+    from llm4all.models import ModelStore, remotes
 
     if settings.model is not None and remotes.get(settings.model) is not None:
         return  # a registered remote: nothing to pull
