@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from misbehaving_server import Running, misbehaving, refused_url
 
 from llm4all.engine.base import ChatInput, collect
 from llm4all.engine.remote import backend, ref_of
@@ -35,6 +34,7 @@ from llm4all.errors import Unsupported
 from llm4all.models import remotes
 from llm4all.models.remotes import Remote
 from llm4all.params import GenerationParams
+from misbehaving_server import Running, misbehaving, refused_url
 
 KEY = "sk-test-0123456789abcdef"
 HI = ChatInput(({"role": "user", "content": "Hi"},))
@@ -218,7 +218,11 @@ def test_registry_round_trip(tmp_path: Path) -> None:
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "llm4all", *args], capture_output=True, text=True, env=env, timeout=60
+        [sys.executable, "-m", "llm4all", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
 
 
