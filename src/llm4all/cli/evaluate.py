@@ -98,3 +98,84 @@ def perplexity_command(
     figure = ppl.histogram(per_model, out / "perplexity_hist.png", f"{method}, {data}")
     click.echo(table, nl=False)
     err_console.print(f"per-example values, summary and {figure.name} in {out}/", markup=False)
+
+
+@eval_group.command(name="compare")
+@click.argument("models", nargs=-1, required=True)
+@click.option(
+    "--questions",
+    default="vicuna80",
+    show_default=True,
+    help="'vicuna80' (80 open questions), 'seed' (3 Chinese questions, checked automatically) "
+    "or a JSONL file with a 'text' per row.",
+)
+@click.option("--judge", "judge_ref", help="A local chat model that compares each pair of answers.")
+@click.option(
+    "--temperature",
+    type=click.FloatRange(0, 5),
+    default=0.0,
+    show_default=True,
+    help="0 (greedy): the same answers on every run and machine.",
+)
+@click.option("--seed", type=click.IntRange(0), default=42, show_default=True,
+              help="Sampling seed (for a temperature above 0).")  # fmt: skip
+@click.option("--max-tokens", type=click.IntRange(1), default=512, show_default=True)
+@click.option("--limit", type=click.IntRange(1), help="Only the first N questions.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("eval-compare"),
+    show_default=True,
+    help="Folder for report.md, report.html and answers.jsonl.",
+)
+def compare_command(
+    models: tuple[str, ...],
+    questions: str,
+    judge_ref: str | None,
+    temperature: float,
+    seed: int,
+    max_tokens: int,
+    limit: int | None,
+    out: Path,
+) -> None:
+    """Every MODEL answers every question; one report with the answers side by side.
+
+    With --judge, the judge compares each pair of answers in both orders and a
+    winner counts only when both orders agree.
+    """
+    import datetime
+
+    from llm4all.cli.progress import CountProgress
+    from llm4all.evaluate import compare, report
+    from llm4all.evaluate.sets import load_questions
+    from llm4all.params import GenerationParams
+
+    if len(set(models)) != len(models):
+        raise click.BadParameter("a model is named twice", param_hint="MODELS")
+    asked = load_questions(questions, limit)  # bad input fails before any model loads
+    params = GenerationParams(temperature=temperature, seed=seed, max_tokens=max_tokens)
+    answers: dict[str, dict[str, compare.Answer]] = {}
+    with CountProgress() as bar:
+        for ref in models:
+            bar.start(len(asked), f"{ref} answers")
+            got = compare.answer_all(ref, asked, params, progress=lambda: bar.advance(1))
+            answers[ref] = {a.question: a for a in got}
+            bar.done()
+        verdicts: list[compare.Verdict] = []
+        if judge_ref and len(models) > 1:
+            n_pairs = len(models) * (len(models) - 1) // 2
+            bar.start(2 * n_pairs * len(asked), f"{judge_ref} judges")
+            verdicts = compare.judge_all(judge_ref, asked, answers, progress=lambda: bar.advance(1))
+            bar.done()
+    settings = {
+        "questions": f"{questions} ({len(asked)})",
+        "sampling": f"temperature {temperature}, seed {seed}, max tokens {max_tokens}",
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    doc = report.Report("Side-by-side answers", settings, asked, answers, verdicts, judge_ref)
+    out.mkdir(parents=True, exist_ok=True)
+    compare.save_answers(out / "answers.jsonl", answers)
+    (out / "report.md").write_text(report.markdown(doc), encoding="utf-8")
+    (out / "report.html").write_text(report.to_html(doc), encoding="utf-8")
+    click.echo(report.summary_markdown(doc), nl=False)
+    err_console.print(f"report.md, report.html and answers.jsonl in {out}/", markup=False)
