@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -248,8 +249,8 @@ def test_a_failing_step_ends_only_its_own_request(
     doomed = _tokens(engine, "This request's sampling will fail.")
     real = engine.start_generation
 
-    def start(prompt: list[int], params: GenerationParams, slot: int) -> object:
-        generation = real(prompt, params, slot)
+    def start(prompt: list[int], params: GenerationParams, slot: int, **kw: Any) -> object:
+        generation = real(prompt, params, slot, **kw)
         if list(prompt) == doomed:
 
             def broken(index: int) -> None:

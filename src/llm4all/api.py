@@ -27,7 +27,16 @@ from typing import TYPE_CHECKING, Any
 from llm4all.chat.prompt import answer_reserve, fit_messages
 from llm4all.chat.template import PLAIN_STOPS, PLAIN_TEMPLATE, Message, render
 from llm4all.chat.tools import describe_in_system, template_takes_tools
-from llm4all.engine import Chunk, Completion, Engine, ModelInfo, Timings, Usage, load_engine
+from llm4all.engine import (
+    Chunk,
+    Completion,
+    Engine,
+    ModelInfo,
+    ModelRef,
+    Timings,
+    Usage,
+    load_engine,
+)
 from llm4all.errors import InvalidParameter
 from llm4all.models.catalog import Kind
 from llm4all.models.kinds import kind_from_metadata
@@ -35,6 +44,7 @@ from llm4all.params import GenerationParams, LoadParams
 
 if TYPE_CHECKING:
     from llm4all.localdocs import LocalDocs
+    from llm4all.models.catalog import CatalogEntry
     from llm4all.store import ChatStore
     from llm4all.store.answers import AnswerRecorder
 
@@ -141,7 +151,10 @@ class Model:
     ``name`` is a catalog name (``"qwen2.5-coder-0.5b-instruct"``), a file name
     in the model store, or a path to any GGUF file; ``None`` means the default
     model. A catalog model that is not installed yet is downloaded first when
-    ``allow_download`` is true. Load options are the fields of :class:`LoadParams`.
+    ``allow_download`` is true. A name registered by a backend (a remote
+    endpoint added with ``llm4all models add-remote``) is that backend's model.
+    Load options are the fields of :class:`LoadParams`; ``backend`` names a
+    registered backend (None: the one that claims the model).
     """
 
     def __init__(
@@ -149,12 +162,13 @@ class Model:
         name: str | Path | None = None,
         *,
         allow_download: bool = True,
-        backend: str = "llamacpp",
+        backend: str | None = None,
         params: GenerationParams | None = None,
         progress: Any = None,
         **load_options: Any,
     ) -> None:
-        from llm4all.models import ModelStore, ensure_fits_in_ram
+        from llm4all.engine import resolve
+        from llm4all.models import ensure_fits_in_ram
 
         unknown = sorted(set(load_options) - _LOAD_FIELDS)
         if unknown:
@@ -162,15 +176,14 @@ class Model:
                 unknown[0], load_options[unknown[0]], f"one of {', '.join(sorted(_LOAD_FIELDS))}"
             )
         load = LoadParams(**load_options)
-        resolved = ModelStore().resolve(
-            None if name is None else str(name), allow_download=allow_download, progress=progress
-        )
-        self.path: Path = resolved.path
-        self.entry = resolved.entry
-        self.name: str = resolved.entry.name if resolved.entry else resolved.path.name
-        if load.check_memory:
-            ensure_fits_in_ram(self.path.stat().st_size)
-        self.engine: Engine = load_engine(self.path, load, backend)
+        ref = resolve(name, allow_download=allow_download, progress=progress)
+        self.ref: ModelRef = ref
+        self.path: Path = ref.path if ref.path is not None else Path(ref.name)
+        self.entry: CatalogEntry | None = ref.entry
+        self.name: str = ref.name
+        if load.check_memory and ref.path is not None and ref.path.is_file():
+            ensure_fits_in_ram(ref.path.stat().st_size)
+        self.engine: Engine = load_engine(ref, load, backend)
         self.params = params or GenerationParams()
         self.kind: Kind = self._kind()
         self._template, self._chat_stops = self._choose_template()
@@ -182,6 +195,7 @@ class Model:
         """Wrap an already loaded engine (tests, other backends)."""
         self = cls.__new__(cls)
         self.path, self.entry, self.name, self.engine = Path(name), None, name, engine
+        self.ref = ModelRef("file", name, Path(name))
         self.params = params or GenerationParams()
         self.kind = self._kind()
         self._template, self._chat_stops = self._choose_template()
@@ -190,6 +204,9 @@ class Model:
     def _kind(self) -> Kind:
         if self.entry is not None:
             return self.entry.kind
+        caps = self.engine.capabilities
+        if caps.chat and not caps.tokens:  # a remote chat endpoint: it renders its own template
+            return "embedding" if caps.embeddings else "chat"
         info = self.engine.info
         return kind_from_metadata(
             info.architecture, info.chat_template, info.metadata, self.path.name

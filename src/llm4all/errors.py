@@ -188,6 +188,16 @@ class GrammarError(Llm4allError):
         super().__init__(f"invalid grammar: {reason}")
 
 
+class Unsupported(InvalidParameter):
+    """The engine lacks a capability a request needs (a grammar on a remote, say)."""
+
+    def __init__(self, what: str, capability: str, backend: str = "this backend") -> None:
+        self.what = what
+        self.capability = capability
+        Llm4allError.__init__(self, f"{what} is not supported by {backend}")
+        self.field, self.value, self.expected = capability, what, f"a backend with {capability}"
+
+
 class ChatNotFound(Llm4allError):
     """A stored chat id does not exist."""
 

@@ -16,6 +16,10 @@ from typing import Any
 
 from llm4all.errors import InvalidParameter
 
+#: Temperatures below this sample greedily (the one definition, for every backend): a
+#: temperature of 1e-45 overflowed llama.cpp's float logits to inf, whose softmax is NaN.
+MIN_TEMPERATURE = 1e-3
+
 
 def _knob(default: Any, help: str, lo: float | None = None, hi: float | None = None) -> Any:
     return field(default=default, metadata={"help": help, "min": lo, "max": hi})
@@ -61,7 +65,8 @@ class GenerationParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature <= 0.0
+        """Whether the answer is sampled greedily: ``temperature`` under :data:`MIN_TEMPERATURE`."""
+        return self.temperature < MIN_TEMPERATURE
 
 
 @dataclass(frozen=True)

@@ -141,6 +141,23 @@ class NativeModel:
             out[key] = vbuf.value.decode("utf-8", "replace")
         return out
 
+    def sizes(self) -> dict[str, int]:
+        """The model's counts: trained context, vocabulary, parameters, embedding width."""
+        return {
+            "n_ctx_train": int(ll.llama_model_n_ctx_train(self.model)),
+            "n_vocab": int(ll.llama_vocab_n_tokens(self.vocab)),
+            "n_params": int(ll.llama_model_n_params(self.model)),
+            "n_embd": int(ll.llama_model_n_embd(self.model)),
+        }
+
+    def special_tokens(self) -> tuple[str, str, bool]:
+        """(BOS text, end-of-turn or EOS text, whether BOS is added)."""
+        bos = int(ll.llama_vocab_bos(self.vocab))
+        eos = int(ll.llama_vocab_eos(self.vocab))
+        eot = int(ll.llama_vocab_eot(self.vocab))
+        add_bos = bool(ll.llama_vocab_get_add_bos(self.vocab))
+        return self.token_text(bos), self.token_text(eot if eot >= 0 else eos), add_bos
+
     def chat_template(self) -> str | None:
         raw = ll.llama_model_chat_template(self.model, None)
         return raw.decode("utf-8", "replace") if raw else None
@@ -177,6 +194,30 @@ class NativeModel:
     def forget(self, seq_id: int, from_pos: int) -> bool:
         """Drop KV entries of ``seq_id`` from position ``from_pos`` on."""
         return bool(ll.llama_memory_seq_rm(self.memory, seq_id, from_pos, -1))
+
+    def copy_seq(self, src: int, dst: int) -> None:
+        """Copy every KV cell of sequence ``src`` into ``dst`` (``dst`` cleared first)."""
+        self.forget(dst, 0)
+        ll.llama_memory_seq_cp(self.memory, src, dst, -1, -1)
+
+    def clear_memory(self) -> None:
+        ll.llama_memory_clear(self.memory, True)
+
+    def set_threads(self, n: int) -> None:
+        ll.llama_set_n_threads(self.ctx, n, n)
+
+    def logits(self, index: int) -> Any:
+        """The logits at batch ``index``, as a NumPy view (valid until the next decode)."""
+        import numpy as np
+
+        n_vocab = int(ll.llama_vocab_n_tokens(self.vocab))
+        return np.ctypeslib.as_array(ll.llama_get_logits_ith(self.ctx, index), (n_vocab,))
+
+    def sequence_embedding(self, seq_id: int, n_embd: int) -> Any:
+        """The pooled embedding of sequence ``seq_id`` after a decode, as a NumPy view."""
+        import numpy as np
+
+        return np.ctypeslib.as_array(ll.llama_get_embeddings_seq(self.ctx, seq_id), (n_embd,))
 
     def decode(self) -> None:
         rc = ll.llama_decode(self.ctx, self.batch.raw)
@@ -265,11 +306,6 @@ class Batch:
             self._freed = True
 
 
-#: Temperatures below this sample as greedy: the limit is the same, and a temperature of
-#: 1e-45 overflowed llama.cpp's float logits to inf, whose softmax is NaN.
-MIN_TEMPERATURE = 1e-3
-
-
 class Sampler:
     """llama.cpp's native sampler chain built from :class:`GenerationParams`.
 
@@ -312,7 +348,7 @@ class Sampler:
                     params.presence_penalty,
                 )
             )
-        if params.greedy or params.temperature < MIN_TEMPERATURE:
+        if params.greedy:  # params.py's one definition (MIN_TEMPERATURE)
             self._add(ll.llama_sampler_init_greedy())
             return
         if params.top_k > 0:

@@ -10,27 +10,37 @@ previous one - the next turn of a chat - evaluates only the new tokens.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from llm4all.engine._native import NativeModel, Sampler, common_prefix
+from llm4all.engine._native import NativeModel, Sampler, common_prefix, supports_gpu_offload
 from llm4all.engine.base import (
+    Capabilities,
+    ChatInput,
     Chunk,
     Engine,
     FinishReason,
     ModelInfo,
+    PromptInput,
+    ScoredChunk,
     ShouldContinue,
     Timings,
+    TokenLogprob,
     Usage,
 )
 from llm4all.engine.probe import check_model_file
 from llm4all.engine.textstream import StopMatcher, Utf8Stream
 from llm4all.errors import ContextOverflow, InvalidParameter
 from llm4all.params import GenerationParams, LoadParams
+
+if TYPE_CHECKING:
+    from llm4all.engine.runner import Runner
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +60,36 @@ def default_threads() -> int:
 
 
 class LlamaCppEngine(Engine):
-    """A GGUF model loaded with llama.cpp. Not thread-safe: one generation at a time."""
+    """A GGUF model loaded with llama.cpp. One generation at a time inline; many at once
+    through its runner (``scheduler.py``).
+
+    The attributes ``native`` (the handles), ``slots`` (the tokens each KV slot
+    holds) and ``lock`` (held while the context is in use) and the methods
+    ``start_generation``/``check_request``/``decode_or_rollback``/``reuse_prefix``/
+    ``copy_slot`` are this backend's own interface to its scheduler; nothing
+    outside ``engine/`` uses them.
+    """
 
     def __init__(self, path: str | Path, params: LoadParams | None = None) -> None:
         self.path = Path(path)
         self.params = params or LoadParams()
         self._n_threads = self.params.n_threads or default_threads()
         check_model_file(self.path)  # a corrupt file is an error here, not a dead process
-        self._native = NativeModel(self.path, self.params, self._n_threads)
-        self._slots: list[list[int]] = [[] for _ in range(self.params.n_seq_max)]
-        self._lock = threading.Lock()
+        self.native = NativeModel(self.path, self.params, self._n_threads)
+        self.slots: list[list[int]] = [[] for _ in range(self.params.n_seq_max)]
+        self.lock = threading.Lock()
         self._closed = False
+        self.capabilities = Capabilities(
+            tokens=True,
+            grammar=True,
+            json_schema=True,
+            prefix_cache=True,
+            batching=True,
+            embeddings=self.params.embedding,
+            logprobs=True,
+            scoring=True,
+            gpu_offload=supports_gpu_offload(),
+        )
         self.info = self._read_info()
         log.info(
             "loaded %s (%s, n_ctx=%d, %d threads)",
@@ -71,38 +100,39 @@ class LlamaCppEngine(Engine):
         )
 
     def _read_info(self) -> ModelInfo:
-        import llama_cpp as ll
-
-        n = self._native
+        n = self.native
         meta = n.metadata()
-        arch = meta.get("general.architecture", "unknown")
-        bos = int(ll.llama_vocab_bos(n.vocab))
-        eos = int(ll.llama_vocab_eos(n.vocab))
-        eot = int(ll.llama_vocab_eot(n.vocab))
+        bos, eos, add_bos = n.special_tokens()
+        layers = self.params.n_gpu_layers
+        device = "cpu"
+        if layers != 0 and self.capabilities.gpu_offload:
+            device = "gpu (all layers)" if layers < 0 else f"gpu ({layers} layers)"
         return ModelInfo(
             name=meta.get("general.name", self.path.stem),
-            architecture=arch,
-            n_ctx_train=int(ll.llama_model_n_ctx_train(n.model)),
+            architecture=meta.get("general.architecture", "unknown"),
             n_ctx=n.n_ctx,
-            n_vocab=int(ll.llama_vocab_n_tokens(n.vocab)),
-            n_params=int(ll.llama_model_n_params(n.model)),
             size_bytes=self.path.stat().st_size,
             chat_template=n.chat_template(),
-            bos_token=n.token_text(bos),
-            eos_token=n.token_text(eot if eot >= 0 else eos),
-            add_bos=bool(ll.llama_vocab_get_add_bos(n.vocab)),
-            n_embd=int(ll.llama_model_n_embd(n.model)),
+            bos_token=bos,
+            eos_token=eos,
+            add_bos=add_bos,
             metadata=meta,
+            backend="llamacpp",
+            device=device,
+            **n.sizes(),
         )
 
     # -- tokens -----------------------------------------------------------------
     def tokenize(
         self, text: str, *, add_special: bool = True, parse_special: bool = True
     ) -> list[int]:
-        return self._native.tokenize(text, add_special, parse_special)
+        return self.native.tokenize(text, add_special, parse_special)
 
     def detokenize(self, tokens: Sequence[int]) -> str:
-        return b"".join(self._native.piece(t) for t in tokens).decode("utf-8", "replace")
+        return b"".join(self.native.piece(t) for t in tokens).decode("utf-8", "replace")
+
+    def token_bytes(self, token: int) -> bytes:
+        return self.native.piece(token)
 
     @property
     def n_threads(self) -> int:
@@ -110,26 +140,44 @@ class LlamaCppEngine(Engine):
 
     def cached_tokens(self, slot: int = 0) -> int:
         """How many tokens of ``slot`` sit in the KV cache (for tests and stats)."""
-        return len(self._slots[slot])
+        return len(self.slots[slot])
+
+    def runner(self, max_queue: int = 64) -> Runner:
+        """Continuous batching over this context's ``n_seq_max`` KV slots."""
+        from llm4all.engine.scheduler import BatchScheduler
+
+        return BatchScheduler(self, max_queue=max_queue)
 
     # -- generation -------------------------------------------------------------
+    def prompt_tokens(self, prompt: PromptInput) -> list[int]:
+        """Token ids of a prompt: ids as given, text tokenized (BOS added where wanted)."""
+        if isinstance(prompt, ChatInput):
+            self.capabilities.require("chat", "a chat prompt (render it first)")
+            raise AssertionError  # pragma: no cover - require raised
+        if isinstance(prompt, str):
+            return self.tokenize(prompt)
+        return list(prompt)
+
     def generate(
         self,
-        prompt: Sequence[int],
+        prompt: PromptInput,
         params: GenerationParams,
         *,
         should_continue: ShouldContinue | None = None,
         slot: int = 0,
+        logprobs: int | None = None,
     ) -> Iterator[Chunk]:
-        self._check_request(prompt, slot)
+        tokens = self.prompt_tokens(prompt)
+        self.check_request(tokens, slot)
         # Validation happens eagerly; the stream itself starts on first next().
-        return self._stream(self.start_generation(prompt, params, slot, should_continue))
+        gen = self.start_generation(tokens, params, slot, should_continue, logprobs)
+        return self._stream(gen)
 
-    def _check_request(self, prompt: Sequence[int], slot: int) -> None:
+    def check_request(self, prompt: Sequence[int], slot: int) -> None:
         if not prompt:
             raise InvalidParameter("prompt", "", "at least one token")
-        if not 0 <= slot < len(self._slots):
-            raise InvalidParameter("slot", slot, f"0..{len(self._slots) - 1}")
+        if not 0 <= slot < len(self.slots):
+            raise InvalidParameter("slot", slot, f"0..{len(self.slots) - 1}")
         self.check_fits(len(prompt))
 
     def start_generation(
@@ -138,17 +186,16 @@ class LlamaCppEngine(Engine):
         params: GenerationParams,
         slot: int,
         should_continue: ShouldContinue | None = None,
+        logprobs: int | None = None,
     ) -> Generation:
         """The state of one generation (its native sampler is freed by ``close``)."""
         seed = params.seed if params.seed is not None else self.params.seed
-        sampler = Sampler(
-            self._native, params, seed if seed is not None else random.getrandbits(32)
-        )
-        return Generation(self, list(prompt), params, sampler, slot, should_continue)
+        sampler = Sampler(self.native, params, seed if seed is not None else random.getrandbits(32))
+        return Generation(self, list(prompt), params, sampler, slot, should_continue, logprobs)
 
     def _stream(self, seq: Generation) -> Iterator[Chunk]:
         """The single-sequence driver: one token per ``llama_decode``, inline."""
-        with self._lock, seq:
+        with self.lock, seq:
             index = self.evaluate_prompt(seq)
             while True:
                 chunk = seq.step(index)
@@ -162,38 +209,56 @@ class LlamaCppEngine(Engine):
     def evaluate_prompt(self, seq: Generation) -> int:
         """Bring the slot's KV cache to the prompt, reusing its prefix; returns the logits index."""
         prompt, slot = seq.prompt, seq.slot
-        cache = self._slots[slot]
-        keep = min(common_prefix(cache, prompt), len(prompt) - 1)  # >= 1 token gives logits
-        if not self._native.forget(slot, keep):
-            keep = 0  # some models (recurrent) cannot drop a suffix: start over
-            self._native.forget(slot, 0)
-        del cache[keep:]
-        batch, n_batch = self._native.batch, self._native.n_batch
+        cache = self.slots[slot]
+        keep = self.reuse_prefix(slot, prompt)
+        batch, n_batch = self.native.batch, self.native.n_batch
         index = 0
         for start in range(keep, len(prompt), n_batch):
             part = prompt[start : start + n_batch]
             batch.clear()
             for offset, token in enumerate(part):
                 index = batch.add(token, start + offset, slot, start + offset == len(prompt) - 1)
-            self._decode_or_rollback(slot)
+            self.decode_or_rollback(slot)
             cache.extend(part)
         seq.prompt_done(keep)
         return index
 
-    def _decode_or_rollback(self, *slots: int) -> None:
+    def reuse_prefix(self, slot: int, prompt: Sequence[int]) -> int:
+        """Keep the part of ``slot``'s cache that starts ``prompt`` (at most all but its
+        last token, which must be evaluated for logits); returns how many tokens stay."""
+        cache = self.slots[slot]
+        keep = max(0, min(common_prefix(cache, prompt), len(prompt) - 1))
+        if not self.native.forget(slot, keep):
+            keep = 0  # some models (recurrent) cannot drop a suffix: start over
+            self.native.forget(slot, 0)
+        del cache[keep:]
+        return keep
+
+    def copy_slot(self, src: int, dst: int, keep: int | None) -> None:
+        """Make ``dst`` hold ``src``'s cached tokens (the first ``keep`` of them)."""
+        native, slots = self.native, self.slots
+        native.copy_seq(src, dst)
+        keep = len(slots[src]) if keep is None else keep
+        if native.forget(dst, keep):
+            slots[dst][:] = slots[src][:keep]
+        else:  # a model whose cache cannot drop a tail: start the slot over
+            native.forget(dst, 0)
+            slots[dst].clear()
+
+    def decode_or_rollback(self, *slots: int) -> None:
         try:
-            self._native.decode()
+            self.native.decode()
         except BaseException:
             for slot in slots:  # keep each slot's bookkeeping equal to its KV cells
-                self._native.forget(slot, len(self._slots[slot]))
+                self.native.forget(slot, len(self.slots[slot]))
             raise
 
     def _decode_one(self, token: int, slot: int) -> int:
-        cache = self._slots[slot]
-        batch = self._native.batch
+        cache = self.slots[slot]
+        batch = self.native.batch
         batch.clear()
         index = batch.add(token, len(cache), slot, True)
-        self._decode_or_rollback(slot)
+        self.decode_or_rollback(slot)
         cache.append(token)
         return index
 
@@ -209,13 +274,13 @@ class LlamaCppEngine(Engine):
             raise InvalidParameter("first", first, f"1..{len(tokens)}")
         if len(tokens) > self.info.n_ctx:
             raise ContextOverflow(len(tokens), self.info.n_ctx)
-        with self._lock:
-            cache = self._slots[0]
+        with self.lock:
+            cache = self.slots[0]
             cache.clear()
             try:
-                scores = self._native.token_logprobs(tokens, first)
+                scores = self.native.token_logprobs(tokens, first)
             except BaseException:
-                self._native.forget(0, 0)
+                self.native.forget(0, 0)
                 raise
             cache.extend(tokens)
         return scores
@@ -231,7 +296,7 @@ class LlamaCppEngine(Engine):
         empty = next((i for i, tokens in enumerate(token_lists) if not tokens), None)
         if empty is not None:  # a decode of no tokens fails; "\x06" is no token for some models
             raise InvalidParameter(f"texts[{empty}]", texts[empty], "text with at least one token")
-        limit = min(self.info.n_ctx, self._native.n_batch)
+        limit = min(self.info.n_ctx, self.native.n_batch)
         for tokens in token_lists:
             del tokens[limit:]  # longer texts are truncated; callers chunk first
         # A short input (a search query) is too little work to share: threads would
@@ -239,51 +304,46 @@ class LlamaCppEngine(Engine):
         # time slice (measured: 1 thread p95 47 ms, 2 threads p95 2.2 s, loaded 2-core box).
         threads = 1 if sum(map(len, token_lists)) <= SHORT_INPUT_TOKENS else self._n_threads
         out: list[list[float]] = []
-        with self._lock:
+        with self.lock:
             self._set_threads(threads)
             try:
-                for group in _pack(token_lists, self._native.n_batch, len(self._slots)):
+                for group in _pack(token_lists, self.native.n_batch, len(self.slots)):
                     out.extend(self._embed_group(group))
             finally:
                 self._set_threads(self._n_threads)
         return out
 
     def _set_threads(self, n: int) -> None:
-        import llama_cpp as ll
-
-        ll.llama_set_n_threads(self._native.ctx, n, n)
+        self.native.set_threads(n)
 
     def _embed_group(self, group: list[list[int]]) -> list[list[float]]:
-        import llama_cpp as ll
         import numpy as np
 
-        native = self._native
+        native = self.native
         native.batch.clear()
         for seq_id, tokens in enumerate(group):
             for pos, token in enumerate(tokens):
                 native.batch.add(token, pos, seq_id, True)
-        ll.llama_memory_clear(native.memory, True)
+        native.clear_memory()
         native.decode()
         n_embd = self.info.n_embd
         out = np.empty((len(group), n_embd), dtype=np.float32)
         for seq_id in range(len(group)):  # one copy per vector, no per-float Python work
-            out[seq_id] = np.ctypeslib.as_array(
-                ll.llama_get_embeddings_seq(native.ctx, seq_id), (n_embd,)
-            )
+            out[seq_id] = native.sequence_embedding(seq_id, n_embd)
         out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         vectors: list[list[float]] = out.tolist()
         return vectors
 
     def reset(self, slot: int | None = None) -> None:
         """Forget the KV cache of one slot (or all)."""
-        for s in range(len(self._slots)) if slot is None else (slot,):
-            self._native.forget(s, 0)
-            self._slots[s].clear()
+        for s in range(len(self.slots)) if slot is None else (slot,):
+            self.native.forget(s, 0)
+            self.slots[s].clear()
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._native.close()
+            self.native.close()
 
 
 def _pack(items: list[list[int]], max_tokens: int, max_seqs: int) -> Iterator[list[list[int]]]:
@@ -316,12 +376,15 @@ class Generation:
         sampler: Sampler,
         slot: int,
         should_continue: ShouldContinue | None,
+        logprobs: int | None = None,
     ) -> None:
-        self._native = engine._native
-        self._cache = engine._slots[slot]
+        self._native = engine.native
+        self._cache = engine.slots[slot]
         self._n_ctx = engine.info.n_ctx
         self.prompt, self.params, self.sampler, self.slot = prompt, params, sampler, slot
         self.should_continue = should_continue
+        self.logprobs = logprobs  # None: not scored; k: the chosen token and the k best
+        self.scores: list[TokenLogprob] = []
         self.limit = params.max_tokens if params.max_tokens is not None else self._n_ctx
         self._text, self._stops = Utf8Stream(), StopMatcher(params.stop)
         self.produced: list[int] = []
@@ -354,11 +417,12 @@ class Generation:
             return None
         self.produced.append(token)
         self.last_token = token
+        if self.logprobs is not None:
+            self.scores.append(self._score(index, token, self.logprobs))
         out = self._stops.feed(self._text.feed(self._native.piece(token)))
         chunk = None
         if out.text:  # tokens whose text is held back ride along with the next chunk
-            chunk = Chunk(out.text, tuple(self.produced[self._reported :]))
-            self._reported = len(self.produced)
+            chunk = self._chunk(out.text)
         if out.stopped:
             self._finish("stop")
         elif len(self.produced) >= self.limit or len(self._cache) + 1 >= self._n_ctx:
@@ -370,13 +434,34 @@ class Generation:
         t_end = time.perf_counter()
         first = self.t_first if self.t_first is not None else t_end
         n = len(self.produced)
-        return Chunk(
+        return self._chunk(
             tail,
-            tuple(self.produced[self._reported :]),
             finish_reason=self.reason,
             usage=Usage(len(self.prompt), n, self.cached),
             timings=Timings(self.t_prompt, first - self.t0, t_end - first, n),
         )
+
+    def _chunk(self, text: str, **final: Any) -> Chunk:
+        """A chunk of ``text`` with the tokens not reported yet (and their scores)."""
+        start, self._reported = self._reported, len(self.produced)
+        ids = tuple(self.produced[start:])
+        if self.logprobs is None:
+            return Chunk(text, ids, **final)
+        return ScoredChunk(text, ids, **final, logprobs=tuple(self.scores[start:]))
+
+    def _score(self, index: int, token: int, top: int) -> TokenLogprob:
+        """Log-softmax of the model's logits at ``index`` (before any sampler changed them)."""
+        import numpy as np
+
+        logits = self._native.logits(index).astype(np.float64)
+        peak = float(logits.max())
+        log_total = peak + math.log(float(np.exp(logits - peak).sum()))
+        best: tuple[tuple[int, float], ...] = ()
+        if top > 0:
+            ids = np.argpartition(-logits, top - 1)[:top]
+            ids = ids[np.argsort(-logits[ids], kind="stable")]
+            best = tuple((int(i), float(logits[i]) - log_total) for i in ids)
+        return TokenLogprob(token, float(logits[token]) - log_total, best)
 
     def close(self) -> None:
         self.sampler.free()

@@ -16,71 +16,46 @@ or the next turn of a chat is evaluated once. A caller that stops reading (a
 disconnected HTTP client) marks its request cancelled; the slot is freed at
 the next step.
 
-Callers consume a request either as a blocking iterator (:meth:`submit`) or
-as an async iterator (:meth:`stream`, for an asyncio server): the scheduler
-thread hands each chunk to a ``put`` callback, which is a ``queue.Queue`` in
-the first case and ``loop.call_soon_threadsafe`` in the second.
+The scheduler is the llama.cpp backend's :class:`~llm4all.engine.runner.Runner`
+(``LlamaCppEngine.runner()``): callers consume a request either as a blocking
+iterator (:meth:`~Runner.submit`) or as an async iterator
+(:meth:`~Runner.stream`, for an asyncio server). It drives the engine through
+the backend's own interface (``slots``, ``lock``, ``start_generation``,
+``copy_slot``...); every llama.cpp call stays in ``_native.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import math
-import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from llm4all.engine._native import common_prefix
-from llm4all.engine.base import Chunk
+from llm4all.engine.base import PromptInput, ScoredChunk, TokenLogprob
 from llm4all.engine.llamacpp import Generation, LlamaCppEngine
-from llm4all.errors import Llm4allError
+from llm4all.engine.runner import AsyncStream, Item, Overloaded, Put, Runner, RunnerStats
 from llm4all.params import GenerationParams
 
 log = logging.getLogger(__name__)
 
-Item = Chunk | BaseException
+#: Kept for callers of the scheduler's old names (they live in ``base.py``/``runner.py`` now).
+SchedulerStats = RunnerStats
+__all__ = [
+    "AsyncStream",
+    "BatchScheduler",
+    "Overloaded",
+    "SchedulerStats",
+    "ScoredChunk",
+    "TokenLogprob",
+]
+
 #: Copy a busy slot's KV cells when it shares at least this many more prompt tokens than the
 #: free slot does: a copy costs about a memcpy of one sequence's cache, far less than this many
 #: tokens of prompt evaluation.
 MIN_SHARED_COPY = 32
-Put = Callable[[Item], None]
-
-
-class Overloaded(Llm4allError):
-    """The scheduler's queue is full; try again shortly."""
-
-    def __init__(self, queued: int, retry_after: float = 1.0) -> None:
-        self.queued = queued
-        self.retry_after = retry_after
-        super().__init__(f"the server is busy ({queued} requests waiting); retry in a moment")
-
-
-@dataclass(frozen=True)
-class TokenLogprob:
-    """The log-probability of one sampled token and of the most likely alternatives."""
-
-    token: int
-    logprob: float
-    top: tuple[tuple[int, float], ...] = ()
-
-
-@dataclass(frozen=True)
-class ScoredChunk(Chunk):
-    """A chunk with one :class:`TokenLogprob` per token in ``token_ids``."""
-
-    logprobs: tuple[TokenLogprob, ...] = ()
-
-
-@dataclass(frozen=True)
-class SchedulerStats:
-    slots: int
-    running: int
-    waiting: int
-    steps: int
 
 
 @dataclass(eq=False)
@@ -96,12 +71,12 @@ class _Request:
     next_prompt: int = 0  # prompt tokens already in the KV cache
     in_batch: int = 0  # tokens this request put in the current batch
     index: int = -1  # where this request's logits are in the current batch
-    scores: list[TokenLogprob] = field(default_factory=list)
-    scores_sent: int = 0
 
 
-class BatchScheduler:
+class BatchScheduler(Runner):
     """Serve many generations at once from one :class:`LlamaCppEngine`."""
+
+    engine: LlamaCppEngine
 
     def __init__(self, engine: LlamaCppEngine, max_queue: int = 64) -> None:
         self.engine = engine
@@ -120,65 +95,23 @@ class BatchScheduler:
     def n_slots(self) -> int:
         return self.engine.params.n_seq_max
 
-    def load(self) -> tuple[int, int]:
-        """(running, waiting) requests."""
+    def stats(self) -> RunnerStats:
         with self._cv:
-            return len(self._active), len(self._pending)
-
-    def stats(self) -> SchedulerStats:
-        running, waiting = self.load()
-        return SchedulerStats(self.n_slots, running, waiting, self.steps)
-
-    def token_bytes(self, token: int) -> bytes:
-        """The bytes a token stands for (for logprob reports)."""
-        return self.engine._native.piece(token)
+            running, waiting = len(self._active), len(self._pending)
+        return RunnerStats(self.n_slots, running, waiting, self.steps)
 
     # -- submitting ------------------------------------------------------------------
-    def submit(
+    def _enqueue(
         self,
-        prompt: Sequence[int],
+        prompt: PromptInput,
         params: GenerationParams,
-        *,
-        logprobs: int | None = None,
-        reuse_prefix: bool = True,
-    ) -> Iterator[Chunk]:
-        """Queue a generation; iterate the result for its chunks (the last has usage).
-
-        Raises :class:`Overloaded` at once when the queue is full and
-        :class:`~llm4all.errors.ContextOverflow` when the prompt cannot fit.
-        Closing the iterator early cancels the request. With ``logprobs=k``
-        every chunk is a :class:`ScoredChunk`. ``reuse_prefix=False`` evaluates
-        the whole prompt even when a slot holds its beginning (for measurements).
-        """
-        out: queue.Queue[Item] = queue.Queue()
-        request = self._enqueue(_Request(list(prompt), params, out.put, logprobs, reuse_prefix))
-        return self._results(request, out)
-
-    def stream(
-        self,
-        prompt: Sequence[int],
-        params: GenerationParams,
-        *,
-        logprobs: int | None = None,
-        reuse_prefix: bool = True,
-    ) -> AsyncStream:
-        """:meth:`submit` for asyncio: call it on the event loop, ``async for`` the result.
-
-        Errors that concern the request itself are raised here, before the
-        first ``await``. ``close()`` (synchronous, so it is safe in a
-        ``finally`` of a cancelled task) cancels the request.
-        """
-        loop = asyncio.get_running_loop()
-        out: asyncio.Queue[Item] = asyncio.Queue()
-
-        def put(item: Item) -> None:
-            loop.call_soon_threadsafe(out.put_nowait, item)
-
-        request = self._enqueue(_Request(list(prompt), params, put, logprobs, reuse_prefix))
-        return AsyncStream(self, request, out)
-
-    def _enqueue(self, request: _Request) -> _Request:
-        self.engine._check_request(request.prompt, 0)
+        put: Put,
+        logprobs: int | None,
+        reuse_prefix: bool,
+    ) -> Callable[[], None]:
+        tokens = self.engine.prompt_tokens(prompt)
+        request = _Request(tokens, params, put, logprobs, reuse_prefix)
+        self.engine.check_request(request.prompt, 0)
         with self._cv:
             if self._closed:
                 raise RuntimeError("scheduler is closed")
@@ -188,19 +121,7 @@ class BatchScheduler:
                 raise Overloaded(waiting)
             self._pending.append(request)
             self._cv.notify()
-        return request
-
-    def _results(self, request: _Request, out: queue.Queue[Item]) -> Iterator[Chunk]:
-        try:
-            while True:
-                item = out.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if item.finish_reason is not None:
-                    return
-        finally:
-            self._cancel(request)  # no-op when finished; frees the slot when abandoned
+        return lambda: self._cancel(request)
 
     def _cancel(self, request: _Request) -> None:
         request.cancelled = True
@@ -218,7 +139,7 @@ class BatchScheduler:
                     break
                 self._admit()
             try:
-                with self.engine._lock:
+                with self.engine.lock:
                     self._step()
             except BaseException as exc:  # a failed decode fails the requests in it, not the server
                 log.exception("batch step failed")
@@ -240,7 +161,7 @@ class BatchScheduler:
             self._free.remove(slot)
             try:
                 request.generation = self.engine.start_generation(
-                    request.prompt, request.params, slot
+                    request.prompt, request.params, slot, logprobs=request.logprobs
                 )
             except BaseException as exc:  # e.g. a bad grammar: fail this request only
                 self._free.append(slot)
@@ -248,12 +169,12 @@ class BatchScheduler:
                 continue
             if request.reuse_prefix:
                 self._place(slot, request.prompt)
-            reused = self._reuse_prefix(slot, request.prompt if request.reuse_prefix else [])
+            reused = self.engine.reuse_prefix(slot, request.prompt if request.reuse_prefix else [])
             request.cached = request.next_prompt = reused
             self._active[slot] = request
 
     def _prefix(self, slot: int, prompt: list[int]) -> int:
-        return common_prefix(self.engine._slots[slot], prompt)
+        return common_prefix(self.engine.slots[slot], prompt)
 
     def _place(self, slot: int, prompt: list[int]) -> None:
         """Get the longest cached prefix of ``prompt`` into ``slot``, keeping other caches.
@@ -270,7 +191,7 @@ class BatchScheduler:
         donors = [(self._prefix(s, prompt), s) for s in range(self.n_slots) if s != slot]
         shared, donor = max(donors, default=(0, -1))
         borrow = donor >= 0 and min(shared, len(prompt) - 1) >= own + MIN_SHARED_COPY
-        if len(self.engine._slots[slot]) - own >= MIN_SHARED_COPY:  # worth keeping
+        if len(self.engine.slots[slot]) - own >= MIN_SHARED_COPY:  # worth keeping
             spares = [s for s in self._free if s != donor]
             if spares:
                 self._copy(slot, min(spares, key=self._last_used.__getitem__), None)
@@ -279,30 +200,11 @@ class BatchScheduler:
 
     def _copy(self, src: int, dst: int, keep: int | None) -> None:
         """Make ``dst`` hold ``src``'s cached tokens (the first ``keep`` of them)."""
-        import llama_cpp as ll
-
-        native, slots = self.engine._native, self.engine._slots
-        native.forget(dst, 0)
-        ll.llama_memory_seq_cp(native.memory, src, dst, -1, -1)
-        keep = len(slots[src]) if keep is None else keep
-        if native.forget(dst, keep):
-            slots[dst][:] = slots[src][:keep]
-        else:  # a model whose cache cannot drop a tail: start the slot over
-            native.forget(dst, 0)
-            slots[dst].clear()
+        self.engine.copy_slot(src, dst, keep)
         self._last_used[dst] = self._last_used[src]
 
-    def _reuse_prefix(self, slot: int, prompt: list[int]) -> int:
-        cache = self.engine._slots[slot]
-        keep = max(0, min(common_prefix(cache, prompt), len(prompt) - 1))
-        if not self.engine._native.forget(slot, keep):
-            keep = 0
-            self.engine._native.forget(slot, 0)
-        del cache[keep:]
-        return keep
-
     def _step(self) -> None:
-        batch = self.engine._native.batch
+        batch = self.engine.native.batch
         batch.clear()
         budget = batch.capacity
         in_batch: list[_Request] = []
@@ -312,7 +214,7 @@ class BatchScheduler:
                 continue
             gen = request.generation
             assert gen is not None
-            cache = self.engine._slots[slot]
+            cache = self.engine.slots[slot]
             if request.next_prompt < len(request.prompt):  # still evaluating the prompt
                 take = (
                     min(budget - 1, len(request.prompt) - request.next_prompt) if budget > 1 else 0
@@ -334,7 +236,7 @@ class BatchScheduler:
             in_batch.append(request)
         if not in_batch:
             return
-        self.engine._decode_or_rollback(*(r.generation.slot for r in in_batch if r.generation))
+        self.engine.decode_or_rollback(*(r.generation.slot for r in in_batch if r.generation))
         self.steps += 1
         for request in in_batch:
             try:
@@ -349,7 +251,7 @@ class BatchScheduler:
     def _after_decode(self, request: _Request) -> None:
         gen = request.generation
         assert gen is not None
-        cache = self.engine._slots[gen.slot]
+        cache = self.engine.slots[gen.slot]
         if request.next_prompt < len(request.prompt):
             cache.extend(
                 request.prompt[request.next_prompt : request.next_prompt + request.in_batch]
@@ -360,48 +262,18 @@ class BatchScheduler:
             gen.prompt_done(request.cached)
         else:
             cache.append(gen.last_token)
-        produced = len(gen.produced)
         chunk = gen.step(request.index)
-        if request.logprobs is not None and len(gen.produced) > produced:
-            request.scores.append(self._score(request.index, gen.produced[-1], request.logprobs))
         if chunk is not None:
-            _deliver(request, self._scored(request, chunk))
+            _deliver(request, chunk)
         if gen.finished:
             self._release(gen.slot, request, send=True)
-
-    def _score(self, index: int, token: int, top: int) -> TokenLogprob:
-        """Log-softmax of the model's logits at ``index`` (before any sampler changes them)."""
-        import llama_cpp as ll
-        import numpy as np
-
-        n_vocab = self.engine.info.n_vocab
-        ptr = ll.llama_get_logits_ith(self.engine._native.ctx, index)
-        logits = np.ctypeslib.as_array(ptr, shape=(n_vocab,)).astype(np.float64)
-        peak = float(logits.max())
-        log_total = peak + math.log(float(np.exp(logits - peak).sum()))
-        best: tuple[tuple[int, float], ...] = ()
-        if top > 0:
-            ids = np.argpartition(-logits, top - 1)[:top]
-            ids = ids[np.argsort(-logits[ids], kind="stable")]
-            best = tuple((int(i), float(logits[i]) - log_total) for i in ids)
-        return TokenLogprob(token, float(logits[token]) - log_total, best)
-
-    def _scored(self, request: _Request, chunk: Chunk) -> Chunk:
-        if request.logprobs is None:
-            return chunk
-        end = request.scores_sent + len(chunk.token_ids)
-        scores = tuple(request.scores[request.scores_sent : end])
-        request.scores_sent = end
-        return ScoredChunk(
-            chunk.text, chunk.token_ids, chunk.finish_reason, chunk.usage, chunk.timings, scores
-        )
 
     def _release(self, slot: int, request: _Request, *, send: bool) -> None:
         gen = request.generation
         del self._active[slot]
         if gen is not None:
             if send:
-                _deliver(request, self._scored(request, gen.final_chunk()))
+                _deliver(request, gen.final_chunk())
             gen.close()
         with self._cv:
             self._free.append(slot)
@@ -424,35 +296,6 @@ class BatchScheduler:
             self._closed = True
             self._cv.notify_all()
         self._thread.join(timeout=10)
-
-
-class AsyncStream:
-    """The chunks of one request, for ``async for``; ``close()`` cancels it."""
-
-    def __init__(self, scheduler: BatchScheduler, request: _Request, out: asyncio.Queue[Item]):
-        self._scheduler = scheduler
-        self._request = request
-        self._out = out
-        self._done = False
-
-    def __aiter__(self) -> AsyncStream:
-        return self
-
-    async def __anext__(self) -> Chunk:
-        if self._done:
-            raise StopAsyncIteration
-        item = await self._out.get()
-        if isinstance(item, BaseException):
-            self.close()
-            raise item
-        if item.finish_reason is not None:
-            self._done = True
-        return item
-
-    def close(self) -> None:
-        """Stop the request (a no-op once it has finished)."""
-        self._done = True
-        self._scheduler._cancel(self._request)
 
 
 def _deliver(request: _Request, item: Item) -> None:
