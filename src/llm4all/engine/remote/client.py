@@ -126,13 +126,11 @@ class RemoteClient:
     def get_json(self, path: str) -> Any:
         """GET ``path`` (relative to the API base) and parse the JSON answer."""
         with self._send("GET", path, None) as response:
-            response.read()
             return self._json(response)
 
     def post_json(self, path: str, body: dict[str, Any]) -> Any:
         """POST a JSON body and parse the JSON answer."""
         with self._send("POST", path, body) as response:
-            response.read()
             return self._json(response)
 
     def stream_events(
@@ -222,7 +220,10 @@ class RemoteClient:
             )
         if status == 404:
             return RemoteModelNotFound(
-                self.where, f"no model {self.endpoint.model!r} there (404: {said})", status
+                self.where,
+                f"no model {self.endpoint.model!r} there, or no OpenAI API at this URL "
+                f"(404 for {self._relative(response.request.url.path)}: {said})",
+                status,
             )
         if status in RETRY_STATUSES:
             tries = self.endpoint.retries + 1
@@ -233,7 +234,22 @@ class RemoteClient:
             )
         return RemoteError(self.where, f"HTTP {status}: {said}", status)
 
+    def _relative(self, path: str) -> str:
+        """A request path without the API base's. Example: ``/v1/chat/completions`` → ``/chat/completions``."""
+        base = urlsplit(self.endpoint.api_base).path.rstrip("/")
+        return path[len(base) :] if base and path.startswith(base) else path
+
     def _json(self, response: httpx.Response) -> Any:
+        try:
+            response.read()
+        except httpx.TimeoutException:
+            raise RemoteUnavailable(
+                self.where, f"no answer for {self.endpoint.timeout:g} s"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise RemoteProtocolError(
+                self.where, f"the answer broke off: {_first_line(exc)}"
+            ) from None
         try:
             return response.json()
         except ValueError:

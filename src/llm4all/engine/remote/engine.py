@@ -139,6 +139,9 @@ class RemoteEngine(Engine):
             body, path = {"messages": list(prompt.messages)}, "chat/completions"
             if prompt.tools:
                 body["tools"] = list(prompt.tools)
+            choice = getattr(prompt, "tool_choice", None)  # where the contract carries one
+            if choice is not None:
+                body["tool_choice"] = choice
         elif isinstance(prompt, str):
             body, path = {"prompt": prompt}, "completions"
         else:
