@@ -2,8 +2,8 @@
 
 Debian's PostgreSQL 15 binaries (``/usr/lib/postgresql/15/bin``, or
 ``$LLM4ALL_PG_BIN``) make a cluster in a fresh folder with ``initdb`` and start
-it with ``pg_ctl`` on a free 127.0.0.1 port, trust authentication, and fsync
-off (a test database needs no crash safety of its own). ``initdb`` refuses to
+it with ``pg_ctl`` on a free 127.0.0.1 port, trust authentication, and (unless
+``durable``) fsync off: a test database needs no crash safety of its own. ``initdb`` refuses to
 run as root, so as root the folder is given to the ``postgres`` system user and
 the binaries run through ``runuser -u postgres --``. When the binaries are
 missing the tests are skipped with the command that installs them; under
@@ -59,6 +59,7 @@ class PostgresServer:
 
     folder: Path
     port: int
+    durable: bool = False
 
     @property
     def url(self) -> str:
@@ -79,6 +80,21 @@ class PostgresServer:
     def pg_ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return _run([str(PG_BIN / "pg_ctl"), "-D", str(self.folder / "data"), *args], check)
 
+    def start(self) -> None:
+        """Start the server (again) on its port; raises with its log when it fails."""
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.folder}"
+        options += " -c max_connections=200"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        log = self.folder / "log"
+        started = self.pg_ctl("-o", options, "-l", str(log), "-w", "start", check=False)
+        if started.returncode != 0:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise RuntimeError(f"pg_ctl start failed: {started.stderr.strip()} {tail}")
+
+    def stop(self, mode: str = "fast") -> None:
+        self.pg_ctl("-m", mode, "-w", "stop", check=False)
+
 
 def _run(command: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
     if os.geteuid() == 0:
@@ -87,8 +103,12 @@ def _run(command: list[str], check: bool = True) -> subprocess.CompletedProcess[
 
 
 @contextmanager
-def running_postgres() -> Iterator[PostgresServer]:
-    """Start a fresh cluster; stop it and remove its folder afterwards."""
+def running_postgres(durable: bool = False) -> Iterator[PostgresServer]:
+    """Start a fresh cluster; stop it and remove its folder afterwards.
+
+    ``durable``: keep PostgreSQL's fsync and synchronous commit on, as a real
+    deployment does (the benchmark); tests leave them off for speed.
+    """
     missing = postgres_missing()
     if missing:
         raise RuntimeError(f"cannot start PostgreSQL: {missing} ({INSTALL})")
@@ -96,21 +116,12 @@ def running_postgres() -> Iterator[PostgresServer]:
     folder = Path(tempfile.mkdtemp(prefix="llm4all-pg-"))
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres", "postgres")
-    server = PostgresServer(folder, free_port())
+    server = PostgresServer(folder, free_port(), durable)
     try:
         initdb = [str(PG_BIN / "initdb"), "-D", str(folder / "data"), "-U", USER, "-A", "trust"]
         _run([*initdb, "--no-sync", "-E", "UTF8", "--locale", "C"])
-        options = (
-            f"-p {server.port} -c listen_addresses=127.0.0.1 -k {folder} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-        )
-        started = server.pg_ctl(
-            "-o", options, "-l", str(folder / "log"), "-w", "start", check=False
-        )
-        if started.returncode != 0:
-            log = (folder / "log").read_text(errors="replace") if (folder / "log").exists() else ""
-            raise RuntimeError(f"pg_ctl start failed: {started.stderr.strip()} {log[-2000:]}")
+        server.start()
         yield server
     finally:
-        server.pg_ctl("-m", "immediate", "stop", check=False)
+        server.stop("immediate")
         shutil.rmtree(folder, ignore_errors=True)

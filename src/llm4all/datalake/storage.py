@@ -159,7 +159,7 @@ class DatabaseUnavailable(StorageBusy):
     def __init__(self, where: str, reason: str) -> None:
         super().__init__(where, 0)
         self.reason = reason
-        self.args = (f"database {where}: unavailable ({reason}); try again shortly",)
+        self.args = (f"database {where}: {reason}; try again shortly",)
 
 
 class Storage:
@@ -433,7 +433,7 @@ def _pg_connect(url: str) -> psycopg.Connection[Any]:
     try:
         conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
     except psycopg.Error as exc:
-        raise StoreError(_redact(url), f"cannot connect: {_first_line(exc)}") from exc
+        raise DatabaseUnavailable(_redact(url), f"cannot connect: {_first_line(exc)}") from exc
     try:
         _pg_migrate(conn, _redact(url))
     except psycopg.Error as exc:
@@ -483,7 +483,7 @@ def _pg_connection_lost(exc: BaseException) -> bool:
 def _pg_store_error(where: str, exc: BaseException) -> StoreError:
     """A lost or refused connection is "busy" (retry later); anything else names the fault."""
     if _pg_connection_lost(exc):
-        return DatabaseUnavailable(where, _first_line(exc))
+        return DatabaseUnavailable(where, f"connection lost ({_first_line(exc)})")
     return StoreError(where, _first_line(exc))
 
 

@@ -1,0 +1,84 @@
+"""A real datalake service (uvicorn on 127.0.0.1, a free port) for tests, and payloads to send it.
+
+``running_datalake(settings)`` serves :func:`llm4all.datalake.service.create_app`
+in a background thread; ``chat_payload(...)`` builds a valid GPT4All-style
+payload. Helper modules of the sharing tests may use both.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from llm4all.datalake.service import ServiceSettings, create_app
+
+TOKEN = "test-admin-token"
+
+
+@dataclass
+class LiveDatalake:
+    url: str  # http://127.0.0.1:PORT
+    app: FastAPI
+
+    @property
+    def ingest_url(self) -> str:
+        return self.url + "/v1/ingest/chat"
+
+    @property
+    def admin(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {TOKEN}"}
+
+
+@contextmanager
+def running_datalake(settings: ServiceSettings) -> Iterator[LiveDatalake]:
+    app = create_app(settings)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the datalake test server did not start")
+        time.sleep(0.01)
+    try:
+        yield LiveDatalake(f"http://127.0.0.1:{port}", app)
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()
+
+
+def chat_payload(
+    submitter: str = "submitter-1",
+    ingest_id: str | None = "chat-1",
+    answer: str = "Paris is the capital of France.",
+    rating: str | None = "positive",
+    **extra: Any,
+) -> dict[str, Any]:
+    """A valid payload as GPT4All's newer client sends it (``chat_template``, no ``prompt_template``)."""
+    assistant: dict[str, Any] = {"content": answer, "role": "assistant"}
+    if rating:
+        assistant["rating"] = rating
+    payload: dict[str, Any] = {
+        "source": "llm4all",
+        "submitter_id": submitter,
+        "agent_id": "qwen2.5-coder-0.5b-instruct",
+        "chat_template": "{% for m in messages %}{{ m.content }}{% endfor %}",
+        "conversation": [{"content": "What is the capital of France?", "role": "user"}, assistant],
+    }
+    if ingest_id is not None:
+        payload["ingest_id"] = ingest_id
+    payload.update(extra)
+    return payload

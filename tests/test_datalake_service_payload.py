@@ -1,0 +1,126 @@
+"""The datalake payload: GPT4All's clients' shapes accepted, bad ones refused naming the field."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from datalake_helpers import chat_payload
+from llm4all.datalake.payload import LIMITS, PayloadError, parse_payload
+
+#: What GPT4All's older chat client posted (its QML built this JSON): ``prompt_template``,
+#: ``stopped`` as the string "true", the attribution under ``network/attribution``.
+GPT4ALL_OLD = {
+    "conversation": [
+        {"content": "Write me a haiku about rain.", "role": "user"},
+        {
+            "content": "Rain on the window",
+            "role": "assistant",
+            "rating": "negative",
+            "edited_content": "Soft rain on the roof\nthe gutters hum to themselves\nnight has no edges",
+            "stopped": "true",
+        },
+    ],
+    "prompt_template": "### Human:\n%1\n### Assistant:\n",
+    "source": "gpt4all-chat",
+    "agent_id": "ggml-gpt4all-j-v1.3-groovy.bin",
+    "submitter_id": "6a1f5a4e-4a4b-4f7e-9a3c-1d2e3f4a5b6c",
+    "ingest_id": "0b9d2a57-7c4f-4d0e-8f4a-2a3b4c5d6e7f",
+    "network/attribution": "EliteHacker#42",
+}
+
+
+def test_gpt4all_older_client_payload_is_read_as_sent() -> None:
+    payload = parse_payload(json.dumps(GPT4ALL_OLD))
+    answer = payload.conversation[1]
+    assert answer.stopped is True and answer.rating == "negative"
+    assert answer.edited_content is not None and answer.edited_content.startswith("Soft rain")
+    assert payload.attribution == "EliteHacker#42"
+    assert payload.template == GPT4ALL_OLD["prompt_template"]
+    assert payload.chat_template is None
+
+
+def test_newer_client_with_chat_template_and_unknown_keys() -> None:
+    data = chat_payload(attribution="Ada", some_future_key={"x": 1})
+    payload = parse_payload(data)
+    assert payload.template == data["chat_template"] and payload.prompt_template is None
+    assert payload.attribution == "Ada"
+    # neither template field is fine too: GPT4All's newest client omits one for some models
+    del data["chat_template"]
+    assert parse_payload(data).template is None
+
+
+def test_content_hash_ignores_ids_and_key_order_but_not_ratings() -> None:
+    base = chat_payload()
+    digest = parse_payload(base).content_hash()
+    reordered = json.loads(json.dumps(dict(reversed(list(base.items())))))
+    assert parse_payload(reordered).content_hash() == digest
+    assert parse_payload({**base, "ingest_id": "other", "submitter_id": "x"}).content_hash() == (
+        digest
+    )
+    assert parse_payload(chat_payload(rating="negative")).content_hash() != digest
+    assert parse_payload(chat_payload(answer="Paris.")).content_hash() != digest
+
+
+def test_missing_ingest_id_is_derived_from_the_content() -> None:
+    one = parse_payload(chat_payload(ingest_id=None))
+    two = parse_payload(chat_payload(ingest_id=None))
+    other = parse_payload(chat_payload(ingest_id=None, answer="Lyon."))
+    assert one.effective_ingest_id() == two.effective_ingest_id()
+    assert one.effective_ingest_id() != other.effective_ingest_id()
+
+
+def _with(**changes: Any) -> dict[str, Any]:
+    return {**chat_payload(), **changes}
+
+
+def _turns(*turns: dict[str, Any]) -> dict[str, Any]:
+    return _with(conversation=list(turns))
+
+
+USER = {"content": "Hi", "role": "user"}
+ANSWER = {"content": "Hello!", "role": "assistant"}
+
+REFUSED = [
+    (_with(submitter_id=None), "submitter_id"),
+    ({k: v for k, v in chat_payload().items() if k != "agent_id"}, "agent_id: is required"),
+    (_with(submitter_id="has space"), "submitter_id: must be printable ASCII"),
+    (_with(submitter_id="x" * (LIMITS.id_chars + 1)), "submitter_id: is 129 characters"),
+    (_with(agent_id="   "), "agent_id: is empty"),
+    (_with(conversation=[]), "conversation: is empty"),
+    (_with(conversation="hello"), "conversation"),
+    (_turns(USER, {"content": "x", "role": "bot"}), "conversation[1].role: must be"),
+    (_turns(USER), "conversation: has no assistant answer"),
+    (_turns(ANSWER, USER, ANSWER), "must start with a user message"),
+    (_turns({"content": "  \n", "role": "user"}, ANSWER), "conversation[0].content: is empty"),
+    (_turns(USER, {"content": "", "role": "assistant"}), "conversation[1].content: is empty"),
+    (_turns(USER, ANSWER, {"content": "s", "role": "system"}, USER), "system message may only"),
+    (_turns({**USER, "rating": "positive"}, ANSWER), "only an assistant message can be rated"),
+    (_turns(USER, {**ANSWER, "rating": "great"}), "conversation[1].rating: must be"),
+    (_turns({"content": "a\x00b", "role": "user"}, ANSWER), "contains control characters"),
+    (_turns({"content": "\ud800", "role": "user"}, ANSWER), "unpaired surrogate"),
+    (_turns({"content": "x" * (LIMITS.content_chars + 1), "role": "user"}, ANSWER), "over the"),
+    (_turns(*[USER, ANSWER] * (LIMITS.messages // 2 + 1)), "messages, over the limit"),
+    (_with(chat_template="t" * (LIMITS.template_chars + 1)), "chat_template: is"),
+]
+
+
+@pytest.mark.parametrize(("data", "named"), REFUSED, ids=[n for _, n in REFUSED])
+def test_each_bad_payload_is_refused_naming_the_problem(data: dict[str, Any], named: str) -> None:
+    with pytest.raises(PayloadError) as refused:
+        parse_payload(data)
+    assert named in str(refused.value), refused.value.problems
+    assert "\n" not in str(refused.value)  # one line
+
+
+def test_an_empty_assistant_answer_with_an_edit_is_kept() -> None:
+    data = _turns(USER, {"content": "", "role": "assistant", "edited_content": "Hello!"})
+    assert parse_payload(data).conversation[1].edited_content == "Hello!"
+
+
+@pytest.mark.parametrize("body", [b"", b"{", b"[1, 2]", b'"text"', b"\xff\xfe"])
+def test_a_body_that_is_not_a_json_object_is_refused(body: bytes) -> None:
+    with pytest.raises(PayloadError, match="body: "):
+        parse_payload(body)
