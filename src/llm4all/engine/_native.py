@@ -66,6 +66,12 @@ def supports_gpu_offload() -> bool:
     return bool(ll.llama_supports_gpu_offload())
 
 
+def system_info() -> str:
+    """llama.cpp's build summary: its backends (``CUDA : …``, ``CPU : AVX2 = 1 …``)."""
+    init_backend()
+    return bytes(ll.llama_print_system_info()).decode("utf-8", "replace")
+
+
 class NativeModel:
     """A loaded model and one context on it, freed together by :meth:`close`."""
 
@@ -149,6 +155,10 @@ class NativeModel:
             "n_params": int(ll.llama_model_n_params(self.model)),
             "n_embd": int(ll.llama_model_n_embd(self.model)),
         }
+
+    def n_layers(self) -> int:
+        """How many repeating layers the model has (what ``n_gpu_layers`` counts)."""
+        return int(ll.llama_model_n_layer(self.model))
 
     def special_tokens(self) -> tuple[str, str, bool]:
         """(BOS text, end-of-turn or EOS text, whether BOS is added)."""

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llm4all.engine import gpu
 from llm4all.engine._native import NativeModel, Sampler, common_prefix, supports_gpu_offload
 from llm4all.engine.base import (
     Capabilities,
@@ -74,6 +75,7 @@ class LlamaCppEngine(Engine):
         self.path = Path(path)
         self.params = params or LoadParams()
         self._n_threads = self.params.n_threads or default_threads()
+        gpu.check_offload(self.params.n_gpu_layers)  # a CPU build would ignore the layers
         check_model_file(self.path)  # a corrupt file is an error here, not a dead process
         self.native = NativeModel(self.path, self.params, self._n_threads)
         self.slots: list[list[int]] = [[] for _ in range(self.params.n_seq_max)]
@@ -104,9 +106,7 @@ class LlamaCppEngine(Engine):
         meta = n.metadata()
         bos, eos, add_bos = n.special_tokens()
         layers = self.params.n_gpu_layers
-        device = "cpu"
-        if layers != 0 and self.capabilities.gpu_offload:
-            device = "gpu (all layers)" if layers < 0 else f"gpu ({layers} layers)"
+        device = gpu.describe(layers, n.n_layers(), gpu.offload_backend() if layers else None)
         return ModelInfo(
             name=meta.get("general.name", self.path.stem),
             architecture=meta.get("general.architecture", "unknown"),
