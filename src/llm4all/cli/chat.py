@@ -48,7 +48,7 @@ from llm4all.cli.options import (
     load_overrides,
 )
 from llm4all.errors import InvalidParameter, Llm4allError
-from llm4all.params import GenerationParams
+from llm4all.params import GenerationParams, LoadParams
 from llm4all.store import ChatStore, export_chat
 
 #: How many earlier messages ``--continue`` shows before the prompt.
@@ -107,6 +107,8 @@ def chat_command(
     """Chat with a model in the terminal."""
     overrides = generation_overrides(kwargs)
     load = load_overrides(kwargs)
+    merge_params(GenerationParams(), overrides)  # a bad value fails before the model loads
+    LoadParams(**load)
     store = None if no_save else ChatStore()
     history: list[Message] = []
     stored_params: dict[str, Any] = {}
