@@ -116,5 +116,12 @@ def run_command(
         err_console.print(
             f"[dim]{c.usage.prompt_tokens} prompt + {c.usage.completion_tokens} tokens, "
             f"{c.timings.tokens_per_second:.1f} tok/s, first token {c.timings.time_to_first_token * 1000:.0f} ms, "
-            f"finish: {c.finish_reason}[/dim]"
+            f"finish: {c.finish_reason}{_where(model.info.device)}[/dim]"
         )
+
+
+def _where(device: str) -> str:
+    """``, on CUDA (24/24 layers)`` or ``, on remote http://…``; nothing for the CPU."""
+    from rich.markup import escape
+
+    return "" if device == "cpu" else f", on {escape(device)}"
