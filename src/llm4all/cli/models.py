@@ -320,6 +320,10 @@ def info_command(name: str, as_json: bool) -> None:
     """Show a model's catalog entry, installed state and GGUF metadata (or a remote's endpoint)."""
     remote = remotes.get(name)
     details = _remote_details(remote) if remote else ModelStore().info(name).to_dict()
+    if remote is None:  # where llama.cpp could run it besides the CPU
+        from llm4all.engine.gpu import offload_backend
+
+        details["gpu_offload"] = offload_backend()
     if as_json:
         echo_json(details)
         return
@@ -329,6 +333,8 @@ def info_command(name: str, as_json: bool) -> None:
     grid.add_row("name", details["name"])
     if remote is None:
         grid.add_row("installed", f"yes: {details['path']}" if details["installed"] else "no")
+        offload = details["gpu_offload"] or "none: a CPU-only llama.cpp build (docs/scale-out.md)"
+        grid.add_row("gpu offload", offload)
     for section in ("remote", "catalog", "local", "metadata"):
         for key, value in (details.get(section) or {}).items():
             if key != "name" and value not in (None, ""):
