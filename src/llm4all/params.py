@@ -83,6 +83,9 @@ class LoadParams:
     seed: int | None = _knob(None, "default sampling seed", 0, 2**32 - 1)
     embedding: bool = _knob(False, "load for embeddings instead of generation")
     check_memory: bool = _knob(True, "refuse to load a model larger than the free RAM")
+    lora: str | None = _knob(
+        None, "a LoRA adapter (GGUF, from `llm4all train export`) applied at load"
+    )
 
     def __post_init__(self) -> None:
         validate(self)

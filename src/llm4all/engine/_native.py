@@ -117,12 +117,28 @@ class NativeModel:
             raise ModelLoadError(str(path), "llama.cpp could not create a context (out of memory?)")
         self._stack.callback(ll.llama_free, ctx)
         self.ctx = ctx
+        if params.lora:
+            self._apply_lora(Path(params.lora))
         self.memory = ll.llama_get_memory(ctx)
         # Each sequence gets its own share of the cells: n_ctx / n_seq_max tokens.
         self.n_ctx = int(ll.llama_n_ctx_seq(ctx))
-        self.n_batch = n_batch
+        # llama.cpp caps the batch at the n_ctx asked for, but pads n_ctx (128 -> 256): a
+        # decode of more tokens than its cap ends the process (GGML_ASSERT n_tokens_all).
+        self.n_batch = min(n_batch, int(ll.llama_n_batch(ctx)))
         self.batch = Batch(n_batch, params.n_seq_max)
         self._stack.callback(self.batch.free)
+
+    def _apply_lora(self, path: Path) -> None:
+        """Apply a GGUF LoRA adapter at full scale (llama.cpp frees it with the model)."""
+        if not path.is_file():
+            raise ModelLoadError(str(path), "no such LoRA adapter file")
+        _errors.clear()
+        adapter = ll.llama_adapter_lora_init(self.model, str(path).encode())
+        if not adapter:
+            raise ModelLoadError(str(path), "not a LoRA adapter of this model" + _detail())
+        adapters = (ll.llama_adapter_lora_p_ctypes * 1)(adapter)
+        if ll.llama_set_adapters_lora(self.ctx, adapters, 1, (ctypes.c_float * 1)(1.0)) != 0:
+            raise ModelLoadError(str(path), "llama.cpp could not apply the LoRA adapter")
 
     def close(self) -> None:
         self._stack.close()
@@ -235,11 +251,15 @@ class NativeModel:
             raise RuntimeError(f"llama_decode failed with code {rc} (KV cache full or aborted)")
 
     # -- scoring ----------------------------------------------------------------
-    def token_logprobs(self, tokens: Sequence[int], first: int = 1) -> list[float]:
+    def token_logprobs(
+        self, tokens: Sequence[int], first: int = 1, best: list[int] | None = None
+    ) -> list[float]:
         """Log-probability (nats) of each of ``tokens[first:]`` given all tokens before it.
 
         Teacher forcing on sequence 0, which is cleared first and holds ``tokens``
         afterwards. The caller keeps ``len(tokens) <= n_ctx`` and ``first >= 1``.
+        ``best``, when given, receives the most likely token at each scored position
+        (the export's top-1 agreement check).
         Example: ``token_logprobs([bos, a, b], first=1)`` → ``[log p(a|bos), log p(b|bos a)]``.
         """
         import numpy as np
@@ -261,10 +281,12 @@ class NativeModel:
             # Rows come in batch order, only for the positions that asked for logits.
             rows = np.ctypeslib.as_array(ll.llama_get_logits(self.ctx), (len(scored), n_vocab))
             targets = np.asarray([tokens[i] for i in scored])
+            if best is not None:
+                best.extend(rows.argmax(axis=1).tolist())
             for lo in range(0, len(scored), 64):  # exp() of 64 rows at a time bounds the memory
                 chunk = rows[lo : lo + 64]
-                top = chunk.max(axis=1)
-                norm = np.log(np.exp(chunk - top[:, None]).sum(axis=1, dtype=np.float64)) + top
+                peak = chunk.max(axis=1)
+                norm = np.log(np.exp(chunk - peak[:, None]).sum(axis=1, dtype=np.float64)) + peak
                 picked = chunk[np.arange(len(chunk)), targets[lo : lo + 64]]
                 out.extend((picked - norm).tolist())
         return out
@@ -443,6 +465,33 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
         if a[i] != b[i]:
             return i
     return n
+
+
+def quantize_model(source: Path, dest: Path, ftype: str, n_threads: int = 0) -> Path:
+    """Quantize a GGUF with llama.cpp's own quantizer (``ftype``: Q4_K_M, Q5_K_M, Q8_0…).
+
+    Written under a temporary name and renamed, so ``dest`` is whole or absent.
+    """
+    code = getattr(ll, f"LLAMA_FTYPE_MOSTLY_{ftype.upper()}", None)
+    if code is None:
+        raise ModelLoadError(str(source), f"llama.cpp has no quantization type {ftype!r}")
+    init_backend()
+    params = ll.llama_model_quantize_default_params()
+    params.ftype = code
+    params.nthread = n_threads
+    tmp = dest.with_name(dest.name + ".part")
+    _errors.clear()
+    try:
+        if ll.llama_model_quantize(str(source).encode(), str(tmp).encode(), ctypes.byref(params)):
+            raise ModelLoadError(str(source), "llama.cpp could not quantize it" + _detail())
+        tmp.replace(dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+def _detail() -> str:
+    return f" ({_errors[0].split(': ', 1)[-1]})" if _errors else ""
 
 
 def _load_failure_reason() -> str:

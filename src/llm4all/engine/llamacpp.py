@@ -263,12 +263,15 @@ class LlamaCppEngine(Engine):
         return index
 
     # -- scoring ----------------------------------------------------------------
-    def token_logprobs(self, tokens: Sequence[int], first: int = 1) -> list[float]:
+    def token_logprobs(
+        self, tokens: Sequence[int], first: int = 1, *, best: list[int] | None = None
+    ) -> list[float]:
         """Teacher-forced log-probabilities (nats) of ``tokens[first:]``, for perplexity.
 
         The tokens share one window: more than ``n_ctx`` is a
         :class:`~llm4all.errors.ContextOverflow` (``llm4all.evaluate`` slides a
         window over longer texts). Runs on slot 0, whose cache then holds ``tokens``.
+        ``best``, when given, receives the most likely token at each scored position.
         """
         if not 1 <= first <= len(tokens):
             raise InvalidParameter("first", first, f"1..{len(tokens)}")
@@ -278,7 +281,7 @@ class LlamaCppEngine(Engine):
             cache = self.slots[0]
             cache.clear()
             try:
-                scores = self.native.token_logprobs(tokens, first)
+                scores = self.native.token_logprobs(tokens, first, best)
             except BaseException:
                 self.native.forget(0, 0)
                 raise
