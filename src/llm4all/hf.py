@@ -9,8 +9,9 @@ turns that name into a folder transformers loads with ``from_pretrained``:
   :meth:`~llm4all.models.store.ModelStore.resolve`) is dequantized by
   transformers (``gguf_file=``). transformers' ``save_pretrained`` refuses a
   model loaded that way, so the model is rebuilt from its config with the
-  state dict copied in and saved once under ``$LLM4ALL_HOME/cache/hf/``, keyed
-  by the GGUF's sha256 and size; later loads read that folder (fast, no
+  state dict copied in and saved once (float32), keyed by the GGUF's sha256
+  and size: beside the model store's files (``MODELS/.hf/``) for a model of
+  the store, else under ``$LLM4ALL_HOME/cache/hf/``; later loads read that folder (fast, no
   dequantizing). A catalog entry's chat template override goes into the
   saved tokenizer, so training and chat use the same template.
 
@@ -77,7 +78,9 @@ def resolve(ref: str | os.PathLike[str], store: ModelStore | None = None) -> HFM
         store = ModelStore()
     resolved = store.resolve(os.fspath(ref))
     sha256 = _sha256_of(resolved.path)
-    folder = _cache_root() / f"{sha256[:24]}-{resolved.path.stat().st_size}"
+    folder = (
+        _cache_root(resolved.path, store.root) / f"{sha256[:24]}-{resolved.path.stat().st_size}"
+    )
     if not (folder / _SOURCE_FILE).is_file():
         _rebuild(resolved.path, folder, resolved.chat_template, sha256)
     return HFModel(folder, resolved.name, resolved.path, sha256)
@@ -170,8 +173,10 @@ def _rebuild(gguf: Path, folder: Path, chat_template: str | None, sha256: str) -
         raise
 
 
-def _cache_root() -> Path:
-    root = paths.home() / "cache" / "hf"
+def _cache_root(gguf: Path, store_root: Path) -> Path:
+    """Where rebuilt folders of ``gguf`` live: the store's ``.hf`` for its own models."""
+    in_store = gguf.resolve().parent == store_root.resolve()
+    root = store_root / ".hf" if in_store else paths.home() / "cache" / "hf"
     root.mkdir(parents=True, exist_ok=True)
     return root
 
