@@ -62,11 +62,10 @@ class GPUUnavailable(InvalidParameter):
 
 def gpu_backend() -> str | None:
     """The offload backend's name in the original's words, or None on a CPU-only build."""
-    from llm4all.engine._native import supports_gpu_offload  # loads llama.cpp
+    from llm4all.engine.gpu import offload_backend  # loads llama.cpp
 
-    if not supports_gpu_offload():
-        return None
-    return "metal" if sys.platform == "darwin" else "cuda"
+    backend = offload_backend()
+    return None if backend is None else backend.lower()  # "cuda", "metal", "vulkan", …
 
 
 def gpu_layers(device: str | None, ngl: int) -> int:
