@@ -38,6 +38,11 @@ from llm4all.params import GenerationParams
     is_flag=True,
     help="Plain completion: no chat template (always so for a base model).",
 )
+@click.option(
+    "--lora",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Apply a LoRA adapter GGUF (from `llm4all train export`) to the model at load.",
+)
 @click.option("--stats", is_flag=True, help="Print tokens/s and token counts to stderr.")
 @click.option(
     "--json",
@@ -56,6 +61,7 @@ def run_command(
     model_name: str | None,
     system: str | None,
     raw: bool,
+    lora: str | None,
     stats: bool,
     as_json: bool,
     collections: tuple[str, ...],
@@ -69,6 +75,8 @@ def run_command(
     """
     params = generation_overrides(kwargs)
     load = load_overrides(kwargs)
+    if lora is not None:
+        load["lora"] = lora
     merge_params(GenerationParams(), params)  # a bad value fails before the model loads
     if prompt is None:
         if sys.stdin.isatty():
