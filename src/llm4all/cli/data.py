@@ -11,6 +11,7 @@ from llm4all.cli import LazyGroup
     name="data",
     cls=LazyGroup,
     lazy_commands={
+        "convert": ("llm4all.cli.data_curate", "convert_command"),
         "curate": ("llm4all.cli.data_curate", "curate_command"),
         "map": ("llm4all.cli.data_map", "map_command"),
     },

@@ -14,8 +14,8 @@ The API (curation, the data map and the trainer all read rows through it)::
   None to detect it from the first rows). A row that cannot be read (not JSON,
   invalid UTF-8, not the claimed format, a field missing or of the wrong type)
   comes out as a :class:`RowProblem` with the file and line, in place, and the
-  file goes on. Only a file that cannot be opened at all, or whose format
-  cannot be told, raises :class:`~llm4all.errors.DataFormatError`.
+  file goes on. A file whose format cannot be told is one RowProblem (line 1);
+  only a missing file or an unknown ``fmt`` raises :class:`DataFormatError`.
 - :func:`read_many` does the same for several files or folders (``*.json``,
   ``*.jsonl``, ``*.parquet`` inside, sorted, so the order is deterministic).
 - :func:`write_rows` writes conversations as the schema's JSON Lines, or as
@@ -443,7 +443,12 @@ def read_rows(path: Path, fmt: str | None = None) -> Iterator[Row]:
         raise DataFormatError(str(path), f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
     if not path.is_file():
         raise DataFormatError(str(path), "no such file")
-    fmt = fmt or detect_format(path)
+    if fmt is None:
+        try:
+            fmt = detect_format(path)
+        except DataFormatError as error:
+            yield RowProblem(str(path), 1, f"skipped the whole file: {error.reason}")
+            return
     records = _records(path)
     if fmt == "chat-export":
         yield from _chat_exports(path, records)
