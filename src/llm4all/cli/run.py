@@ -124,7 +124,8 @@ def run_command(
         err_console.print(
             f"[dim]{c.usage.prompt_tokens} prompt + {c.usage.completion_tokens} tokens, "
             f"{c.timings.tokens_per_second:.1f} tok/s, first token {c.timings.time_to_first_token * 1000:.0f} ms, "
-            f"finish: {c.finish_reason}{_where(model.info.device)}[/dim]"
+            f"finish: {c.finish_reason}{_where(model.info.device)}[/dim]",
+            soft_wrap=True,  # one line, for scripts that read it
         )
 
 
