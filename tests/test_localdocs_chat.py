@@ -36,9 +36,9 @@ def _capture_prompts(model: Model, monkeypatch: pytest.MonkeyPatch) -> list[list
     seen: list[list[Message]] = []
     original = model.chat_tokens
 
-    def spy(messages: Any, template: str | None = None) -> list[int]:
+    def spy(messages: Any, template: str | None = None, **kw: Any) -> list[int]:
         seen.append(list(messages))
-        return original(messages, template)
+        return original(messages, template, **kw)
 
     monkeypatch.setattr(model, "chat_tokens", spy)
     return seen

@@ -10,6 +10,7 @@ Example::
         print(piece, end="", flush=True)
     print(chat.send("And of Italy?").text())
 
+Every answer goes through :mod:`llm4all.answer` (the one pipeline).
 Everything streams: a :class:`Response` yields text pieces as they are
 sampled; its ``completion`` (usage, timings, finish reason) is there once the
 stream ends. Sampling knobs are the fields of :class:`GenerationParams`, given
@@ -20,23 +21,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llm4all.chat.prompt import answer_reserve, fit_messages
+from llm4all import answer
+from llm4all.answer import AnswerStats, Prepared, Response
 from llm4all.chat.template import PLAIN_STOPS, PLAIN_TEMPLATE, Message, render
 from llm4all.chat.tools import describe_in_system, template_takes_tools
-from llm4all.engine import (
-    Chunk,
-    Completion,
-    Engine,
-    ModelInfo,
-    ModelRef,
-    Timings,
-    Usage,
-    load_engine,
-)
+from llm4all.engine import Chunk, Completion, Engine, ModelInfo, ModelRef, load_engine
 from llm4all.errors import InvalidParameter
 from llm4all.models.catalog import Kind
 from llm4all.models.kinds import kind_from_metadata
@@ -62,87 +55,6 @@ def merge_params(base: GenerationParams, overrides: dict[str, Any]) -> Generatio
             unknown[0], overrides[unknown[0]], f"one of {', '.join(sorted(_GEN_FIELDS))}"
         )
     return base.replace(**overrides) if overrides else base
-
-
-class Response:
-    """A streamed answer: iterate for text pieces; ``completion`` once done."""
-
-    def __init__(
-        self,
-        start: Callable[[Callable[[], bool]], Iterator[Chunk]],
-        on_done: Callable[[Completion], None] | None = None,
-        prompt_tokens: int = 0,
-        on_chunk: Callable[[Chunk], None] | None = None,
-    ) -> None:
-        self._start = start
-        self._on_done = on_done
-        self._on_chunk = on_chunk
-        self._prompt_tokens = prompt_tokens
-        self._cancelled = False
-        self._pieces: list[str] = []
-        self._started = False
-        self.completion: Completion | None = None
-        #: LocalDocs references behind the answer, numbered as the model was asked to cite them.
-        self.sources: list[dict[str, Any]] = []
-
-    def cancel(self) -> None:
-        """Stop generating before the next token; the text so far is kept."""
-        self._cancelled = True
-
-    @property
-    def cancelled(self) -> bool:
-        """Whether :meth:`cancel` was called."""
-        return self._cancelled
-
-    def chunks(self) -> Iterator[Chunk]:
-        """The stream as engine chunks (text plus the token ids behind it)."""
-        if self._started:
-            raise RuntimeError("a Response can be streamed once; use .text() or .completion after")
-        self._started = True
-        final: Chunk | None = None
-        n_tokens = 0
-        try:
-            for chunk in self._start(lambda: not self._cancelled):
-                n_tokens += len(chunk.token_ids)
-                if chunk.finish_reason is not None:
-                    final = chunk
-                if chunk.text:
-                    self._pieces.append(chunk.text)
-                if self._on_chunk is not None:
-                    self._on_chunk(chunk)
-                yield chunk
-        finally:
-            # Also on Ctrl-C or an abandoned loop: keep what was said, marked cancelled.
-            self._finish(final, n_tokens)
-
-    def __iter__(self) -> Iterator[str]:
-        """Text pieces as they are sampled."""
-        if self._started:  # already streamed: replay what was said
-            yield from self._pieces
-            return
-        for chunk in self.chunks():
-            if chunk.text:
-                yield chunk.text
-
-    def _finish(self, final: Chunk | None, n_tokens: int) -> None:
-        if final is not None and final.usage is not None and final.timings is not None:
-            reason, usage, timings = final.finish_reason or "stop", final.usage, final.timings
-        else:
-            reason = "cancelled"
-            usage = Usage(self._prompt_tokens, n_tokens)
-            timings = Timings(0.0, 0.0, 0.0, n_tokens)
-        self.completion = Completion("".join(self._pieces), reason, usage, timings)
-        if self._on_done is not None:
-            self._on_done(self.completion)
-
-    def text(self) -> str:
-        """The whole answer (runs the stream to the end if needed)."""
-        for _ in self:
-            pass
-        return "".join(self._pieces)
-
-    def __str__(self) -> str:
-        return self.text()
 
 
 class Model:
@@ -330,13 +242,8 @@ class Model:
         """Stream an answer to already built prompt tokens (``on_chunk`` sees each chunk)."""
         if chat:  # an answer in the chat format ends where the transcript's next turn begins
             params = self.chat_params(params)
-        self.engine.check_fits(len(tokens))  # fail now, not on the first next()
-        return Response(
-            lambda go_on: self.engine.generate(tokens, params, should_continue=go_on, slot=slot),
-            on_done,
-            len(tokens),
-            on_chunk,
-        )
+        prepared = Prepared(list(tokens), params)
+        return answer.stream(self, prepared, slot=slot, on_chunk=on_chunk, on_done=on_done)
 
     def stream(
         self,
@@ -356,18 +263,16 @@ class Model:
         plain transcript). With ``collections`` (LocalDocs names) numbered
         excerpts go before the prompt and ``response.sources`` lists them.
         """
-        p = merge_params(self.params, params)
-        prompt, sources, p = _with_documents(prompt, collections, p)
-        if raw or self.kind == "base":
-            text = f"{system_prompt}\n\n{prompt}" if system_prompt else prompt
-            response = self.stream_tokens(self.tokenize(text), p, chat=False)
-        else:
-            system = self.system_prompt_for(system_prompt)
-            messages = [Message("system", system)] if system else []
-            messages.append(Message("user", prompt))
-            response = self.stream_tokens(self.chat_tokens(messages), p)
-        response.sources = sources
-        return response
+        prepared = answer.prepare(
+            self,
+            [Message("user", prompt)],
+            params=merge_params(self.params, params),
+            system_prompt=system_prompt,
+            collections=collections,
+            raw=raw or self.kind == "base",
+            fit=False,
+        )
+        return answer.stream(self, prepared)
 
     def generate(
         self, prompt: str, *, raw: bool = False, system_prompt: str | None = None, **params: Any
@@ -445,47 +350,40 @@ class ChatSession:
 
     def send(self, text: str, **params: Any) -> Response:
         """Add a user message and stream the answer (added to the history when done)."""
-        p = merge_params(self.params, params)
         user = Message("user", text)
-        earlier = [m.content for m in self.messages if m.role == "user"]
-        asked, self._sources, p = _with_documents(
-            text, self.collections, p, self.localdocs, earlier
+        prepared = answer.prepare(
+            self.model,
+            [*self.history, user],
+            params=merge_params(self.params, params),
+            system_prompt=self.system_prompt or "",  # already chosen at the start
+            collections=self.collections,
+            localdocs=self.localdocs,
         )
-        n_ctx = self.model.info.n_ctx
-        prompt = fit_messages(
-            [*self.history, Message("user", asked)],
-            self.model.chat_tokens,
-            n_ctx,
-            answer_reserve(p.max_tokens, n_ctx),
-        )
+        self._sources = prepared.references
         recorder: AnswerRecorder | None = None  # set below, once the question is saved
 
         def streamed(chunk: Chunk) -> None:  # the answer is saved as it grows
             if recorder is not None:
                 recorder.add(chunk.text, len(chunk.token_ids))
 
-        response = self.model.stream_tokens(
-            prompt.tokens,
-            p,
+        response = answer.stream(
+            self.model,
+            prepared,
             slot=self.slot,
             on_chunk=streamed,
             on_done=lambda completion: self._answered(completion, recorder),
         )
-        response.sources = self._sources
-        self.dropped = prompt.dropped
+        self.dropped = prepared.dropped
         self.messages.append(user)
-        recorder = self._save_question(user, len(prompt.tokens))
+        recorder = self._save_question(user, prepared.prompt_tokens)
         return response
 
     def _answered(self, completion: Completion, recorder: AnswerRecorder | None) -> None:
         if completion.text or completion.finish_reason != "cancelled":
             self.messages.append(Message("assistant", completion.text))
         if recorder is not None:
-            from llm4all.store.answers import stats_of
-
-            recorder.finish(
-                completion.finish_reason, **stats_of(completion.usage, completion.timings)
-            )
+            stats = AnswerStats.of_completion(completion)
+            recorder.finish(completion.finish_reason, **stats.store_fields())
 
     def _save_question(self, question: Message, prompt_tokens: int) -> AnswerRecorder | None:
         """Save the question (creating the stored chat); the recorder of its answer."""
@@ -513,24 +411,3 @@ class ChatSession:
         """Forget the conversation (the system prompt stays); a stored chat starts anew."""
         self.messages.clear()
         self.chat_id = None
-
-
-def _with_documents(
-    text: str,
-    collections: Sequence[str],
-    params: GenerationParams,
-    localdocs: LocalDocs | None = None,
-    earlier: Sequence[str] = (),
-) -> tuple[str, list[dict[str, Any]], GenerationParams]:
-    """``text`` with LocalDocs excerpts, their references, and the answer's parameters.
-
-    ``earlier`` are the conversation's previous user turns, searched with
-    ``text``. An answer from documents gets a bounded length unless
-    ``params.max_tokens`` sets one. Without collections all is unchanged.
-    """
-    if not collections:
-        return text, [], params
-    from llm4all.localdocs.context import answer_tokens, documents_turn
-
-    asked, refs = documents_turn(text, collections, earlier, localdocs=localdocs)
-    return asked, refs, params.replace(max_tokens=answer_tokens(params.max_tokens))

@@ -1,0 +1,412 @@
+"""The one answer pipeline: a question in, a rendered prompt, an engine stream, a Response out.
+
+Every front end answers through here: the Python API (``Model.stream``,
+``ChatSession``), the terminal chat and ``llm4all run`` (through them), the
+OpenAI routes (``server/chat.py``, ``server/completions.py``), the web UI
+(``server/ui_chat.py``), the original GPT4All API (``gpt4all/``) and the
+LangChain chat model. None of them renders a prompt, adds LocalDocs excerpts
+or computes answer statistics itself.
+
+Two steps:
+
+1. :func:`prepare` — messages + tools + collections + params → a
+   :class:`Prepared` request: the system prompt chosen
+   (:meth:`Model.system_prompt_for <llm4all.api.Model.system_prompt_for>`),
+   LocalDocs excerpts in the last user turn
+   (:func:`~llm4all.localdocs.context.documents_turn`), the chat template (or a
+   :class:`~llm4all.engine.ChatInput` for an engine that renders chats itself),
+   the context-window policy (:mod:`llm4all.chat.prompt`), and the answer's
+   parameters (the chat format's stops, a bounded length for answers from
+   documents).
+2. :func:`stream` (in-process, one answer at a time: a :class:`Response`) or a
+   runner's ``stream``/``submit`` (a server's concurrent requests: the engine's
+   own :meth:`~llm4all.engine.Engine.runner`).
+
+A :class:`Response` carries the text, the tool calls parsed out of it, the
+references, usage, timings and :class:`AnswerStats` — the one definition of
+an answer's statistics, which the chat store, the CLI and the server report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from llm4all.chat.prompt import answer_reserve, fit_messages
+from llm4all.chat.template import Message
+from llm4all.engine import ChatInput, Chunk, Completion, PromptInput, Timings, Usage
+from llm4all.params import GenerationParams
+
+if TYPE_CHECKING:
+    from llm4all.api import Model
+    from llm4all.chat.tools import Parsed
+    from llm4all.localdocs import LocalDocs
+
+
+# -- statistics -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AnswerStats:
+    """What one answer cost: counts and timings, as every front end reports them.
+
+    A rate or a time that could not be measured (an answer stopped before its
+    second token) is None, never 0.
+    """
+
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+    tokens_per_second: float | None = None
+    time_to_first_token: float | None = None
+    prompt_seconds: float | None = None
+
+    @classmethod
+    def of(cls, finish_reason: str, usage: Usage, timings: Timings) -> AnswerStats:
+        return cls(
+            finish_reason,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.cached_tokens,
+            timings.tokens_per_second or None,
+            timings.time_to_first_token or None,
+            timings.prompt_seconds or None,
+        )
+
+    @classmethod
+    def of_completion(cls, completion: Completion) -> AnswerStats:
+        return cls.of(completion.finish_reason, completion.usage, completion.timings)
+
+    def store_fields(self) -> dict[str, Any]:
+        """The keywords the chat store keeps (``ChatStore.add_message``/``AnswerRecorder.finish``)."""
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "tokens_per_second": self.tokens_per_second,
+            "time_to_first_token": self.time_to_first_token,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``usage`` and ``timings`` as ``llm4all run --json`` prints them."""
+        return {
+            "finish_reason": self.finish_reason,
+            "usage": {
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "cached_tokens": self.cached_tokens,
+            },
+            "timings": {
+                "time_to_first_token": self.time_to_first_token,
+                "tokens_per_second": self.tokens_per_second,
+                "prompt_seconds": self.prompt_seconds,
+            },
+        }
+
+    def line(self) -> str:
+        """One line for a terminal. Example: ``"12 prompt + 30 tokens, 41.2 tok/s, ..."``."""
+        rate = f"{self.tokens_per_second:.1f} tok/s" if self.tokens_per_second else "- tok/s"
+        first = (
+            f"first token {self.time_to_first_token * 1000:.0f} ms"
+            if self.time_to_first_token
+            else "first token -"
+        )
+        return (
+            f"{self.prompt_tokens} prompt + {self.completion_tokens} tokens, {rate}, {first}, "
+            f"finish: {self.finish_reason}"
+        )
+
+
+# -- the prepared request ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Prepared:
+    """A question ready for the engine: the prompt and everything that shaped it."""
+
+    prompt: PromptInput  # token ids, text, or a ChatInput (see engine.Capabilities)
+    params: GenerationParams
+    messages: tuple[Message, ...] = ()  # as rendered: system prompt, documents, fitted
+    references: list[dict[str, Any]] = field(default_factory=list)  # LocalDocs, numbered
+    dropped: int = 0  # old messages trimmed to fit the context window
+    tools: tuple[dict[str, Any], ...] = ()  # OpenAI function definitions shown to the model
+    forced: bool = False  # the answer must be exactly one tool call
+    parallel_calls: bool = True
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Prompt length in tokens (0 where the engine counts them itself: text, chats)."""
+        if isinstance(self.prompt, (str, ChatInput)):
+            return 0
+        return len(self.prompt)
+
+    @property
+    def token_ids(self) -> list[int]:
+        """The prompt's token ids (for an engine with token access)."""
+        if isinstance(self.prompt, (str, ChatInput)):
+            raise TypeError("this prompt is text or a chat, not token ids")
+        return list(self.prompt)
+
+    def parse_tools(self, text: str) -> Parsed | None:
+        """Content and tool calls of an answer (None when no tools were offered)."""
+        if not self.tools:
+            return None
+        from llm4all.chat.tools import parse
+
+        known = {str(t.get("function", {}).get("name")) for t in self.tools}
+        return parse(text, forced=self.forced, known=known, parallel=self.parallel_calls)
+
+
+def prepare(
+    model: Model,
+    messages: Sequence[Message],
+    *,
+    params: GenerationParams | None = None,
+    system_prompt: str | None = None,
+    tools: Sequence[dict[str, Any]] = (),
+    collections: Sequence[str] = (),
+    localdocs: LocalDocs | None = None,
+    fit: bool = True,
+    raw: bool = False,
+    forced: bool = False,
+    parallel_calls: bool = True,
+    template: str | None = None,
+) -> Prepared:
+    """Render a conversation for ``model``: the one place a prompt is built.
+
+    - The system prompt: a system message in ``messages`` wins; otherwise
+      :meth:`Model.system_prompt_for` chooses from ``system_prompt`` (None: the
+      catalog's default; ``""``: none).
+    - ``collections``: the last user turn is searched in those LocalDocs
+      collections (with the earlier user turns) and replaced, in the prompt
+      only, by the numbered excerpts and the question; the answer is bounded
+      (``localdocs.context.answer_tokens``) unless ``params.max_tokens`` is set.
+    - ``fit=True`` drops the oldest turns until the prompt leaves room for the
+      answer (``chat/prompt.py``); ``False`` renders everything (the caller
+      refuses what does not fit, as the OpenAI route does with a 400).
+    - ``raw=True`` (and ``model.kind == "base"`` with a single user message)
+      continues the last user message as plain text, the system prompt before
+      it, with no chat template.
+    - ``template`` replaces the model's chat template (the GPT4All API's own).
+    """
+    p = params if params is not None else model.params
+    msgs = list(messages)
+    references: list[dict[str, Any]] = []
+    if collections:
+        msgs, references = _with_documents(msgs, collections, localdocs)
+        from llm4all.localdocs.context import answer_tokens
+
+        p = p.replace(max_tokens=answer_tokens(p.max_tokens))
+    if raw:
+        return _plain(model, msgs, p, system_prompt, references)
+    if not any(m.role == "system" for m in msgs):
+        system = model.system_prompt_for(system_prompt)
+        if system:
+            msgs.insert(0, Message("system", system))
+    p = model.chat_params(p)  # a base model's transcript ends where its next turn begins
+
+    def made(prompt: PromptInput, sent: Sequence[Message], dropped: int = 0) -> Prepared:
+        return Prepared(
+            prompt,
+            p,
+            tuple(sent),
+            references,
+            dropped,
+            tuple(tools),
+            forced=forced,
+            parallel_calls=parallel_calls,
+        )
+
+    caps = model.engine.capabilities
+    if not caps.tokens and caps.chat:  # the backend renders the chat with its own template
+        return made(ChatInput(tuple(_as_openai(m) for m in msgs), tuple(tools)), msgs)
+
+    def to_tokens(part: Sequence[Message]) -> list[int]:
+        return model.chat_tokens(part, template=template, tools=tools)
+
+    if not caps.tokens:  # text in, text out: the template rendered here
+        return made(model.render(msgs, template=template, tools=tools), msgs)
+    if not fit:
+        return made(to_tokens(msgs), msgs)
+    n_ctx = model.info.n_ctx
+    fitted = fit_messages(msgs, to_tokens, n_ctx, answer_reserve(p.max_tokens, n_ctx))
+    return made(fitted.tokens, fitted.messages, fitted.dropped)
+
+
+def _plain(
+    model: Model,
+    msgs: list[Message],
+    params: GenerationParams,
+    system_prompt: str | None,
+    references: list[dict[str, Any]],
+) -> Prepared:
+    text = next((m.content for m in reversed(msgs) if m.role == "user"), "")
+    if system_prompt:
+        text = f"{system_prompt}\n\n{text}"
+    prompt: PromptInput = model.tokenize(text) if model.engine.capabilities.tokens else text
+    return Prepared(prompt, params, tuple(msgs), references)
+
+
+def _as_openai(message: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        out["tool_calls"] = list(message.tool_calls)
+    if message.tool_call_id is not None:
+        out["tool_call_id"] = message.tool_call_id
+    return out
+
+
+def _with_documents(
+    msgs: list[Message], collections: Sequence[str], localdocs: LocalDocs | None
+) -> tuple[list[Message], list[dict[str, Any]]]:
+    """The last user turn with its LocalDocs excerpts (earlier user turns searched too)."""
+    from llm4all.errors import InvalidParameter
+    from llm4all.localdocs.context import documents_turn
+
+    at = next((i for i in range(len(msgs) - 1, -1, -1) if msgs[i].role == "user"), None)
+    if at is None:
+        raise InvalidParameter("collections", list(collections), "a user message to search for")
+    earlier = [m.content for m in msgs[:at] if m.role == "user"]
+    content, references = documents_turn(
+        msgs[at].content, collections, earlier, localdocs=localdocs
+    )
+    asked = Message("user", content, msgs[at].tool_calls, msgs[at].tool_call_id)
+    return [*msgs[:at], asked, *msgs[at + 1 :]], references
+
+
+# -- one answer, in-process -------------------------------------------------------------------
+def stream(
+    model: Model,
+    prepared: Prepared,
+    *,
+    slot: int = 0,
+    on_chunk: Callable[[Chunk], None] | None = None,
+    on_done: Callable[[Completion], None] | None = None,
+) -> Response:
+    """Stream ``prepared`` on ``model``'s engine (fails now if the prompt cannot fit)."""
+    engine = model.engine
+    if prepared.prompt_tokens:
+        engine.check_fits(prepared.prompt_tokens)
+    engine.check_params(prepared.params)
+    prompt, params = prepared.prompt, prepared.params
+    return Response(
+        lambda go_on: engine.generate(prompt, params, should_continue=go_on, slot=slot),
+        on_done,
+        prepared.prompt_tokens,
+        on_chunk,
+        prepared=prepared,
+    )
+
+
+class Response:
+    """A streamed answer: iterate for text pieces; ``completion`` and ``stats`` once done.
+
+    Also ``references`` (the LocalDocs excerpts behind it, numbered as the
+    model was asked to cite them; ``sources`` is the same list) and
+    ``tool_calls`` (parsed out of the answer when tools were offered).
+    """
+
+    def __init__(
+        self,
+        start: Callable[[Callable[[], bool]], Iterator[Chunk]],
+        on_done: Callable[[Completion], None] | None = None,
+        prompt_tokens: int = 0,
+        on_chunk: Callable[[Chunk], None] | None = None,
+        *,
+        prepared: Prepared | None = None,
+    ) -> None:
+        self._start = start
+        self._on_done = on_done
+        self._on_chunk = on_chunk
+        self._prompt_tokens = prompt_tokens
+        self._cancelled = False
+        self._pieces: list[str] = []
+        self._started = False
+        self.prepared = prepared
+        self.completion: Completion | None = None
+        #: LocalDocs references behind the answer, numbered as the model was asked to cite them.
+        self.sources: list[dict[str, Any]] = list(prepared.references) if prepared else []
+
+    @property
+    def references(self) -> list[dict[str, Any]]:
+        return self.sources
+
+    def cancel(self) -> None:
+        """Stop generating before the next token; the text so far is kept."""
+        self._cancelled = True
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether :meth:`cancel` was called."""
+        return self._cancelled
+
+    def chunks(self) -> Iterator[Chunk]:
+        """The stream as engine chunks (text plus the token ids behind it)."""
+        if self._started:
+            raise RuntimeError("a Response can be streamed once; use .text() or .completion after")
+        self._started = True
+        final: Chunk | None = None
+        n_tokens = 0
+        try:
+            for chunk in self._start(lambda: not self._cancelled):
+                n_tokens += len(chunk.token_ids)
+                if chunk.finish_reason is not None:
+                    final = chunk
+                if chunk.text:
+                    self._pieces.append(chunk.text)
+                if self._on_chunk is not None:
+                    self._on_chunk(chunk)
+                yield chunk
+        finally:
+            # Also on Ctrl-C or an abandoned loop: keep what was said, marked cancelled.
+            self._finish(final, n_tokens)
+
+    def __iter__(self) -> Iterator[str]:
+        """Text pieces as they are sampled."""
+        if self._started:  # already streamed: replay what was said
+            yield from self._pieces
+            return
+        for chunk in self.chunks():
+            if chunk.text:
+                yield chunk.text
+
+    def _finish(self, final: Chunk | None, n_tokens: int) -> None:
+        if final is not None and final.usage is not None and final.timings is not None:
+            reason, usage, timings = final.finish_reason or "stop", final.usage, final.timings
+        else:
+            reason = "cancelled"
+            usage = Usage(self._prompt_tokens, n_tokens)
+            timings = Timings(0.0, 0.0, 0.0, n_tokens)
+        self.completion = Completion("".join(self._pieces), reason, usage, timings)
+        if self._on_done is not None:
+            self._on_done(self.completion)
+
+    def text(self) -> str:
+        """The whole answer (runs the stream to the end if needed)."""
+        for _ in self:
+            pass
+        return "".join(self._pieces)
+
+    def _done(self) -> Completion:
+        self.text()
+        assert self.completion is not None
+        return self.completion
+
+    @property
+    def usage(self) -> Usage:
+        return self._done().usage
+
+    @property
+    def timings(self) -> Timings:
+        return self._done().timings
+
+    @property
+    def stats(self) -> AnswerStats:
+        """The answer's :class:`AnswerStats` (runs the stream to the end if needed)."""
+        return AnswerStats.of_completion(self._done())
+
+    @property
+    def tool_calls(self) -> list[dict[str, Any]]:
+        """Tool calls in OpenAI's shape (empty when none were made or offered)."""
+        parsed = self.prepared.parse_tools(self.text()) if self.prepared else None
+        return parsed.calls if parsed is not None else []
+
+    def __str__(self) -> str:
+        return self.text()
