@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -140,13 +140,15 @@ def _fibonacci_runs(text: str, name: str) -> tuple[bool, str]:
 def _run_function(code: str, func: str) -> tuple[bool, str]:
     program = f"{code}\nresult = {func}(10)\nprint(repr(list(result) if not isinstance(result, int) else result))\n"
     try:
-        done = subprocess.run(
-            [sys.executable, "-I", "-c", _LIMITS + program],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            cwd=os.path.dirname(sys.executable),
-        )
+        with tempfile.TemporaryDirectory() as scratch:  # what the code writes is thrown away
+            done = subprocess.run(
+                [sys.executable, "-I", "-c", _LIMITS + program],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                cwd=scratch,
+                stdin=subprocess.DEVNULL,
+            )
     except subprocess.TimeoutExpired:
         return False, f"{func}(10) ran over 10 s"
     if done.returncode != 0:
