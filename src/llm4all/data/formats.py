@@ -207,8 +207,11 @@ def _skip(text: str, start: int, separator: str) -> int:
     return -1
 
 
+_ESCAPED_BYTES = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of invalid UTF-8
+
+
 def _has_bad_bytes(text: str) -> bool:
-    return any("\udc80" <= char <= "\udcff" for char in text)
+    return _ESCAPED_BYTES.search(text) is not None
 
 
 def _parquet_records(path: Path) -> Iterator[tuple[int, Any]]:

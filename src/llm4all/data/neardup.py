@@ -136,8 +136,8 @@ class NearDuplicates:
             raise ValueError("the near-duplicate threshold must be in (0, 1]")
         self.threshold = threshold
         self._np = np
-        self._minhash = MinHash
-        self._permutations = MinHash(num_perm=num_perm, seed=SEED).permutations
+        # One sketch, cleared per text: building a MinHash parses its permutations each time.
+        self._sketch = MinHash(num_perm=num_perm, seed=SEED, hashfunc=int)  # shingles come hashed
         self.num_perm = num_perm
         # Bands over the interleaved signature hold prompt and answer values alike, so a
         # band matches with probability about (Jp * Ja) ** (r / 2): both must be similar.
@@ -155,14 +155,10 @@ class NearDuplicates:
         self._ids: list[str] = []
 
     def _minhash_of(self, text: str) -> npt.NDArray[np.uint32]:
-        minhash = self._minhash(
-            num_perm=self.num_perm,
-            permutations=self._permutations,
-            scheme="affine32",
-            hashfunc=int,  # the shingles come hashed
-        )
+        minhash = self._sketch
+        minhash.clear()
         minhash.update_batch(shingle_hashes(text).tolist())
-        values: npt.NDArray[np.uint32] = minhash.hashvalues
+        values: npt.NDArray[np.uint32] = minhash.hashvalues.copy()
         return values
 
     def signature(self, prompt: str, response: str) -> npt.NDArray[np.uint32]:

@@ -186,20 +186,35 @@ _ASKS_FOR_AI = re.compile(
 )
 
 
+class RefusalFinder:
+    """The refusal in a row's answers, if any; the last row's answer is kept, as two rules ask."""
+
+    def __init__(self, phrases: Sequence[Phrase]) -> None:
+        self.phrases = phrases
+        self._last: tuple[Conversation | None, Any] = (None, None)
+
+    def __call__(self, row: Conversation) -> Any:
+        if self._last[0] is not row:
+            answers = (
+                find_refusal(a, disclaimers=True, phrases=self.phrases) for a in _answers(row)
+            )
+            self._last = (row, next((found for found in answers if found), None))
+        return self._last[1]
+
+
 class Refusal(Rule):
     name = "refusal"
     description = "the answer declines the request"
     reason = "declines"
 
-    def __init__(self, phrases: Sequence[Phrase]) -> None:
-        self.phrases = phrases
+    def __init__(self, finder: RefusalFinder) -> None:
+        self.finder = finder
 
     def check(self, row: Conversation) -> str | None:
-        for answer in _answers(row):
-            found = find_refusal(answer, disclaimers=True, phrases=self.phrases)
-            if found and found.reason == self.reason:
-                return f"{found.reason}: {found.matched!r}"
-        return None
+        found = self.finder(row)
+        return (
+            f"{found.reason}: {found.matched!r}" if found and found.reason == self.reason else None
+        )
 
 
 class AiDisclaimer(Refusal):
@@ -368,14 +383,14 @@ def build_rules(settings: RuleSettings, names: Sequence[str] = DEFAULT_RULES) ->
         raise ValueError(
             f"unknown rule(s) {', '.join(sorted(unknown))}; one of {', '.join(RULE_NAMES)}"
         )
-    phrases = load_phrases(settings.refusal_phrases)
+    finder = RefusalFinder(load_phrases(settings.refusal_phrases))
     makers: dict[str, Any] = {
         "empty-prompt": EmptyPrompt,
         "empty-answer": EmptyAnswer,
         "malformed-answer": MalformedAnswer,
         "short-answer": lambda: ShortAnswer(settings.min_answer_words),
-        "refusal": lambda: Refusal(phrases),
-        "ai-disclaimer": lambda: AiDisclaimer(phrases),
+        "refusal": lambda: Refusal(finder),
+        "ai-disclaimer": lambda: AiDisclaimer(finder),
         "language": lambda: Language(settings.languages),
         "exact-duplicate": ExactDuplicate,
         "near-duplicate": lambda: NearDuplicate(settings.near_threshold),
