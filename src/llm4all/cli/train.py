@@ -159,15 +159,16 @@ class _StepBar:
         self._task: Any = None
 
     def __enter__(self) -> _StepBar:
-        self._bar.__enter__()
-        return self
+        return self  # the bar starts with the first step, so an early error is one clean line
 
     def __exit__(self, *exc: object) -> None:
-        self._bar.__exit__(None, None, None)
+        if self._task is not None:
+            self._bar.stop()
 
     def update(self, report: Any) -> None:
         held = f" · held-out {report.heldout_loss:.3f}" if report.heldout_loss is not None else ""
         if self._task is None:
+            self._bar.start()
             self._task = self._bar.add_task(
                 "train", total=report.total_steps, loss="", speed="", held=""
             )

@@ -21,10 +21,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llm4all.errors import Llm4allError
 from llm4all.train.trainer import RESULT
+
+if TYPE_CHECKING:
+    from llm4all.models.store import ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,7 @@ def export_run(
     register: bool = True,
     check: bool = True,
     progress: Callable[[str], None] | None = None,
+    store: ModelStore | None = None,
 ) -> Exported:
     """Export a finished run (see the module docstring); files go to ``RUN/export/``."""
     from peft import PeftModel
@@ -147,7 +151,7 @@ def export_run(
             share, positions = top1_agreement(merged, tokenizer, exported.files[kind], texts)
             exported.agreement[kind], exported.positions = share, positions
     if register:
-        exported.registered = _register(exported, name, result, base.sha256, quantize)
+        exported.registered = _register(exported, name, result, base.sha256, quantize, store)
     return exported
 
 
@@ -165,12 +169,13 @@ def _register(
     result: dict[str, Any],
     base_sha256: str | None,
     quantize: str | None,
+    store: ModelStore | None,
 ) -> list[str]:
     """Add the quantized file as NAME and the unquantized one as NAME-f16 (or -q8_0)."""
     from llm4all.models import sidecar
     from llm4all.models.store import ModelStore
 
-    store = ModelStore()
+    store = store or ModelStore()
     facts = {
         "base": result["base"],
         "base_sha256": base_sha256,

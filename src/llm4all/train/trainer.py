@@ -101,6 +101,11 @@ def train(
     )
     set_seed(config.seed)
     rows, problems = read_conversations(config.data, config.data_format, config.max_rows)
+    if not rows:
+        raise NoUsableRows(
+            f"no usable rows in {', '.join(config.data)}: no conversation with a prompt and "
+            f"an answer ({problems} rows could not be read; see `llm4all data curate`)"
+        )
     train_rows, held_rows = split_heldout(rows, config.heldout_fraction, config.seed)
 
     from llm4all.hf import load_model
