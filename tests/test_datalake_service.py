@@ -245,7 +245,7 @@ def test_cli_stats_export_delete(database: str, tmp_path: Path) -> None:
     jsonl = runner.invoke(cli, ["datalake", "export", "-d", database, "--only-positive"])
     assert jsonl.exit_code == 0 and len(jsonl.stdout.splitlines()) == 1
     gone = runner.invoke(cli, ["datalake", "delete", "-d", database, "--submitter", "other"])
-    assert gone.exit_code == 0 and "deleted 1 chats" in gone.output
+    assert gone.exit_code == 0 and "deleted 1 chat of submitter other" in gone.output
     bad = runner.invoke(cli, ["datalake", "export", "-d", database, "--format", "parquet"])
     assert bad.exit_code == 2 and "-o FILE.parquet" in bad.output
 
@@ -271,6 +271,8 @@ def test_postgres_outage_is_503_with_retry_after_then_recovers(postgres: Postgre
         try:
             down = send(live, chat_payload(ingest_id="during", answer="Paris."))
             assert down.status_code == 503 and int(down.headers["Retry-After"]) >= 1
+            assert down.json()["error"]["code"] == "database_unavailable"
+            assert str(postgres.port) not in down.text  # the database's address stays private
             assert httpx.get(live.url + "/v1/health", timeout=30).status_code == 503
         finally:
             postgres.start()

@@ -153,7 +153,7 @@ def export_command(
     finally:
         storage.close()
     where = f" to {output}" if output else ""
-    err_console.print(f"exported {count} chats{where}", markup=False, highlight=False)
+    err_console.print(f"exported {_chats(count)}{where}", markup=False, highlight=False)
 
 
 @datalake_group.command("delete")
@@ -166,4 +166,9 @@ def delete_command(database: str | None, submitter: str) -> None:
         deleted = storage.delete_submitter(submitter)
     finally:
         storage.close()
-    click.echo(f"deleted {deleted} chats of submitter {submitter}")
+    click.echo(f"deleted {_chats(deleted)} of submitter {submitter}")
+
+
+def _chats(n: int) -> str:
+    """Example: ``_chats(1)`` -> ``"1 chat"``."""
+    return f"{n} chat" if n == 1 else f"{n} chats"

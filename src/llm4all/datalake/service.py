@@ -48,9 +48,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import llm4all
 from llm4all.datalake import export
 from llm4all.datalake.payload import LIMITS, PayloadError, parse_payload
-from llm4all.datalake.storage import Storage
+from llm4all.datalake.storage import DatabaseUnavailable, Storage
 from llm4all.errors import Llm4allError
-from llm4all.server.errors import ApiError, busy, translate
+from llm4all.server.errors import RETRY_BUSY_S, ApiError, busy, translate
 from llm4all.server.security import BodyLimitMiddleware
 
 log = logging.getLogger(__name__)
@@ -158,6 +158,13 @@ def _install_handlers(app: FastAPI) -> None:
         return ApiError(exc.status_code, str(exc.detail), headers=exc.headers).response()
 
     async def on_anything(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, DatabaseUnavailable):  # say so, without naming the database's host
+            return busy(
+                "The datalake's database cannot be reached just now; try again shortly.",
+                RETRY_BUSY_S,
+                503,
+                code="database_unavailable",
+            ).response()
         return translate(exc).response()
 
     app.add_exception_handler(ApiError, on_api_error)
