@@ -115,7 +115,8 @@ def rated_chat(store: ChatStore, title: str = "Pay questions") -> Chat:
     """A chat with private details, a rated answer with a suggested better one, LocalDocs
     sources, and a stopped answer."""
     chat = store.create_chat(title=title, model=MODEL, system_prompt="Be brief.")
-    store.add_message(chat.id, "user", f"I am Ada ({SECRET_EMAIL}, {SECRET_PHONE}). My raise?")
+    question = f"I am Ada ({SECRET_EMAIL}, {SECRET_PHONE}). {title}: my raise?"
+    store.add_message(chat.id, "user", question)  # the title makes each chat's content its own
     answer = store.add_message(
         chat.id,
         "assistant",

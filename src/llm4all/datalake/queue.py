@@ -82,8 +82,8 @@ def backoff(attempts: int, rng: random.Random | None = None) -> float:
     Example: ``backoff(1)`` is 15-30 s, ``backoff(3)`` 60-120 s, ``backoff(20)`` 3-6 h.
     The jitter spreads the retries of many clients after an outage.
     """
-    full = min(BACKOFF_BASE_S * 2 ** max(attempts - 1, 0), BACKOFF_MAX_S)
-    return full * float((rng or random).uniform(0.5, 1.0))
+    full: float = min(BACKOFF_BASE_S * 2.0 ** max(attempts - 1, 0), BACKOFF_MAX_S)
+    return full * (rng or random).uniform(0.5, 1.0)
 
 
 def sender_name() -> str:

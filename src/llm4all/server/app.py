@@ -95,10 +95,12 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             loaded = await manager.acquire(settings.model, "chat")
             loaded.release()
         manager.start()
+        app.state.share_flusher.start()  # sends shared chats while sharing is on
         try:
             yield
         finally:
             try:
+                await asyncio.to_thread(app.state.share_flusher.stop)
                 await manager.close()
             finally:
                 await asyncio.to_thread(ui_api.close, app)  # it may wait for pulls to stop

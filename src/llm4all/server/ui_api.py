@@ -503,6 +503,9 @@ def install(app: FastAPI) -> None:
     app.state.indexing = Indexing()
     app.include_router(router)
     app.include_router(docs_router, dependencies=[Depends(same_origin)])
+    from llm4all.server import ui_share  # it imports this module's guards
+
+    ui_share.install(app)  # sharing chats with the datalake, and the background flush
     app.add_api_route("/", index, methods=["GET", "HEAD"], include_in_schema=False)
     app.add_api_route("/highlight.css", code_colours, include_in_schema=False)
     static = StaticFiles(directory=WEB_DIR)

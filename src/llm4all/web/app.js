@@ -10,6 +10,7 @@ import { fill, h, icon, toast } from "./dom.js";
 import { messageView, renderMessages, StreamingAnswer } from "./messages.js";
 import { Models } from "./models.js";
 import { SettingsPanel } from "./settings.js";
+import { editSuggestion, ShareDialog } from "./share.js";
 
 const $ = (id) => document.getElementById(id);
 const el = {
@@ -45,7 +46,9 @@ const actions = {
   regenerate: (message) => guard(regenerate(message)),
   edit: (message, text) => guard(editMessage(message, text)),
   rate: (message, rating) => guard(rate(message, rating)),
+  suggest: (message, article) => editSuggestion(article, message, (text) => guard(suggest(message, text))),
 };
+const sharing = new ShareDialog($("share-dialog"), { chat: () => state.chat });
 
 /** Run a promise, turning a failure into a toast. */
 async function guard(promise) {
@@ -254,11 +257,20 @@ function setBusy() {
 }
 
 async function rate(message, rating) {
-  const updated = await api.put(`/chats/${message.chat_id}/messages/${message.id}/rating`, { rating });
-  const index = state.chat.messages.findIndex((m) => m.id === message.id);
+  replaceMessage(await api.put(`/chats/${message.chat_id}/messages/${message.id}/rating`, { rating }));
+}
+
+async function suggest(message, content) {
+  replaceMessage(await api.put(`/chats/${message.chat_id}/messages/${message.id}/suggestion`, { content }));
+  toast(content === null ? "Suggestion removed" : "Better answer kept");
+}
+
+/** Show an answer as the server now has it. */
+function replaceMessage(updated) {
+  const index = state.chat.messages.findIndex((m) => m.id === updated.id);
   state.chat.messages[index] = updated;
   const last = index === state.chat.messages.length - 1;
-  el.messages.querySelector(`[data-id="${CSS.escape(message.id)}"]`)?.replaceWith(messageView(updated, actions, last));
+  el.messages.querySelector(`[data-id="${CSS.escape(updated.id)}"]`)?.replaceWith(messageView(updated, actions, last));
 }
 
 // -- models and settings ----------------------------------------------------------------------
@@ -348,6 +360,8 @@ function bind() {
     timer = setTimeout(() => { state.query = el.search.value.trim(); guard(loadChats()); }, 200);
   });
   $("open-models").addEventListener("click", () => models.open());
+  $("open-sharing").addEventListener("click", () => guard(sharing.openSettings()));
+  $("share-chat").addEventListener("click", () => guard(sharing.openChat()));
   $("open-settings").addEventListener("click", () => {
     if (settings.root.hidden) guard(openSettings());
     else settings.hide();
@@ -361,6 +375,8 @@ function bind() {
 function decorate() {
   $("new-chat").prepend(icon("plus"));
   $("open-models").prepend(icon("chip"));
+  $("open-sharing").prepend(icon("share"));
+  $("share-chat").prepend(icon("share"));
   $("open-settings").prepend(icon("sliders"));
   fill($("toggle-sidebar"), icon("menu"));
   fill(el.send, icon("send"));

@@ -6,6 +6,7 @@
 
 import { copyText, fill, h, icon, iconButton, toast } from "./dom.js";
 import { safeFragment } from "./sanitize.js";
+import { suggestionView } from "./share.js";
 
 /** Copy buttons and language labels on the code blocks of a rendered answer. */
 function decorateCode(root) {
@@ -98,6 +99,7 @@ function assistantView(message, actions, last) {
       { class: "body" },
       renderedAnswer(message.html),
       sourcesView(message.sources),
+      suggestionView(message),
       h(
         "footer",
         { class: "meta" },
@@ -107,6 +109,7 @@ function assistantView(message, actions, last) {
           { class: "actions" },
           copyButton(message),
           last ? iconButton("refresh", "Regenerate", () => actions.regenerate(message)) : null,
+          iconButton("edit", "Suggest a better answer", (e) => actions.suggest(message, e.currentTarget.closest("article"))),
           ...rateButtons(message, actions),
         ),
       ),
