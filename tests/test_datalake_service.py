@@ -20,12 +20,16 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import in_ci
 from datalake_helpers import TOKEN, LiveDatalake, chat_payload, running_datalake
 from llm4all.cli import cli
 from llm4all.data.formats import RowProblem, read_rows
 from llm4all.datalake.service import ServiceSettings
+from llm4all.datalake.storage import Storage
+from llm4all.errors import StoreError
 from postgres_helpers import INSTALL, PostgresServer, free_port, postgres_missing, running_postgres
 from test_datalake_service_payload import GPT4ALL_OLD
 
@@ -52,14 +56,14 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return server.database(f"datalake_{next(_names)}")
 
 
-def settings(database: str, **changes: Any) -> ServiceSettings:
+def service_settings(database: str, **changes: Any) -> ServiceSettings:
     base: dict[str, Any] = {"admin_token": TOKEN, "rate_per_minute": 6000, "burst": 1000}
     return ServiceSettings(database=database, **{**base, **changes})
 
 
 @pytest.fixture
 def service(database: str) -> Iterator[LiveDatalake]:
-    with running_datalake(settings(database)) as live:
+    with running_datalake(service_settings(database)) as live:
         yield live
 
 
@@ -167,7 +171,7 @@ def test_refusals_are_4xx_naming_the_problem_and_store_nothing(service: LiveData
 
 
 def test_rate_limit_is_per_submitter_with_retry_after(database: str) -> None:
-    with running_datalake(settings(database, rate_per_minute=1, burst=3)) as live:
+    with running_datalake(service_settings(database, rate_per_minute=1, burst=3)) as live:
         codes = [send(live, chat_payload(ingest_id=f"c{i}", answer=f"{i}")) for i in range(4)]
         assert [r.status_code for r in codes] == [200, 200, 200, 429]
         assert int(codes[3].headers["Retry-After"]) >= 1
@@ -181,13 +185,13 @@ def test_rate_limit_is_per_submitter_with_retry_after(database: str) -> None:
 
 
 def test_admin_side_needs_the_token(database: str) -> None:
-    with running_datalake(settings(database)) as live:
+    with running_datalake(service_settings(database)) as live:
         stats_url = live.url + "/v1/admin/stats"
         assert httpx.get(stats_url, timeout=30).status_code == 401
         wrong = {"Authorization": "Bearer " + "x" * len(TOKEN)}
         assert httpx.get(stats_url, headers=wrong, timeout=30).status_code == 401
         assert httpx.get(stats_url, headers=live.admin, timeout=30).status_code == 200
-    with running_datalake(settings(database, admin_token=None)) as live:
+    with running_datalake(service_settings(database, admin_token=None)) as live:
         off = httpx.get(live.url + "/v1/admin/stats", headers=live.admin, timeout=30)
         assert off.status_code == 403 and "admin API is off" in off.json()["error"]["message"]
         assert httpx.get(live.url + "/v1/health", timeout=30).json()["status"] == "ok"
@@ -226,7 +230,7 @@ def test_concurrent_resends_are_stored_exactly_once(service: LiveDatalake) -> No
 
 
 def test_cli_stats_export_delete(database: str, tmp_path: Path) -> None:
-    with running_datalake(settings(database)) as live:
+    with running_datalake(service_settings(database)) as live:
         send(live, chat_payload())
         send(live, {**GPT4ALL_OLD, "submitter_id": "other"})
     runner = CliRunner()
@@ -265,7 +269,7 @@ def test_an_unreachable_database_is_one_line() -> None:
 
 def test_postgres_outage_is_503_with_retry_after_then_recovers(postgres: PostgresServer) -> None:
     database = postgres.database(f"datalake_{next(_names)}")
-    with running_datalake(settings(database)) as live:
+    with running_datalake(service_settings(database)) as live:
         assert send(live, chat_payload(ingest_id="before")).status_code == 200
         postgres.stop()
         try:
@@ -331,5 +335,69 @@ def test_kill_9_mid_load_then_restart_loses_and_doubles_nothing(database: str) -
         server.kill()
         server.wait(10)
     assert len(acked) == 60 and set(acked) <= {"stored", "unchanged"}
-    with running_datalake(settings(database)) as live:
+    with running_datalake(service_settings(database)) as live:
         assert stats(live)["chats"] == 60
+
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner),
+    max_leaves=12,
+)
+_fields = st.sampled_from(["submitter_id", "agent_id", "ingest_id", "conversation", "source"])
+
+
+@settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(garbage=_json, field=_fields, whole=st.booleans())
+def test_garbage_is_always_a_4xx_never_a_5xx(
+    service: LiveDatalake, garbage: Any, field: str, whole: bool
+) -> None:
+    payload = garbage if whole else {**chat_payload(), field: garbage}
+    reply = send(service, payload)
+    assert reply.status_code in (200, 400, 422), reply.text
+    assert "error" in reply.json() or reply.json()["status"] in ("stored", "replaced", "unchanged")
+
+
+def _columns(database: str) -> dict[str, list[str]]:
+    storage = Storage.open(database)
+    try:
+        conn = storage._conn()
+        if storage.dialect.name == "sqlite":
+            return {
+                t: [r[1] for r in conn.execute(f"PRAGMA table_info({t})")]
+                for t in ("chats", "withdrawals")
+            }
+        rows = conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns"
+            " WHERE table_name IN ('chats', 'withdrawals') ORDER BY table_name, ordinal_position"
+        ).fetchall()
+        found: dict[str, list[str]] = {}
+        for table, column in rows:
+            found.setdefault(table, []).append(column)
+        return found
+    finally:
+        storage.close()
+
+
+def test_both_backends_get_the_same_schema(postgres: PostgresServer, tmp_path: Path) -> None:
+    on_sqlite = _columns(str(tmp_path / "datalake.db"))
+    assert on_sqlite == _columns(postgres.database(f"datalake_{next(_names)}"))
+    assert "content_hash" in on_sqlite["chats"]
+
+
+def test_a_database_from_a_newer_llm4all_is_refused(database: str) -> None:
+    storage = Storage.open(database)
+    conn = storage._conn()
+    if storage.dialect.name == "sqlite":
+        conn.execute("PRAGMA user_version = 99")
+    else:
+        conn.execute("UPDATE datalake_schema SET version = 99")
+    storage.close()
+    with pytest.raises(StoreError, match="schema version 99 is newer"):
+        Storage.open(database)

@@ -1,4 +1,5 @@
-"""The datalake payload: GPT4All's clients' shapes accepted, bad ones refused naming the field."""
+"""The datalake payload (GPT4All's clients' shapes accepted, bad ones refused naming the field)
+and the service's rate limiter: pure functions, no server."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from datalake_helpers import chat_payload
 from llm4all.datalake.payload import LIMITS, PayloadError, parse_payload
+from llm4all.datalake.service import RateLimiter
 
 #: What GPT4All's older chat client posted (its QML built this JSON): ``prompt_template``,
 #: ``stopped`` as the string "true", the attribution under ``network/attribution``.
@@ -124,3 +128,54 @@ def test_an_empty_assistant_answer_with_an_edit_is_kept() -> None:
 def test_a_body_that_is_not_a_json_object_is_refused(body: bytes) -> None:
     with pytest.raises(PayloadError, match="body: "):
         parse_payload(body)
+
+
+def test_rate_limiter_spends_a_burst_then_refills_at_the_rate() -> None:
+    limiter = RateLimiter(rate_per_minute=60, burst=2)
+    assert [limiter.take("a", now=0.0) for _ in range(2)] == [0.0, 0.0]
+    assert limiter.take("a", now=0.0) == pytest.approx(1.0)  # one token a second
+    assert limiter.take("b", now=0.0) == 0.0  # buckets are per key
+    assert limiter.take("a", now=0.5) == pytest.approx(0.5)
+    assert limiter.take("a", now=1.0) == 0.0
+
+
+def test_rate_limiter_forgets_idle_keys_past_its_size() -> None:
+    limiter = RateLimiter(rate_per_minute=60, burst=1, max_keys=10)
+    for n in range(10):
+        limiter.take(f"k{n}", now=0.0)
+    limiter.take("late", now=100.0)  # everyone else has refilled by now
+    assert len(limiter._buckets) == 1
+
+
+_text = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=40).filter(
+    str.strip
+)
+_payloads = st.fixed_dictionaries(
+    {
+        "submitter_id": st.from_regex(r"[A-Za-z0-9-]{1,40}", fullmatch=True),
+        "agent_id": _text,
+        "conversation": st.lists(
+            st.tuples(_text, _text, st.sampled_from([None, "positive", "negative"])),
+            min_size=1,
+            max_size=4,
+        ).map(
+            lambda pairs: [
+                turn
+                for question, answer, rating in pairs
+                for turn in (
+                    {"content": question, "role": "user"},
+                    {"content": answer, "role": "assistant", "rating": rating},
+                )
+            ]
+        ),
+    },
+    optional={"chat_template": _text, "attribution": _text, "ingest_id": st.uuids().map(str)},
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_payloads)
+def test_a_payload_survives_its_own_json_with_the_same_hash(data: dict[str, Any]) -> None:
+    payload = parse_payload(data)
+    again = parse_payload(json.dumps(payload.model_dump(mode="json"), ensure_ascii=False))
+    assert again == payload and again.content_hash() == payload.content_hash()
