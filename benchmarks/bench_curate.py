@@ -8,7 +8,7 @@ Three parts (results as JSON under ``benchmarks/results/``, tables in
     python benchmarks/bench_curate.py walkthrough
 
 - ``scale``: synthetic sets made from the shared training data
-  (``../shared/data/train``, 15,245 rows) by concatenating perturbed copies:
+  (``../shared/data/train``, 15,245 rows, shuffled) by concatenating perturbed copies:
   the first copy as is, then per row 2 % exact copies, 8 % light edits (one
   word changed in prompt and answer: near duplicates) and 90 % heavy edits
   (a third of the words replaced: new rows). Each size is curated with every
@@ -105,8 +105,8 @@ def synthetic(rows: list[Conversation], size: int, path: Path) -> dict[str, int]
     return kinds
 
 
-def _run_measured(command: list[str]) -> tuple[float, int, str]:
-    """Wall seconds, peak RSS (MiB) of the child, and its stdout."""
+def _run_measured(command: list[str]) -> tuple[float, float, int, str]:
+    """Wall seconds, CPU seconds and peak RSS (MiB) of the child, and its stdout."""
     started = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.DEVNULL)
@@ -117,11 +117,12 @@ def _run_measured(command: list[str]) -> tuple[float, int, str]:
         text = out.read()
     if process.returncode:
         raise SystemExit(f"{' '.join(command)} failed ({process.returncode}): {text}")
-    return seconds, usage.ru_maxrss // 1024, text
+    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss // 1024, text
 
 
 def scale(sizes: list[int], workdir: Path) -> dict[str, Any]:
     rows = shared_rows()
+    random.Random(SEED).shuffle(rows)  # every size gets the mix of sources
     results = []
     for size in sizes:
         data = workdir / f"synthetic_{size}.jsonl"
@@ -129,7 +130,7 @@ def scale(sizes: list[int], workdir: Path) -> dict[str, Any]:
         out = workdir / f"curated_{size}.jsonl"
         load_before = _load()
         command = [sys.executable, "-m", "llm4all", "data", "curate", str(data), "-o", str(out)]
-        seconds, rss, text = _run_measured(command)
+        seconds, cpu, rss, text = _run_measured(command)
         kept = sum(1 for _ in out.open(encoding="utf-8"))
         entry = {
             "rows": size,
@@ -137,6 +138,8 @@ def scale(sizes: list[int], workdir: Path) -> dict[str, Any]:
             "kept": kept,
             "seconds": round(seconds, 1),
             "rows_per_s": round(size / seconds),
+            "cpu_seconds": round(cpu, 1),
+            "rows_per_cpu_s": round(size / cpu),
             "peak_rss_mib": rss,
             "load_before": load_before,
             "load_after": _load(),
@@ -336,13 +339,14 @@ def walkthrough(workdir: Path) -> dict[str, Any]:
         "--dropped",
         str(workdir / "dropped.jsonl"),
     ]
-    seconds, rss, text = _run_measured(command)
+    seconds, cpu, rss, text = _run_measured(command)
     print(text)
     report = (workdir / "curated.report.md").read_text(encoding="utf-8")
     print(report.split("## Examples")[0])
     return {
         "walkthrough": {
             "seconds": round(seconds, 1),
+            "cpu_seconds": round(cpu, 1),
             "peak_rss_mib": rss,
             "output": text.splitlines(),
             "load": _load(),

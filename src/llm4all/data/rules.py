@@ -77,6 +77,20 @@ class RuleSettings:
     refusal_phrases: Path | None = None
 
 
+class _PerRow:
+    """What a rule computed for the row it last saw: ``check`` and ``keep`` ask twice."""
+
+    def __init__(self, compute: Any) -> None:
+        self._compute = compute
+        self._row: Conversation | None = None
+        self._value: Any = None
+
+    def __call__(self, row: Conversation) -> Any:
+        if self._row is not row:
+            self._row, self._value = row, self._compute(row)
+        return self._value
+
+
 class Rule:
     """One reason to drop a row. ``check`` returns the detail, or None to keep it."""
 
@@ -264,6 +278,7 @@ class ExactDuplicate(Rule):
 
     def __init__(self) -> None:
         self._seen: dict[int, str] = {}
+        self._key = _PerRow(self.key)
 
     @staticmethod
     def key(row: Conversation) -> int:
@@ -273,11 +288,11 @@ class ExactDuplicate(Rule):
         return int.from_bytes(digest.digest(), "big")
 
     def check(self, row: Conversation) -> str | None:
-        first = self._seen.get(self.key(row))
+        first = self._seen.get(self._key(row))
         return f"same as {first}" if first else None
 
     def keep(self, row: Conversation) -> None:
-        self._seen.setdefault(self.key(row), row.id)
+        self._seen.setdefault(self._key(row), row.id)
 
 
 class NearDuplicate(Rule):
@@ -288,12 +303,7 @@ class NearDuplicate(Rule):
         from llm4all.data.neardup import NearDuplicates
 
         self.index: NearDuplicates = NearDuplicates(threshold)
-        self._last: tuple[str, Any] | None = None
-
-    def _signature(self, row: Conversation) -> Any:
-        if self._last is None or self._last[0] != row.id:
-            self._last = (row.id, self.index.signature(row.prompt, row.response))
-        return self._last[1]
+        self._signature = _PerRow(lambda row: self.index.signature(row.prompt, row.response))
 
     def check(self, row: Conversation) -> str | None:
         found = self.index.find(self._signature(row))
@@ -333,6 +343,7 @@ class Template(Rule):
         self._np = np
         self._counts = np.zeros((self.DEPTH, self.WIDTH), dtype=np.uint32)
         self._rows = np.arange(self.DEPTH)
+        self._seen = _PerRow(self._candidates_and_cells)
         self.capped: dict[str, int] = {}
         """The text of each template that reached its cap -> rows it dropped."""
 
@@ -359,9 +370,13 @@ class Template(Rule):
         ]
         return self._np.array(columns)
 
+    def _candidates_and_cells(self, row: Conversation) -> tuple[list[str], Any]:
+        candidates = list(dict.fromkeys(self.candidates(row.prompt)))  # each once
+        return candidates, self._cells(candidates)
+
     def check(self, row: Conversation) -> str | None:
-        candidates = self.candidates(row.prompt)
-        counts = self._counts[self._rows[:, None], self._cells(candidates)].min(axis=0)
+        candidates, cells = self._seen(row)
+        counts = self._counts[self._rows[:, None], cells].min(axis=0)
         full = int(counts.argmax())
         if int(counts[full]) < self.cap:
             return None
@@ -370,10 +385,8 @@ class Template(Rule):
         return f"template {template[:80]!r} has {self.cap} rows"
 
     def keep(self, row: Conversation) -> None:
-        cells = self._cells(self.candidates(row.prompt))
-        # One add per distinct cell, so a prompt whose prefix is its suffix counts once.
-        for depth in range(self.DEPTH):
-            self._counts[depth, self._np.unique(cells[depth])] += 1
+        # Fancy-index += adds once per distinct cell, so a candidate is counted once a row.
+        self._counts[self._rows[:, None], self._seen(row)[1]] += 1
 
 
 def build_rules(settings: RuleSettings, names: Sequence[str] = DEFAULT_RULES) -> list[Rule]:
