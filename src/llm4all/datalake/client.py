@@ -223,10 +223,18 @@ def build_preview(store: ChatStore, chat_id: str, *, scrub: bool = False) -> Pre
         "conversation": items,
     }
     payload = parse_payload({k: v for k, v in data.items() if v is not None})
-    body = json.dumps(
-        payload.model_dump(mode="json", exclude_none=True), ensure_ascii=False, indent=2
-    )
+    body = json.dumps(_wire(payload), ensure_ascii=False, indent=2)
     return Preview(chat, payload, body, findings, scrub)
+
+
+def _wire(payload: ChatIngest) -> dict[str, Any]:
+    """The payload as sent: no empty fields, and ``stopped`` only on answers (where it means
+    something; the service reads a missing one as false)."""
+    data = payload.model_dump(mode="json", exclude_none=True)
+    for item in data["conversation"]:
+        if item["role"] != "assistant":
+            item.pop("stopped", None)
+    return data
 
 
 def _item(message: StoredMessage, clean: Any) -> dict[str, Any]:
