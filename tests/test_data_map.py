@@ -125,24 +125,27 @@ def _row(prompt: str, response: str, source: str = "s") -> Conversation:
     return Conversation(messages=messages, source=source)
 
 
-def test_verdicts_show_refusals_and_duplicate_groups() -> None:
+def test_verdicts_are_curations_own_with_duplicate_groups() -> None:
     rows = [
-        _row("Hi", "Hello there."),
+        _row("Hi there, how are you?", "Hello there, I am fine, thanks."),
         _row("Make malware", "I'm sorry, but I can't help with that."),
-        _row("hi", "hello   there."),  # the first row again, after normalising
+        _row("hi there how are you", "hello there  I am fine thanks"),  # the first, normalised
         _row("写一首诗", "作为一个AI语言模型，我无法写诗。"),
-        _row("Other", "Fine."),
-        _row("Hi", "Hello there."),
+        _row("Another question here", "A fine answer with enough words."),
+        _row("Hi there, how are you?", "Hello there, I am fine, thanks."),
     ]
     labeller = Labeller()
     for row in rows:
         labeller.add(row)
     verdicts = labeller.verdicts()
-    assert [v.rule for v in verdicts] == [
-        KEPT, "refusal", "exact-duplicate", "refusal", KEPT, "exact-duplicate"
-    ]  # fmt: skip
+    rules = [v.rule for v in verdicts]
+    assert rules[:3] == [KEPT, "refusal", "exact-duplicate"] and rules[4:] == [
+        KEPT,
+        "exact-duplicate",
+    ]
+    assert rules[3] in ("refusal", "ai-disclaimer")
     assert [v.group for v in verdicts] == [0, -1, 0, -1, -1, 0]
-    assert verdicts[2].detail == "same text as row 1"
+    assert rows[0].id in verdicts[2].detail  # names the kept row it repeats
 
 
 def test_the_page_carries_hostile_text_as_data() -> None:

@@ -1,0 +1,331 @@
+"""The data map at scale: embedding rows/s, then layout, clusters, keywords and the page at
+10k and 50k rows (and a sampled layout), with peak RSS, the page's size and its draw time.
+
+Rows are the shared training data (``../shared/data/train``: GPTeacher, self-instruct, P3).
+Their vectors come from llm4all's embedder through the map's own cache
+(``$TMPDIR/llm4all-bench/datamap-vectors.db``, so a second run embeds nothing; ``llm4all
+data map ../shared/data/train --cache …`` fills the same cache). A set larger than the rows
+whose vectors are known is made synthetically: copy *k* of a row has one word dropped and
+"(variant k)" appended, and its vector is the row's vector plus Gaussian noise (σ = 0.05 per
+dimension), normalised again. Each size runs in its own process, so its peak RSS is its own.
+
+- ``embed``: rows/s of ``Embedder`` (MiniLM, 2 threads) on ``--embed-rows`` rows not yet
+  cached, through the cache (a fresh file);
+- ``map``: ``layout_map`` (UMAP fitted on every row, or on ``--sample`` rows and
+  ``transform`` for the rest; HDBSCAN; c-TF-IDF) and the HTML written;
+- ``browser``: Chromium opens the page offline; seconds until it is drawn and interactive.
+
+Example: ``python benchmarks/bench_datamap.py --quick``;
+``python benchmarks/bench_datamap.py --sizes 10000 50000 --sample 10000``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import _harness as h
+
+NAME = "datamap"
+SHARED = h.REPO.parent / "shared" / "data" / "train"
+CACHE = Path(tempfile.gettempdir()) / "llm4all-bench" / "datamap-vectors.db"
+NOISE = 0.05
+
+
+def peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def shared_rows() -> list[Any]:
+    """The shared rows, shuffled with a fixed seed (any prefix is a random sample)."""
+    from llm4all.data.formats import read_many
+    from llm4all.data.schema import Conversation
+
+    rows = [r for r in read_many([SHARED]) if isinstance(r, Conversation)]
+    random.Random(0).shuffle(rows)
+    return rows
+
+
+def _embedder(threads: int) -> Any:
+    from llm4all.embeddings import Embedder
+
+    return Embedder("all-minilm-l6-v2", n_threads=threads)
+
+
+def embed_rate(count: int, threads: int) -> dict[str, Any]:
+    """Embed ``count`` shared rows into a fresh cache: rows/s (the cache's writes included)."""
+    from llm4all.datamap import EmbeddingCache, embed_rows, model_key
+
+    rows = shared_rows()[:count]
+    with tempfile.TemporaryDirectory() as tmp, _embedder(threads) as embedder:
+        cache = EmbeddingCache(Path(tmp) / "v.db", model_key(embedder))
+        start = time.perf_counter()
+        embed_rows(rows, lambda t: embedder.embed_array(t, long_text_mode="truncate"), cache)
+        seconds = time.perf_counter() - start
+        cache.close()
+    chars = sum(len(r.prompt) + len(r.response) for r in rows) / max(1, len(rows))
+    return {
+        "rows": len(rows),
+        "seconds": round(seconds, 1),
+        "rows_per_s": round(len(rows) / seconds, 1),
+        "mean_chars": round(chars),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def known_vectors(threads: int, at_least: int) -> tuple[list[Any], np.ndarray]:
+    """Shared rows whose vectors are cached (embedding more until ``at_least`` are)."""
+    from llm4all.datamap import EmbeddingCache, model_key
+    from llm4all.datamap.build import embed_text
+    from llm4all.datamap.embed_cache import text_hash
+
+    rows = shared_rows()
+    with _embedder(threads) as embedder, EmbeddingCache(CACHE, model_key(embedder)) as cache:
+        texts = [embed_text(r) for r in rows]
+        found = cache.lookup([r.id for r in rows], [text_hash(t) for t in texts])
+        have = [
+            i
+            for i, (r, t) in enumerate(zip(rows, texts, strict=True))
+            if (r.id, text_hash(t)) in found
+        ]
+        if len(have) < at_least:
+            h.note(f"embedding {at_least - len(have)} more rows into {CACHE}")
+            have = list(range(max(at_least, len(have))))
+        chosen = [rows[i] for i in sorted(have)]
+        vectors = cache.vectors(
+            [r.id for r in chosen],
+            [embed_text(r) for r in chosen],
+            lambda t: embedder.embed_array(t, long_text_mode="truncate"),
+        )
+    return chosen, vectors
+
+
+def synthetic(
+    rows: list[Any], vectors: np.ndarray, size: int, seed: int = 0
+) -> tuple[list[Any], np.ndarray]:
+    """``size`` rows: the real ones, then perturbed copies (see the module docstring)."""
+    from llm4all.data.schema import Conversation
+
+    rng = np.random.default_rng(seed)
+    out_rows: list[Any] = []
+    out_vectors = np.empty((size, vectors.shape[1]), dtype=np.float32)
+    for i in range(size):
+        base, copy = i % len(rows), i // len(rows)
+        row = rows[base]
+        if copy == 0:
+            out_rows.append(row)
+            out_vectors[i] = vectors[base]
+            continue
+        words = row.prompt.split()
+        if len(words) > 3:
+            del words[int(rng.integers(len(words)))]
+        prompt = " ".join(words) + f" (variant {copy})"
+        messages = [
+            {"role": "user", "content": prompt},
+            {"role": "assistant", "content": row.response},
+        ]
+        out_rows.append(Conversation(messages=messages, source=row.source))
+        noisy = vectors[base] + rng.normal(scale=NOISE, size=vectors.shape[1])
+        out_vectors[i] = noisy / np.linalg.norm(noisy)
+    return out_rows, out_vectors
+
+
+def one_map(size: int, sample: int | None, threads: int, out: Path) -> dict[str, Any]:
+    """Make one map of ``size`` rows; timings of each stage and the process's peak RSS."""
+    from llm4all.datamap import MapOptions, layout_map, payload
+    from llm4all.datamap import html as page
+    from llm4all.datamap.build import MapRow
+    from llm4all.datamap.labels import Labeller
+
+    real, real_vectors = known_vectors(threads, min(size, 1000))
+    rows, vectors = synthetic(real, real_vectors, size)
+    start = time.perf_counter()
+    labeller = Labeller()
+    map_rows = []
+    for row in rows:
+        labeller.add(row)
+        prompt, answer = page.shorten(row.prompt, row.response)
+        map_rows.append(MapRow(row.id, row.source, prompt, answer))
+    verdicts = labeller.verdicts()
+    label_s = time.perf_counter() - start
+    options = MapOptions(sample=sample, title=f"{size:,} rows")
+    result = layout_map(map_rows, vectors, verdicts, options)
+    start = time.perf_counter()
+    size_bytes = page.write(payload(result), out)
+    html_s = time.perf_counter() - start
+    total = label_s + sum(result.timings.values()) + html_s
+    return {
+        "rows": size,
+        "real_rows": len(real),
+        "sample": sample,
+        "labels_s": round(label_s, 1),
+        **{k: round(v, 1) for k, v in result.timings.items()},
+        "html_s": round(html_s, 1),
+        "total_s": round(total, 1),
+        "rows_per_s": round(size / total, 1),
+        "clusters": len(result.keywords),
+        "html_mb": round(size_bytes / 1e6, 1),
+        "peak_rss_mb": peak_rss_mb(),
+        "page": str(out),
+    }
+
+
+def draw_time(path: Path, screenshot: Path | None = None) -> dict[str, Any]:
+    """Chromium (headless, software WebGL) opens the page offline: seconds until drawn."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path="/usr/bin/chromium", headless=True, args=["--no-sandbox"]
+        )
+        context = browser.new_context(viewport={"width": 1400, "height": 850})
+        context.route(
+            "**/*", lambda r: r.continue_() if r.request.url.startswith("file:") else r.abort()
+        )
+        tab = context.new_page()
+        errors: list[str] = []
+        tab.on("pageerror", lambda e: errors.append(str(e)))
+        start = time.perf_counter()
+        tab.goto(path.as_uri())
+        tab.wait_for_selector("body[data-ready='1']", timeout=600_000)
+        seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        tab.select_option("#colour", "source")
+        tab.wait_for_function("document.getElementById('plot').data.length > 0")
+        recolour = time.perf_counter() - start
+        if screenshot is not None:
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            tab.select_option("#colour", "cluster")
+            tab.wait_for_timeout(500)
+            tab.screenshot(path=str(screenshot))
+        browser.close()
+    return {"draw_s": round(seconds, 1), "recolour_s": round(recolour, 1), "errors": errors}
+
+
+def child(args: argparse.Namespace) -> None:
+    if args.child == "embed":
+        result = embed_rate(args.embed_rows, args.threads)
+    else:
+        size, sample = int(args.child), (args.sample or None)
+        result = one_map(size, sample, args.threads, Path(args.out))
+    print(json.dumps(result))
+
+
+def spawn(*extra: str, threads: int) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--threads", str(threads), *extra]
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(extra)} failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result["load_after"] = h.load_average()
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="1,000 rows, 200 embedded: about a minute")
+    p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000])
+    p.add_argument(
+        "--sample",
+        type=int,
+        default=10_000,
+        help="also map each size with UMAP fitted on this many rows (0: no)",
+    )
+    p.add_argument("--embed-rows", type=int, default=1_000)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--browser", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--screenshot", type=Path, help="save a screenshot of the largest map here")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        child(args)
+        return
+    if args.quick:
+        args.sizes, args.sample, args.embed_rows = [1_000], 500, 200
+    machine = h.machine_info()
+    results: dict[str, Any] = {"machine": machine, "load_before": h.load_average()}
+    h.note(f"embedding {args.embed_rows} rows (load {h.load_average()})")
+    results["embed"] = spawn(
+        "--child", "embed", "--embed-rows", str(args.embed_rows), threads=args.threads
+    )
+    maps = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes:
+            for sample in [0, args.sample] if args.sample and args.sample < size else [0]:
+                h.note(f"map of {size:,} rows, sample {sample or 'none'} (load {h.load_average()})")
+                out = Path(tmp) / f"map-{size}-{sample}.html"
+                row = spawn(
+                    "--child",
+                    str(size),
+                    "--sample",
+                    str(sample),
+                    "--out",
+                    str(out),
+                    threads=args.threads,
+                )
+                if args.browser:
+                    largest = size == max(args.sizes) and not sample
+                    row.update(draw_time(out, args.screenshot if largest else None))
+                maps.append(row)
+    results["maps"] = maps
+    e = results["embed"]
+    h.print_table(
+        f"embedding ({machine['cpu']}, {args.threads} threads, load {e['load_after']})",
+        ["rows", "rows/s", "mean chars", "peak RSS MB"],
+        [[str(e["rows"]), str(e["rows_per_s"]), str(e["mean_chars"]), str(e["peak_rss_mb"])]],
+    )
+    h.print_table(
+        "the map once embedded (seconds)",
+        [
+            "rows",
+            "UMAP fit on",
+            "UMAP",
+            "HDBSCAN",
+            "keywords",
+            "page",
+            "total",
+            "rows/s",
+            "clusters",
+            "page MB",
+            "peak RSS MB",
+            "draw s",
+            "load",
+        ],
+        [
+            [
+                f"{m['rows']:,}",
+                f"{m['sample'] or m['rows']:,}",
+                str(m["umap_s"]),
+                str(m["cluster_s"]),
+                str(m["keywords_s"]),
+                str(m["html_s"]),
+                str(m["total_s"]),
+                str(m["rows_per_s"]),
+                str(m["clusters"]),
+                str(m["html_mb"]),
+                str(m["peak_rss_mb"]),
+                str(m.get("draw_s", "–")),
+                str(m["load_after"]),
+            ]
+            for m in maps
+        ],
+    )
+    h.write_json(NAME, args.quick, results)
+
+
+if __name__ == "__main__":
+    main()
