@@ -71,7 +71,7 @@ class Model:
 
     def __init__(
         self,
-        name: str | Path | None = None,
+        name: str | Path | ModelRef | None = None,
         *,
         allow_download: bool = True,
         backend: str | None = None,
@@ -88,11 +88,15 @@ class Model:
                 unknown[0], load_options[unknown[0]], f"one of {', '.join(sorted(_LOAD_FIELDS))}"
             )
         load = LoadParams(**load_options)
-        ref = resolve(name, allow_download=allow_download, progress=progress)
+        if isinstance(name, ModelRef):
+            ref = name
+        else:
+            ref = resolve(name, allow_download=allow_download, progress=progress)
         self.ref: ModelRef = ref
         self.path: Path = ref.path if ref.path is not None else Path(ref.name)
         self.entry: CatalogEntry | None = ref.entry
-        self.name: str = ref.name
+        # A catalog model by its catalog name, another file by its file name, a remote by its own.
+        self.name: str = ref.entry.name if ref.entry else (ref.path.name if ref.path else ref.name)
         if load.check_memory and ref.path is not None and ref.path.is_file():
             ensure_fits_in_ram(ref.path.stat().st_size)
         self.engine: Engine = load_engine(ref, load, backend)

@@ -183,4 +183,4 @@ def resolve(
     resolved = ModelStore(models_dir).resolve(
         None if name is None else str(name), allow_download=allow_download, progress=progress
     )
-    return ModelRef.file(resolved.path, entry=resolved.entry)
+    return ModelRef.file(resolved.path, name=resolved.name, entry=resolved.entry)

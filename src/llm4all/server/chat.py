@@ -1,9 +1,10 @@
 """``POST /v1/chat/completions``: messages in, an answer (or tool calls) out, streamed or whole.
 
-The messages are rendered with the model's chat template (tool definitions
-included; the model's default system prompt first when they bring none; a
-base model's plain transcript, as in ``llm4all chat``), every choice runs on
-the model's batch scheduler, and the answer is returned in OpenAI's shape:
+The messages go through the answer pipeline (:func:`llm4all.answer.prepare`:
+the model's chat template with the tool definitions, the model's default
+system prompt first when they bring none, a base model's plain transcript as
+in ``llm4all chat``, LocalDocs excerpts), every choice runs on the model's
+runner, and the answer is returned in OpenAI's shape:
 one ``chat.completion``, or server-sent ``chat.completion.chunk`` events
 ending in ``data: [DONE]`` (with a usage chunk first when ``stream_options.include_usage`` is set). Tool calls stream
 as OpenAI streams them (:mod:`llm4all.server.tool_stream`). With
@@ -14,19 +15,20 @@ excerpts and the response carries their ``references``
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 
+from llm4all import answer
 from llm4all.api import Model
 from llm4all.chat.template import Message
-from llm4all.engine.base import Chunk
-from llm4all.engine.scheduler import ScoredChunk
+from llm4all.engine.base import Chunk, PromptInput, ScoredChunk
 from llm4all.params import GenerationParams
-from llm4all.server.documents import with_documents
+from llm4all.server.documents import collections_of
 from llm4all.server.errors import ApiError, translate
 from llm4all.server.generation import (
     DONE,
@@ -50,6 +52,9 @@ from llm4all.server.settings import ServerSettings
 from llm4all.server.tool_stream import CallStreamer, ContentSplitter
 from llm4all.server.tools import forced_schema, parse, to_messages, tool_specs
 
+if TYPE_CHECKING:
+    from llm4all.localdocs import LocalDocs
+
 router = APIRouter()
 
 
@@ -57,7 +62,7 @@ router = APIRouter()
 class Plan:
     """What a chat request asks for, ready to run."""
 
-    prompt: list[int]
+    prompt: PromptInput
     params: list[GenerationParams]
     logprobs: int | None
     tools: bool  # tool calls are parsed out of the answer
@@ -72,8 +77,13 @@ def plan(
     model: Model,
     body: ChatCompletionRequest,
     messages: list[Message],
-    references: list[dict[str, Any]] | None = None,
+    collections: Sequence[str] | None = None,
+    localdocs: LocalDocs | None = None,
 ) -> Plan:
+    """The request's prompt (from the answer pipeline) and each choice's parameters.
+
+    Searches LocalDocs when ``collections`` are named: call it in a worker thread.
+    """
     specs = tool_specs(body.tools, body.tool_choice)
     forced = forced_schema(body.tools, body.tool_choice)
     schema = _response_schema(body)
@@ -84,28 +94,33 @@ def plan(
     if body.top_logprobs is not None and not body.logprobs:
         raise ApiError(400, "top_logprobs needs logprobs set to true", param="top_logprobs")
     knobs = body.knobs()
-    if model.chat_stops:  # a base model keeps writing turns otherwise
-        stop = knobs.get("stop", [])
-        knobs["stop"] = [*([stop] if isinstance(stop, str) else stop), *model.chat_stops]
     requested = body.max_completion_tokens or knobs.pop("max_tokens", None)
     max_tokens = max_tokens_for(settings, requested)
-    if references is not None:  # an answer from documents: bounded unless asked otherwise
-        from llm4all.localdocs.context import answer_tokens
-
-        max_tokens = answer_tokens(max_tokens)
-    prompt = model.chat_tokens(model.with_system_prompt(messages), tools=specs)
-    check_context(model.info.n_ctx, len(prompt), requested, "messages")
+    choices = choice_params(
+        settings, knobs, body.n or 1, max_tokens=max_tokens, json_schema=forced or schema
+    )
+    prepared = answer.prepare(
+        model,
+        messages,
+        params=choices[0],
+        tools=specs,
+        collections=collections or (),
+        localdocs=localdocs,
+        fit=False,  # what does not fit is a 400 with the counts, as OpenAI answers
+        forced=forced is not None,
+        parallel_calls=body.parallel_tool_calls is not False,
+    )
+    if prepared.prompt_tokens:
+        check_context(model.info.n_ctx, prepared.prompt_tokens, requested, "messages")
     return Plan(
-        prompt=prompt,
-        params=choice_params(
-            settings, knobs, body.n or 1, max_tokens=max_tokens, json_schema=forced or schema
-        ),
+        prompt=prepared.prompt,
+        params=[prepared.params.replace(seed=c.seed) for c in choices],
         logprobs=(body.top_logprobs or 0) if body.logprobs else None,
         tools=bool(specs),
         forced=forced is not None,
         known=frozenset(t.function.name for t in body.tools or ()),
         parallel=body.parallel_tool_calls is not False,
-        references=references,
+        references=prepared.references if collections is not None else None,
     )
 
 
@@ -123,12 +138,17 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     """Create a chat completion (OpenAI-compatible)."""
     settings: ServerSettings = request.app.state.settings
     n = check_n(settings, body.n)
-    messages, references = await with_documents(
-        request, to_messages(body.messages), body.collections
-    )
+    names, docs = await collections_of(request, body.collections)
+    messages = to_messages(body.messages)
     loaded: Loaded = await request.app.state.manager.acquire(body.model, "chat")
     try:
-        p = plan(settings, loaded.model, body, messages, references)
+        collections = names if body.collections is not None else None
+        if names:  # searching embeds the question: off the event loop
+            p = await asyncio.to_thread(
+                plan, settings, loaded.model, body, messages, collections, docs
+            )
+        else:
+            p = plan(settings, loaded.model, body, messages, collections, docs)
     except BaseException:
         loaded.release()
         raise
@@ -164,7 +184,7 @@ def _completion(run: Run, p: Plan) -> dict[str, Any]:
                     "tool_calls": parsed.calls,
                 }
                 finish = "tool_calls"
-        logprobs = chat_logprobs(run.scheduler, choice.logprobs) if p.logprobs is not None else None
+        logprobs = chat_logprobs(run.runner, choice.logprobs) if p.logprobs is not None else None
         choices.append(
             {
                 "index": choice.index,
@@ -279,7 +299,7 @@ def _chunk_events(
         text += tools.splitter.flush()
     logprobs = None
     if p.logprobs is not None and isinstance(chunk, ScoredChunk) and chunk.logprobs:
-        logprobs = chat_logprobs(run.scheduler, chunk.logprobs)
+        logprobs = chat_logprobs(run.runner, chunk.logprobs)
     if text or logprobs:
         events.append(out.delta(i, {"content": text}, logprobs))
     if tools is not None:

@@ -1,7 +1,9 @@
 """``POST /v1/completions``: the legacy text completion (plain continuation, no chat template).
 
 ``prompt`` may be a string, a list of strings, a list of token ids or a list
-of such lists; every prompt gets ``n`` choices, numbered prompt by prompt.
+of such lists; every prompt gets ``n`` choices, numbered prompt by prompt. A
+text prompt goes through the answer pipeline's plain path
+(:func:`llm4all.answer.prepare` with ``raw=True``), as ``llm4all run --raw``.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from llm4all import answer
 from llm4all.api import Model
-from llm4all.engine.scheduler import ScoredChunk
+from llm4all.chat.template import Message
+from llm4all.engine.base import PromptInput, ScoredChunk
 from llm4all.server.errors import ApiError, translate
 from llm4all.server.generation import (
     DONE,
@@ -38,21 +42,28 @@ from llm4all.server.settings import ServerSettings
 router = APIRouter()
 
 
-def prompt_tokens(model: Model, prompt: str | list[Any]) -> list[list[int]]:
-    """Every prompt of the request as token ids (ids are checked against the vocabulary)."""
+def prompt_tokens(model: Model, prompt: str | list[Any]) -> list[PromptInput]:
+    """Every prompt of the request: token ids (checked against the vocabulary), or text
+    for an engine without token access."""
     if isinstance(prompt, str):
-        return [model.tokenize(prompt)]
+        return [_plain(model, prompt)]
     if prompt and all(isinstance(p, int) for p in prompt):
-        prompts: list[list[int]] = [list(prompt)]
+        prompts: list[PromptInput] = [list(prompt)]
     elif all(isinstance(p, str) for p in prompt):
-        prompts = [model.tokenize(p) for p in prompt]
+        prompts = [_plain(model, p) for p in prompt]
     else:
         prompts = [list(p) for p in prompt]
     if not prompts:
         raise ApiError(400, "prompt is empty", param="prompt")
     for ids in prompts:
-        check_vocab(model, ids, "prompt")
+        if not isinstance(ids, str):
+            model.engine.capabilities.require("tokens", "a prompt of token ids")
+            check_vocab(model, list(ids), "prompt")  # type: ignore[arg-type]
     return prompts
+
+
+def _plain(model: Model, text: str) -> PromptInput:
+    return answer.prepare(model, [Message("user", text)], raw=True, fit=False).prompt
 
 
 def check_vocab(model: Model, ids: list[int], param: str) -> None:
@@ -85,7 +96,7 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
         body.logprobs,
         reuse_prefix=body.cache_prompt is not False,
     )
-    echoes = [loaded.model.engine.detokenize(p) if body.echo else "" for p in per_choice]
+    echoes = [_echo(loaded.model, p) if body.echo else "" for p in per_choice]
     if body.stream:
         return sse_response(_events(run, echoes, body.logprobs, wants_usage(body.stream_options)))
     try:
@@ -95,9 +106,13 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     return _completion(run, echoes, body.logprobs)
 
 
+def _echo(model: Model, prompt: PromptInput) -> str:
+    return prompt if isinstance(prompt, str) else model.engine.detokenize(prompt)  # type: ignore[arg-type]
+
+
 def _plan(
     settings: ServerSettings, model: Model, body: CompletionRequest, n: int
-) -> tuple[list[list[int]], list[Any]]:
+) -> tuple[list[PromptInput], list[Any]]:
     if body.echo and body.logprobs is not None:
         raise ApiError(400, "echo with logprobs (prompt logprobs) is not supported", param="echo")
     knobs = body.knobs()
@@ -105,7 +120,8 @@ def _plan(
     max_tokens = max_tokens_for(settings, requested)
     prompts = prompt_tokens(model, body.prompt)
     for ids in prompts:
-        check_context(model.info.n_ctx, len(ids), requested, "prompt")
+        if not isinstance(ids, str):
+            check_context(model.info.n_ctx, len(ids), requested, "prompt")  # type: ignore[arg-type]
     return prompts, choice_params(settings, knobs, n, max_tokens=max_tokens)
 
 
@@ -115,7 +131,7 @@ def _completion(run: Run, echoes: Sequence[str], logprobs: int | None) -> dict[s
         echo = echoes[choice.index]
         lp = None
         if logprobs is not None:
-            lp = completion_logprobs(run.scheduler, choice.logprobs, len(echo))
+            lp = completion_logprobs(run.runner, choice.logprobs, len(echo))
         choices.append(
             {
                 "index": choice.index,
@@ -162,7 +178,7 @@ async def _events(
             lp = None
             if logprobs is not None:
                 scores = chunk.logprobs if isinstance(chunk, ScoredChunk) else ()
-                lp = completion_logprobs(run.scheduler, scores, offsets[i])
+                lp = completion_logprobs(run.runner, scores, offsets[i])
                 offsets[i] += len(chunk.text)
             finish = chunk.finish_reason
             reason = None if finish is None else ("stop" if finish == "cancelled" else finish)

@@ -22,7 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from llm4all.engine.scheduler import Overloaded
+from llm4all.engine.runner import Overloaded
 from llm4all.errors import (
     ContextOverflow,
     GrammarError,

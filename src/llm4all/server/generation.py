@@ -2,7 +2,7 @@
 
 A request becomes one :class:`GenerationParams` per choice (server defaults,
 then the request's knobs; with ``n > 1`` and a seed, choice *i* gets
-``seed + i``). :func:`start` queues every choice on the model's scheduler and
+``seed + i``). :func:`start` queues every choice on the model's runner and
 waits for each one's first chunk, so that a problem found on admission (a
 grammar llama.cpp rejects) is still an HTTP error and not a broken stream.
 :class:`Run` then yields ``(choice index, chunk)`` pairs as they come.
@@ -23,8 +23,8 @@ from fastapi import Request
 from starlette.responses import StreamingResponse
 
 from llm4all.api import merge_params
-from llm4all.engine.base import Chunk, Usage
-from llm4all.engine.scheduler import AsyncStream, BatchScheduler, ScoredChunk, TokenLogprob
+from llm4all.engine.base import Chunk, PromptInput, ScoredChunk, TokenLogprob, Usage
+from llm4all.engine.runner import AsyncStream, Runner
 from llm4all.errors import ContextOverflow
 from llm4all.params import GenerationParams
 from llm4all.server.errors import ApiError, ClientGone
@@ -130,7 +130,7 @@ class Choice:
     """What one choice has produced so far."""
 
     index: int
-    prompt: Sequence[int]
+    prompt: PromptInput
     text: list[str] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)
     finish_reason: str | None = None
@@ -155,7 +155,7 @@ class Run:
         loaded: Loaded,
         streams: list[AsyncStream],
         firsts: list[Chunk],
-        prompts: Sequence[Sequence[int]],
+        prompts: Sequence[PromptInput],
     ) -> None:
         self.loaded = loaded
         self.streams = streams
@@ -165,9 +165,9 @@ class Run:
         self._closed = False
 
     @property
-    def scheduler(self) -> BatchScheduler:
-        assert self.loaded.scheduler is not None
-        return self.loaded.scheduler
+    def runner(self) -> Runner:
+        assert self.loaded.runner is not None
+        return self.loaded.runner
 
     async def chunks(self) -> AsyncIterator[tuple[int, Chunk]]:
         """``(choice index, chunk)`` as they arrive, each choice's in order."""
@@ -241,7 +241,7 @@ async def _pump(
 async def start(
     request: Request,
     loaded: Loaded,
-    prompts: Sequence[Sequence[int]],
+    prompts: Sequence[PromptInput],
     params: Sequence[GenerationParams],
     logprobs: int | None,
     *,
@@ -252,15 +252,13 @@ async def start(
     Owns ``loaded``'s lease from here on: the returned :class:`Run` gives it
     back on ``close()``, and so does any failure here.
     """
-    scheduler = loaded.scheduler
-    assert scheduler is not None
+    runner = loaded.runner
+    assert runner is not None
     streams: list[AsyncStream] = []
     run: Run | None = None
     try:
         for prompt, p in zip(prompts, params, strict=True):
-            streams.append(
-                scheduler.stream(prompt, p, logprobs=logprobs, reuse_prefix=reuse_prefix)
-            )
+            streams.append(runner.stream(prompt, p, logprobs=logprobs, reuse_prefix=reuse_prefix))
         firsts = await guarded(request, _first_chunks(streams))
         run = Run(loaded, streams, firsts, prompts)
         return run

@@ -3,9 +3,12 @@
 A request names a model; :meth:`ModelManager.lease` resolves the name through
 the model store, loads the model if needed (in a worker thread, once even when
 many requests ask at the same moment) and hands out a :class:`Lease` that
-keeps it loaded until the request is done. A chat model gets one
-:class:`BatchScheduler` whose KV slots its concurrent requests share; an
-embedding model is loaded with ``embedding=True``. When the cap is reached
+keeps it loaded until the request is done. A chat model gets the runner its
+engine offers (:meth:`Engine.runner <llm4all.engine.Engine.runner>`: llama.cpp's
+continuous-batching scheduler, whose KV slots its concurrent requests share; a
+pass-through runner for a remote endpoint); the manager never checks an
+engine's class. An embedding model is loaded with ``embedding=True``. A name
+a backend registered (a remote) resolves before the model store. When the cap is reached
 the least recently used idle model is unloaded; a model idle for longer than
 the keep-alive is unloaded by a background task. Loading refuses a model that
 does not fit in RAM (after unloading idle ones to make room).
@@ -19,17 +22,14 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import psutil
 
 from llm4all.api import Model
 from llm4all.embeddings import embedding_load_params
-from llm4all.engine import footprint
-from llm4all.engine.llamacpp import LlamaCppEngine
-from llm4all.engine.scheduler import BatchScheduler, SchedulerStats
-from llm4all.errors import ModelNotFound
+from llm4all.engine import ModelRef, footprint, resolve
+from llm4all.engine.runner import Runner, RunnerStats
 from llm4all.models import InstalledModel, ModelStore, read_metadata
 from llm4all.models.store import names_a_path
 from llm4all.params import LoadParams
@@ -48,11 +48,16 @@ class Loaded:
     name: str
     kind: Kind
     model: Model
-    scheduler: BatchScheduler | None
+    runner: Runner | None  # how concurrent requests reach a chat model (None: embeddings)
     loaded_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.monotonic)
     leases: int = 0
     memory: int = 0  # bytes it was estimated to take when loaded
+
+    @property
+    def scheduler(self) -> Runner | None:
+        """The runner (its older name)."""
+        return self.runner
 
     @property
     def key(self) -> tuple[str, Kind]:
@@ -64,12 +69,12 @@ class Loaded:
         self.last_used = time.monotonic()
 
     def close(self) -> None:
-        if self.scheduler is not None:
-            self.scheduler.close()
+        if self.runner is not None:
+            self.runner.close()
         self.model.close()
 
     def stats(self) -> dict[str, object]:
-        s: SchedulerStats | None = self.scheduler.stats() if self.scheduler else None
+        s: RunnerStats | None = self.runner.stats() if self.runner else None
         return {
             "model": self.name,
             "kind": self.kind,
@@ -133,14 +138,16 @@ class ModelManager:
         if name is not None and name != self.settings.model and names_a_path(name):
             # A client names installed models; it must not make the server open its files.
             raise unknown_model(name, self.installed_names())
-        resolved = await asyncio.to_thread(self.store.resolve, requested, allow_download=False)
-        key: tuple[str, Kind] = (resolved.name, kind)
+        ref = await asyncio.to_thread(
+            resolve, requested, allow_download=False, models_dir=self.store.root
+        )
+        key: tuple[str, Kind] = (ref.name, kind)
         lock = self._loading.setdefault(key, asyncio.Lock())
         async with lock:  # one load per model, however many requests wait for it
             loaded = self._loaded.get(key)
             if loaded is None:
-                self._refuse_embedding_as_chat(resolved.name, kind)
-                loaded = await self._load_fitting(resolved.path.as_posix(), resolved.name, kind)
+                self._refuse_embedding_as_chat(ref.name, kind)
+                loaded = await self._load_fitting(ref, kind)
                 self._loaded[key] = loaded
         self._aliases[(name, kind)] = key
         return loaded
@@ -155,7 +162,7 @@ class ModelManager:
                 code="model_not_supported",
             )
 
-    async def _load_fitting(self, path: str, name: str, kind: Kind) -> Loaded:
+    async def _load_fitting(self, ref: ModelRef, kind: Kind) -> Loaded:
         """Load, first making room: under the cap on models, and in RAM.
 
         What the load will take is estimated from the file's header first; a
@@ -163,8 +170,8 @@ class ModelManager:
         before anything is unloaded (an embedding request naming a chat model
         must not push the chat model out and then fail anyway).
         """
-        load = self._load_params(Path(path), kind)
-        needed = await asyncio.to_thread(self._estimate, Path(path), load)
+        load = self._load_params(ref, kind)
+        needed = await asyncio.to_thread(self._estimate, ref, load)
         if self.settings.check_memory:
             self._refuse_unfitting(needed)
         while len(self._loaded) >= self.settings.max_loaded:
@@ -179,15 +186,17 @@ class ModelManager:
             if not await self._evict_one():
                 self._refuse_unfitting(needed)  # what was idle is gone and it still does not fit
                 break
-        loaded = await asyncio.to_thread(self._load_now, path, name, kind, load)
+        loaded = await asyncio.to_thread(self._load_now, ref, kind, load)
         loaded.memory = needed
         return loaded
 
-    def _load_params(self, path: Path, kind: Kind) -> LoadParams:
+    def _load_params(self, ref: ModelRef, kind: Kind) -> LoadParams:
         if kind == "chat":
             return self.settings.load_params()
+        if ref.path is None:  # a remote embeds on its side
+            return LoadParams(embedding=True, check_memory=False)
         return embedding_load_params(
-            path,
+            ref.path,
             batch_tokens=self.settings.n_batch,
             max_sequences=EMBED_SEQS,
             n_threads=self.settings.n_threads,
@@ -195,8 +204,10 @@ class ModelManager:
         )
 
     @staticmethod
-    def _estimate(path: Path, load: LoadParams) -> int:
-        return footprint.estimate(read_metadata(path), load).total
+    def _estimate(ref: ModelRef, load: LoadParams) -> int:
+        if ref.path is None or not ref.path.is_file():  # a remote takes no memory here
+            return 0
+        return footprint.estimate(read_metadata(ref.path), load).total
 
     def _budget_left(self) -> int:
         """Bytes a new model may take: free RAM, and what is left of ``max_memory`` if set."""
@@ -214,20 +225,20 @@ class ModelManager:
         idle = sum(m.memory for m in self._loaded.values() if m.leases == 0)
         footprint.ensure_fits(needed, reclaimable=idle, available=self._budget_left())
 
-    def _load_now(self, path: str, name: str, kind: Kind, load: LoadParams) -> Loaded:
+    def _load_now(self, ref: ModelRef, kind: Kind, load: LoadParams) -> Loaded:
         t0 = time.perf_counter()
         # The estimate above checked RAM; Model's own check would count the file alone.
-        model = Model(path, allow_download=False, **(vars(load) | {"check_memory": False}))
-        model.name = name
-        scheduler = None
+        model = Model(ref, allow_download=False, **(vars(load) | {"check_memory": False}))
+        model.name = ref.name
+        runner = None
         if kind == "chat":
-            engine = model.engine
-            if not isinstance(engine, LlamaCppEngine):  # pragma: no cover - other backends
+            try:
+                runner = model.engine.runner(max_queue=self.settings.max_queue)
+            except BaseException:
                 model.close()
-                raise ModelNotFound(name)
-            scheduler = BatchScheduler(engine, max_queue=self.settings.max_queue)
-        log.info("loaded %s for %s in %.2f s", name, kind, time.perf_counter() - t0)
-        return Loaded(name, kind, model, scheduler)
+                raise
+        log.info("loaded %s for %s in %.2f s", ref.name, kind, time.perf_counter() - t0)
+        return Loaded(ref.name, kind, model, runner)
 
     async def _evict_one(self) -> bool:
         """Unload the least recently used model nobody is using; False if there is none."""

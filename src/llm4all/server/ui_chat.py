@@ -3,10 +3,11 @@
 The page sends a message; :func:`answer_response` claims the chat (a second
 send meanwhile is a 409) and saves the message before the response starts (a
 locked or full database is a 503), then :func:`answer_events` leases the
-chat's model from the server's :class:`ModelManager`, renders the chat's
-history (system prompt, context-window policy of :mod:`llm4all.chat.prompt`)
-with the model's chat template and queues it on the model's batch scheduler,
-exactly like ``/v1/chat/completions``. Events (``data: {json}``):
+chat's model from the server's :class:`ModelManager`, hands the chat's
+history to the answer pipeline (:func:`llm4all.answer.prepare`: system
+prompt, LocalDocs, chat template, context-window policy) and queues the
+prompt on the model's runner, exactly like ``/v1/chat/completions``. Events
+(``data: {json}``):
 
 - ``user``: the saved user message (with its id);
 - ``start``: the model is loaded and the answer is queued;
@@ -41,11 +42,12 @@ from typing import TYPE_CHECKING, Any
 from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from llm4all import answer
+from llm4all.answer import AnswerStats, Prepared
 from llm4all.api import Model, merge_params
-from llm4all.chat.prompt import Prompt, answer_reserve, fit_messages
 from llm4all.chat.template import Message
 from llm4all.engine.base import Chunk
-from llm4all.engine.scheduler import AsyncStream
+from llm4all.engine.runner import AsyncStream
 from llm4all.params import GenerationParams
 from llm4all.server.errors import ApiError, translate
 from llm4all.server.generation import SSE_HEADERS, max_tokens_for
@@ -53,7 +55,7 @@ from llm4all.server.manager import Loaded, ModelManager
 from llm4all.server.markdown import render_markdown
 from llm4all.server.settings import ServerSettings
 from llm4all.store import Chat, ChatStore, StoredMessage
-from llm4all.store.answers import AnswerRecorder, stats_of
+from llm4all.store.answers import AnswerRecorder
 
 if TYPE_CHECKING:
     from llm4all.localdocs import LocalDocs
@@ -164,25 +166,27 @@ def chat_prompt(
     chat: Chat,
     history: list[StoredMessage],
     params: GenerationParams,
-    asked: str | None = None,
-) -> Prompt:
-    """The chat's messages in the model's format, the oldest dropped if they do not fit.
+    collections: list[str] | None = None,
+    localdocs: LocalDocs | None = None,
+) -> Prepared:
+    """The stored chat through the answer pipeline (the oldest turns dropped if they do not fit).
 
-    ``asked`` replaces the last question's text in the prompt (not in the store):
-    the question with its LocalDocs excerpts, as ``ChatSession`` does.
+    With ``collections`` the last question is searched in them and its turn
+    carries the excerpts in the prompt (not in the store), as ``ChatSession`` does.
     """
-    system = model.system_prompt_for(chat.system_prompt)
-    messages = [Message("system", system)] if system else []
-    messages += [
+    messages = [
         Message("user" if m.role == "user" else "assistant", m.content)
         for m in history
         if m.role in ("user", "assistant")
     ]
-    if asked is not None and messages and messages[-1].role == "user":
-        messages[-1] = Message("user", asked)
-    n_ctx = model.info.n_ctx
-    return fit_messages(
-        messages, model.chat_tokens, n_ctx, answer_reserve(params.max_tokens, n_ctx)
+    asks = bool(collections) and bool(messages) and messages[-1].role == "user"
+    return answer.prepare(
+        model,
+        messages,
+        params=params,
+        system_prompt=chat.system_prompt,
+        collections=collections if asks and collections else (),
+        localdocs=localdocs if asks else None,
     )
 
 
@@ -285,62 +289,48 @@ async def answer_events(
         claim.release()
 
 
-async def _with_documents(
-    req: AnswerRequest, history: list[StoredMessage]
-) -> tuple[str | None, list[dict[str, Any]]]:
-    """The last question with its LocalDocs excerpts, and their references (None, [] without)."""
-    if not req.collections or req.localdocs is None or not history or history[-1].role != "user":
-        return None, []
-    from llm4all.localdocs import documents_turn
-
-    earlier = [m.content for m in history[:-1] if m.role == "user"]
-    return await asyncio.to_thread(
-        documents_turn, history[-1].content, req.collections, earlier, localdocs=req.localdocs()
-    )
-
-
 async def _generate(req: AnswerRequest, loaded: Loaded, stop: asyncio.Event) -> AsyncIterator[str]:
-    model, scheduler = loaded.model, loaded.scheduler
-    assert scheduler is not None
+    model, runner = loaded.model, loaded.runner
+    assert runner is not None
     params = chat_params(req.settings, req.chat.params)
-    params = model.chat_params(params)  # a base model keeps writing turns otherwise
     history = req.store.messages(req.chat.id)
-    asked, sources = await _with_documents(req, history)
-    if asked is not None:  # an answer from documents: bounded unless the chat sets a length
-        from llm4all.localdocs.context import answer_tokens
-
-        params = params.replace(max_tokens=answer_tokens(params.max_tokens))
-    prompt = chat_prompt(model, req.chat, history, params, asked)
+    if req.collections and req.localdocs is not None:  # searching embeds: off the event loop
+        opener = req.localdocs
+        prompt = await asyncio.to_thread(
+            lambda: chat_prompt(model, req.chat, history, params, req.collections, opener())
+        )
+    else:
+        prompt = chat_prompt(model, req.chat, history, params)
+    sources = prompt.references
     if req.chat.model != loaded.name:
         req.store.set_model(req.chat.id, loaded.name)  # the chat remembers who answered
     yield event("start", model=loaded.name)
-    answer = AnswerRecorder(
+    recorder = AnswerRecorder(
         req.store,
         req.chat.id,
         model=loaded.name,
-        prompt_tokens=len(prompt.tokens),
+        prompt_tokens=prompt.prompt_tokens or None,
         sources=sources,
         every=SAVE_EVERY,
     )
     final: Chunk | None = None
     shown_at = 0.0
-    stream = scheduler.stream(prompt.tokens, params)
+    stream = runner.stream(prompt.prompt, prompt.params)
     try:
         async with contextlib.aclosing(_until_stopped(stream, stop)) as chunks:
             async for chunk in chunks:
-                answer.add(chunk.text, len(chunk.token_ids))  # saved every SAVE_EVERY s
+                recorder.add(chunk.text, len(chunk.token_ids))  # saved every SAVE_EVERY s
                 final = chunk if chunk.finish_reason is not None else None
                 if chunk.text:
                     yield event("delta", text=chunk.text)
                 if time.perf_counter() - shown_at >= HTML_EVERY and final is None:
                     shown_at = time.perf_counter()
-                    yield event("html", html=render_markdown(answer.text))
+                    yield event("html", html=render_markdown(recorder.text))
     finally:  # also when the client went away: cancel the request, keep what was said
         stream.close()
         if final is not None and final.usage is not None and final.timings is not None:
-            saved = answer.finish(
-                final.finish_reason or "stop", **stats_of(final.usage, final.timings)
-            )
+            stats = AnswerStats.of(final.finish_reason or "stop", final.usage, final.timings)
+            saved = recorder.finish(stats.finish_reason, **stats.store_fields())
         else:  # stopped: the recorder measured what it saw
-            saved = answer.finish("cancelled")
+            saved = recorder.finish("cancelled")
     yield event("done", message=message_out(saved) if saved else None)
