@@ -24,14 +24,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import in_ci
-from datalake_helpers import TOKEN, LiveDatalake, chat_payload, running_datalake
+from datalake_helpers import GPT4ALL_OLD, TOKEN, LiveDatalake, chat_payload, running_datalake
 from llm4all.cli import cli
 from llm4all.data.formats import RowProblem, read_rows
 from llm4all.datalake.service import ServiceSettings
 from llm4all.datalake.storage import Storage
 from llm4all.errors import StoreError
 from postgres_helpers import INSTALL, PostgresServer, free_port, postgres_missing, running_postgres
-from test_datalake_service_payload import GPT4ALL_OLD
 
 _names = itertools.count()
 

@@ -10,30 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datalake_helpers import chat_payload
+from datalake_helpers import GPT4ALL_OLD, chat_payload
 from llm4all.datalake.payload import LIMITS, PayloadError, parse_payload
 from llm4all.datalake.service import RateLimiter
-
-#: What GPT4All's older chat client posted (its QML built this JSON): ``prompt_template``,
-#: ``stopped`` as the string "true", the attribution under ``network/attribution``.
-GPT4ALL_OLD = {
-    "conversation": [
-        {"content": "Write me a haiku about rain.", "role": "user"},
-        {
-            "content": "Rain on the window",
-            "role": "assistant",
-            "rating": "negative",
-            "edited_content": "Soft rain on the roof\nthe gutters hum to themselves\nnight has no edges",
-            "stopped": "true",
-        },
-    ],
-    "prompt_template": "### Human:\n%1\n### Assistant:\n",
-    "source": "gpt4all-chat",
-    "agent_id": "ggml-gpt4all-j-v1.3-groovy.bin",
-    "submitter_id": "6a1f5a4e-4a4b-4f7e-9a3c-1d2e3f4a5b6c",
-    "ingest_id": "0b9d2a57-7c4f-4d0e-8f4a-2a3b4c5d6e7f",
-    "network/attribution": "EliteHacker#42",
-}
 
 
 def test_gpt4all_older_client_payload_is_read_as_sent() -> None:
