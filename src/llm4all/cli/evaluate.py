@@ -179,3 +179,20 @@ def compare_command(
     (out / "report.html").write_text(report.to_html(doc), encoding="utf-8")
     click.echo(report.summary_markdown(doc), nl=False)
     err_console.print(f"report.md, report.html and answers.jsonl in {out}/", markup=False)
+
+
+@eval_group.command(name="heldout")
+@click.argument("run", type=click.Path(path_type=Path))
+def heldout_command(run: Path) -> None:
+    """Held-out loss and perplexity of a training RUN's base and tuned model.
+
+    The run's own held-out rows, encoded as it trained, scored by the function
+    its trainer reports with (so the figures match the run's result.json).
+    """
+    from llm4all.evaluate.heldout import heldout_losses
+
+    results = heldout_losses(run)
+    click.echo("| model | held-out rows | loss (nats/token) | perplexity |")
+    click.echo("| --- | ---: | ---: | ---: |")
+    for r in results:
+        click.echo(f"| {r.model} | {r.rows} | {r.loss:.4f} | {r.perplexity:.3f} |")
