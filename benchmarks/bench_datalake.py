@@ -437,31 +437,38 @@ def main() -> None:
                     result["ok"] = ok(result)
                     h.note(json.dumps(result))
                     results.append(result)
-    rows = [
-        [
-            r["backend"],
-            r["clients"],
-            "kill -9" if r["kill"] else "–",
-            f"{r['submissions_per_s']:.0f}",
-            f"{r['stored_rows']}/{r['valid_unique']}",
-            str(r["lost"]),
-            str(r["doubled"]),
-            f"{r['invalid_refused_4xx']}/{r['invalid']}",
-            str(r["http_5xx"]),
-            str(r.get("down_s", "–")),
-            f"{r['load']:.1f}",
-            "✓" if r["ok"] else "✗",
-        ]
-        for r in results
-    ]
+    groups: dict[tuple[str, str, bool], list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault((r["backend"], r["clients"], r["kill"]), []).append(r)
+    rows = []
+    for (backend, clients, kill), runs in groups.items():
+        rate = h.summary([r["submissions_per_s"] for r in runs])
+        down = h.summary([r["down_s"] for r in runs if "down_s" in r])
+        loads = [r["load"] for r in runs]
+        rows.append(
+            [
+                backend,
+                clients,
+                "kill -9" if kill else "–",
+                str(len(runs)),
+                h.fmt(rate, 0),
+                f"{sum(r['lost'] for r in runs)}",
+                f"{sum(r['doubled'] for r in runs)}",
+                f"{sum(r['invalid_refused_4xx'] for r in runs)}/{sum(r['invalid'] for r in runs)}",
+                f"{sum(r['http_5xx'] for r in runs)}",
+                h.fmt(down, 1) if kill else "–",
+                f"{min(loads):.0f}–{max(loads):.0f}",
+                "✓" if all(r["ok"] for r in runs) else "✗",
+            ]
+        )
     h.print_table(
-        f"datalake: {total} submissions, {CLIENTS} clients",
+        f"datalake: {total} submissions per run, {CLIENTS} clients; median (min–max)",
         [
             "backend",
             "clients",
             "fault",
+            "runs",
             "subm./s",
-            "stored",
             "lost",
             "doubled",
             "4xx/invalid",
