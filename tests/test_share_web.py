@@ -8,6 +8,7 @@ that counts every request it gets.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -142,6 +143,7 @@ def wait_until(check: Any, timeout: float = 30.0) -> None:
 
 
 # -- the page ----------------------------------------------------------------------------------------
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 
 
@@ -202,6 +204,8 @@ def test_sharing_in_the_browser(browser: Any, fast_model_path: Path, isolated_ho
             wait_until(lambda: "[email]" in dialog.locator("#share-preview").inner_text())
             wait_until(lambda: dialog.locator("#share-send").is_enabled())
             previewed = dialog.locator("#share-preview").inner_text()
+            if os.environ.get("LLM4ALL_SCREENSHOTS"):
+                page.screenshot(path=str(SCREENSHOTS / "share-dialog.png"))
             assert "Scrubbed:" in dialog.locator("#share-summary").inner_text()
             dialog.locator("#share-send").click()
             recorder.wait_for(1)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -213,11 +213,12 @@ def build_preview(store: ChatStore, chat_id: str, *, scrub: bool = False) -> Pre
         items.append({"role": "system", "content": clean(chat.system_prompt)})
     items += [_item(m, clean) for m in messages]
     agent = _agent(chat, messages)
+    submitter = submitter_id(store)
     data: dict[str, Any] = {
         "source": SOURCE,
-        "submitter_id": submitter_id(store),
+        "submitter_id": submitter,
         "agent_id": agent,
-        "ingest_id": ingest_id_for(submitter_id(store), chat.id),
+        "ingest_id": ingest_id_for(submitter, chat.id),
         "chat_template": chat_template_of(agent),
         "attribution": load_settings(store).attribution,
         "conversation": items,
@@ -237,7 +238,7 @@ def _wire(payload: ChatIngest) -> dict[str, Any]:
     return data
 
 
-def _item(message: StoredMessage, clean: Any) -> dict[str, Any]:
+def _item(message: StoredMessage, clean: Callable[[str], str]) -> dict[str, Any]:
     item: dict[str, Any] = {"role": message.role, "content": clean(message.content)}
     if message.role == "assistant":
         item["stopped"] = message.finish_reason == "cancelled"
@@ -342,7 +343,6 @@ def flush(
     *,
     force: bool = False,
     chat_id: str | None = None,
-    limit: int | None = None,
     client: httpx.Client | None = None,
 ) -> FlushReport:
     """Send what is due in the queue (``force``: also what waits for a retry) while sharing is on.
@@ -360,7 +360,7 @@ def flush(
     http = client or httpx.Client(timeout=SEND_TIMEOUT_S, follow_redirects=False)
     try:
         with ShareQueue(store.path) as queue:
-            while limit is None or len(report.sent) + len(report.failed) < limit:
+            while True:
                 item = queue.claim(force=force, chat_id=chat_id)
                 if item is None:
                     break
