@@ -7,8 +7,19 @@ parameters fail before any model is loaded.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from llm4all.api import ChatSession
+from llm4all.engine.llamacpp import LlamaCppEngine
+from llm4all.store import ChatStore
+from server_helpers import FAST, LiveServer, fast_settings, running
 
 
 def test_chat_rejects_bad_params_before_loading_the_model() -> None:
@@ -22,3 +33,59 @@ def test_chat_rejects_bad_params_before_loading_the_model() -> None:
         )
         assert res.returncode == 1
         assert field in res.stderr and "no-such-model" not in res.stderr, res.stderr
+
+
+# -- one prompt, whichever front end asks -------------------------------------------------------
+@pytest.fixture(scope="module")
+def live(fast_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    # One slot: every request runs on slot 0, whose KV cache then starts with its prompt.
+    with running(fast_settings(fast_model_path.parent, parallel=1)) as server:
+        server.app.state.chat_store = ChatStore(tmp_path_factory.mktemp("home") / "llm4all.db")
+        yield server
+
+
+def _engine(live: LiveServer) -> LlamaCppEngine:
+    loaded = live.app.state.manager.loaded()[0]
+    engine = loaded.model.engine
+    assert isinstance(engine, LlamaCppEngine)
+    return engine
+
+
+def _evaluated_prompt(live: LiveServer, prompt_tokens: int) -> list[int]:
+    """The prompt tokens the engine evaluated last: the start of slot 0's KV cache."""
+    live.wait_idle()
+    return _engine(live).slots[0][:prompt_tokens]
+
+
+def test_api_openai_and_ui_routes_give_the_same_prompt_tokens(live: LiveServer) -> None:
+    question = "What is the boiling point of water?"
+    with httpx.Client(base_url=live.url, timeout=120) as http:
+        # The OpenAI route.
+        body = {
+            "model": FAST,
+            "messages": [{"role": "user", "content": question}],
+            "temperature": 0,
+            "max_tokens": 2,
+        }
+        done = http.post("/v1/chat/completions", json=body).json()
+        by_openai = _evaluated_prompt(live, done["usage"]["prompt_tokens"])
+        # The web UI's route, on a stored chat.
+        chat_id = http.post("/api/chats", json={"params": {"temperature": 0, "max_tokens": 2}})
+        path = f"/api/chats/{chat_id.json()['id']}/messages"
+        with http.stream("POST", path, json={"content": question}) as response:
+            lines = [json.loads(x[6:]) for x in response.iter_lines() if x.startswith("data: ")]
+        stored = lines[-1]["message"]
+        by_ui = _evaluated_prompt(live, stored["prompt_tokens"])
+    # The Python API, on the server's own model.
+    model = live.app.state.manager.loaded()[0].model
+    response = ChatSession(model).send(question, temperature=0, max_tokens=2)
+    response.text()
+    assert response.completion is not None
+    by_api = _evaluated_prompt(live, response.completion.usage.prompt_tokens)
+    assert len(by_openai) > 10
+    assert by_api == by_openai == by_ui
+    # And it is the model's chat format with its default system prompt first.
+    text = _engine(live).detokenize(by_api)
+    assert text.rstrip().endswith("assistant") and question in text
+    system = model.system_prompt_for(None)
+    assert system is None or text.find(system) < text.find(question)
