@@ -73,6 +73,8 @@ def perplexity_command(
     from llm4all.evaluate import perplexity as ppl
     from llm4all.evaluate.sets import load_examples
 
+    if len(set(models)) != len(models):
+        raise click.BadParameter("a model is named twice", param_hint="MODELS")
     examples = load_examples(data, limit)  # bad data fails before any model loads
     summaries: list[dict[str, Any]] = []
     per_model: dict[str, list[float]] = {}
@@ -88,9 +90,8 @@ def perplexity_command(
                 progress=lambda _: bar.advance(1),
             )
             bar.done()
-        label = ref if ref not in per_model else f"{ref} ({subject.backend})"
-        summaries.append(ppl.summary_row(label, rows) | {"file": str(target)})
-        per_model[label] = [r["perplexity"] or float("nan") for r in rows]
+        summaries.append(ppl.summary_row(ref, rows) | {"file": str(target)})
+        per_model[ref] = [r["perplexity"] or float("nan") for r in rows]
     method = "GPT4All's variant" if gpt4all_variant else "ground-truth perplexity"
     table = ppl.markdown_table(summaries)
     (out / "summary.md").write_text(f"{method} on {data} ({len(examples)} examples)\n\n{table}")
