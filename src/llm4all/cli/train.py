@@ -38,6 +38,7 @@ def train_command() -> None:
     llm4all train run.toml                    # train (Ctrl-C or a crash: add --resume)
     llm4all train export runs/lora            # merge, GGUF, Q4_K_M, add to the models
 
+    Options of a run (--resume, --max-steps, -o): llm4all train CONFIG --help.
     Many GPUs: accelerate launch -m llm4all train run.toml
     """
 
@@ -192,7 +193,12 @@ def _ppl(loss: float | None) -> str:
 def _quiet_transformers() -> None:
     """transformers' own progress bars and advice would drown the one bar shown."""
     import os
+    import warnings
 
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]

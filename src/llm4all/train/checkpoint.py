@@ -81,15 +81,9 @@ def save(
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-    except OSError as exc:
+    except Exception as exc:  # OSError, or torch's/safetensors' own error for a failed write
         shutil.rmtree(tmp, ignore_errors=True)
-        reason = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else str(exc)
-        raise CheckpointError(step, folder, reason, latest(folder)) from exc
-    except RuntimeError as exc:  # torch.save reports a full disk as a RuntimeError
-        shutil.rmtree(tmp, ignore_errors=True)
-        full = "No space left" in str(exc) or "file write failed" in str(exc)
-        reason = "the disk is full" if full else str(exc).splitlines()[0]
-        raise CheckpointError(step, folder, reason, latest(folder)) from exc
+        raise CheckpointError(step, folder, _why(exc), latest(folder)) from exc
     for old in checkpoints(folder)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -108,6 +102,15 @@ def load(path: Path, *, model: Any, optimizer: Any, scheduler: Any) -> dict[str,
     _set_rng_state(torch.load(path / "rng.pt", weights_only=False))
     state: dict[str, Any] = json.loads((path / STATE).read_text("utf-8"))
     return state
+
+
+def _why(exc: Exception) -> str:
+    """A full disk said plainly, whichever library noticed it."""
+    text = str(exc)
+    full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    if full or "No space left" in text or "file write failed" in text:
+        return "the disk is full"
+    return (text.strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _write_synced(path: Path, text: str) -> None:

@@ -111,7 +111,7 @@ def export_run(
     alpha = float(getattr(tuned.peft_config["default"], "lora_alpha", 0))
     merged = tuned.merge_and_unload()
     merged.eval()
-    template = _chat_template(run)
+    template = result.get("chat_template")
     say(f"writing {outtype.upper()} GGUF")
     main = write_merged(
         merged,
@@ -153,14 +153,6 @@ def export_run(
     if register:
         exported.registered = _register(exported, name, result, base.sha256, quantize, store)
     return exported
-
-
-def _chat_template(run: Path) -> str | None:
-    """The template the run trained with (the base's own, or its catalog override)."""
-    from transformers import AutoTokenizer
-
-    template = AutoTokenizer.from_pretrained(run / "adapter").chat_template
-    return str(template) if isinstance(template, str) else None
 
 
 def _register(

@@ -385,7 +385,7 @@ def _save_final(
 
     adapter = out / "adapter"
     model.save_pretrained(adapter)
-    tokenizer.save_pretrained(adapter)
+    template = getattr(tokenizer, "chat_template", None)
     done = {
         "base": config.base,
         "data": config.data,
@@ -396,5 +396,6 @@ def _save_final(
         "trained_tokens": result.trained_tokens,
         "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "config": config.to_dict(),
+        "chat_template": template if isinstance(template, str) else None,
     }
     (adapter / RESULT).write_text(json.dumps(done, indent=1) + "\n", "utf-8")
