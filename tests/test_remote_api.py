@@ -1,0 +1,91 @@
+"""A registered remote is a model name: the Python API, the CLI and the server take it.
+
+The remote is a real ``llm4all serve`` on 127.0.0.1 with SmolLM2. Its key is in
+an environment variable; no file under the llm4all home (chat store, registry,
+logs) and no output may contain it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from llm4all.models import remotes
+from llm4all.models.remotes import Remote
+from server_helpers import FAST, LiveServer, fast_settings, running
+
+KEY = "sk-remote-api-0123456789"
+
+
+@pytest.fixture(scope="module")
+def server(fast_model_path: Path) -> Iterator[LiveServer]:
+    with running(fast_settings(fast_model_path.parent, api_key=KEY, ctx=1024)) as live:
+        yield live
+
+
+@pytest.fixture
+def far(server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("REMOTE_API_KEY", KEY)
+    remotes.add(Remote("far", server.base_url, FAST, "REMOTE_API_KEY"))
+    return "far"
+
+
+def _leaks(home: Path, *outputs: str) -> bool:
+    written = b"".join(p.read_bytes() for p in home.rglob("*") if p.is_file())
+    return KEY.encode() in written or any(KEY in o for o in outputs)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    return subprocess.run(
+        [sys.executable, "-m", "llm4all", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_python_api(far: str, isolated_home: Path) -> None:
+    import llm4all
+    from llm4all.store import ChatStore
+
+    with llm4all.Model(far) as model:
+        assert model.info.backend == "remote" and model.kind == "chat"
+        text = model.generate("What is the capital of France?", temperature=0, max_tokens=12)
+        assert text
+        with ChatStore() as store:
+            chat = model.chat(temperature=0, max_tokens=12)
+            chat.store = store
+            chat.send("My name is Ada.").text()
+            second = chat.send("What is my name?")
+            second.text()
+            stored = store.messages(chat.chat_id) if chat.chat_id else []
+    assert second.completion is not None and second.completion.usage.prompt_tokens > 0
+    assert [m.role for m in stored][-4:] == ["user", "assistant", "user", "assistant"]
+    assert not _leaks(isolated_home)
+
+
+def test_cli_run_with_stats(far: str, isolated_home: Path) -> None:
+    # --debug: every logger at DEBUG (httpx's and httpcore's too) must still not print the key
+    proc = _cli("--debug", "run", "-m", far, "--temp", "0", "-n", "8", "--stats", "Hi!")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip()
+    assert "on remote http://127.0.0.1" in proc.stderr
+    assert not _leaks(isolated_home, proc.stdout, proc.stderr)
+
+
+def test_cli_run_on_a_dead_remote_is_one_line(isolated_home: Path) -> None:
+    from misbehaving_server import refused_url
+
+    url = refused_url()
+    remotes.add(Remote("gone", url, "m"))
+    proc = _cli("run", "-m", "gone", "Hi!")
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and url in lines[0] and "cannot connect" in lines[0]
