@@ -115,6 +115,8 @@ def test_the_endpoint_starts_as_a_placeholder_that_reaches_nothing(store: ChatSt
     assert outcome.state == "queued" and "no datalake endpoint is set" in outcome.message
     code, out, _ = cli("status")
     assert code == 0 and "endpoint:    not set (nothing can be sent)" in out
+    with pytest.raises(client.SharingOff, match="no datalake endpoint"):
+        cli("withdraw", "--yes")
 
 
 def test_on_shows_the_notice_and_asks(store: ChatStore, recorder: Recorder) -> None:

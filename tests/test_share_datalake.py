@@ -121,3 +121,23 @@ def test_kill_9_during_a_flush_into_the_real_service_loses_and_doubles_nothing(
         assert stats["chats"] == CHATS and stats["submitters"] == 1
         with ShareQueue(store.path) as queue:
             assert queue.counts()["sent"] == CHATS
+
+
+def test_withdraw_deletes_what_this_machine_shared(isolated_home: Path, tmp_path: Path) -> None:
+    settings = ServiceSettings(database=str(tmp_path / "lake.db"), admin_token=TOKEN)
+    store = ChatStore()
+    with running_datalake(settings) as lake:
+        client.update_settings(store, enabled=True, endpoint=lake.url + "/v1/ingest/chat")
+        ids = [rated_chat(store, f"chat {i}").id for i in range(2)]
+        assert all(client.share_chat(store, c).state == "sent" for c in ids)
+        client.update_settings(store, enabled=False)  # withdrawing needs no opt-in
+        assert client.withdraw(store) == 2
+        stats = httpx.get(lake.url + "/v1/admin/stats", headers=lake.admin).json()
+        assert stats["chats"] == 0 and stats["withdrawals"]["count"] == 1
+        with ShareQueue(store.path) as queue:
+            assert queue.counts()["withdrawn"] == 2
+        client.update_settings(store, enabled=True)
+        assert client.share_chat(store, ids[0]).state == "sent"  # shared again: sent again
+    with pytest.raises(client.DatalakeError, match="cannot reach"):
+        client.withdraw(store)  # the service is gone now
+    store.close()

@@ -3,8 +3,9 @@
 ``share on`` shows the notice and asks before turning sharing on; ``share
 chat ID --preview`` prints the exact JSON a chat would be sent as (stdout,
 so it can be piped) and sends nothing; ``share chat ID`` queues it and tries
-to send it at once; ``share flush`` sends what is queued; ``share suggest``
-keeps a better answer beside one of the model's. Notes go to stderr.
+to send it at once; ``share flush`` sends what is queued; ``share withdraw``
+asks the datalake to delete what this machine shared; ``share suggest`` keeps
+a better answer beside one of the model's. Notes go to stderr.
 """
 
 from __future__ import annotations
@@ -148,6 +149,21 @@ def flush_command() -> None:
         _note(report.stopped)
     if report.failed or (left and report.stopped):
         sys.exit(1)
+
+
+@share_group.command("withdraw")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def withdraw_command(yes: bool) -> None:
+    """Ask the datalake to delete every chat shared from this machine."""
+    if not yes:
+        click.confirm(
+            "Delete every chat you shared from the datalake? (Copies others made stay.)",
+            abort=True,
+            err=True,
+        )
+    with ChatStore() as store:
+        deleted = client.withdraw(store)
+    _note(f"the datalake deleted {deleted} chat{'s' * (deleted != 1)} shared from here")
 
 
 @share_group.command("suggest")

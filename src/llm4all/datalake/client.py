@@ -45,6 +45,7 @@ SOURCE = "llm4all"
 #: ``.invalid`` is reserved (RFC 2606): this name resolves nowhere, ever.
 PLACEHOLDER_ENDPOINT = "https://datalake.invalid"
 INGEST_PATH = "/v1/ingest/chat"
+WITHDRAW_PATH = "/v1/withdraw"
 #: Seconds one request may take before the send counts as failed (and is retried later).
 SEND_TIMEOUT_S = 15.0
 NOTICE = (
@@ -67,6 +68,14 @@ class SharingOff(Llm4allError):
         super().__init__(reason)
 
 
+class DatalakeError(Llm4allError):
+    """The datalake did not do what was asked (unreachable, or it answered an error)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url, self.reason = url, reason
+        super().__init__(f"{url}: {reason}")
+
+
 # -- settings -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ShareSettings:
@@ -83,10 +92,14 @@ class ShareSettings:
         return self.endpoint != PLACEHOLDER_ENDPOINT
 
     @property
+    def base_url(self) -> str:
+        """The service's root (the endpoint may be given as its ingest URL)."""
+        return self.endpoint.rstrip("/").removesuffix(INGEST_PATH)
+
+    @property
     def ingest_url(self) -> str:
-        """Where a chat is posted. Example: ``http://127.0.0.1:4892/v1/ingest/chat``."""
-        base = self.endpoint.rstrip("/")
-        return base if base.endswith(INGEST_PATH) else base + INGEST_PATH
+        """Where a chat is posted. Example: ``http://127.0.0.1:4895/v1/ingest/chat``."""
+        return self.base_url + INGEST_PATH
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self) | {"configured": self.configured, "ingest_url": self.ingest_url}
@@ -285,6 +298,7 @@ class SendResult:
     status: int | None = None
     refused: bool = False  # a 4xx that retrying the same payload will not change
     retry_after: float | None = None
+    data: Any = None  # the JSON of a 2xx answer (None when it had none)
 
 
 def post_payload(client: httpx.Client, url: str, body: str) -> SendResult:
@@ -297,7 +311,11 @@ def post_payload(client: httpx.Client, url: str, body: str) -> SendResult:
         return SendResult(False, f"cannot reach {url}: {exc or type(exc).__name__}")
     status = response.status_code
     if 200 <= status < 300:
-        return SendResult(True, "sent", status)
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        return SendResult(True, "sent", status, data=data)
     message = f"{status} {_error_text(response)}"
     retry_after = _retry_after(response.headers.get("retry-after"))
     refused = 400 <= status < 500 and status not in RETRY_STATUSES
@@ -398,6 +416,33 @@ def off_reason(settings: ShareSettings) -> str:
     )
 
 
+def withdraw(store: ChatStore, client: httpx.Client | None = None) -> int:
+    """Ask the datalake to delete every chat this machine shared; returns how many it deleted.
+
+    Works whether sharing is on or off. Locally, every shared or queued chat is
+    marked ``withdrawn``, so sharing one again sends it again.
+    """
+    settings = load_settings(store)
+    if not settings.configured:
+        raise SharingOff(off_reason(replace(settings, enabled=True)))
+    if settings.submitter_id is None:
+        return 0  # nothing was ever shared from here
+    url = settings.base_url + WITHDRAW_PATH
+    body = json.dumps({"submitter_id": settings.submitter_id})
+    http = client or httpx.Client(timeout=SEND_TIMEOUT_S, follow_redirects=False)
+    try:
+        result = post_payload(http, url, body)
+    finally:
+        if client is None:
+            http.close()
+    if not result.ok:
+        raise DatalakeError(url, result.message)
+    with ShareQueue(store.path) as queue:
+        queue.withdraw_all()
+    deleted = result.data.get("deleted", 0) if isinstance(result.data, dict) else 0
+    return int(deleted)
+
+
 @dataclass(frozen=True)
 class ShareOutcome:
     """What sharing one chat did: ``queued`` then ``sent``, ``unchanged``, or still ``queued``."""
@@ -463,4 +508,5 @@ __all__ = [
     "share_chat",
     "submitter_id",
     "update_settings",
+    "withdraw",
 ]

@@ -11,7 +11,8 @@ again by the next flush) or recorded as sent.
 States: ``pending`` (waiting, or being retried), ``sent`` (the service took
 ``payload_hash``), ``refused`` (the service said no with a 4xx: retrying the
 same payload would not help; sharing the chat again re-queues it) and
-``withdrawn`` (pending when the user opted out: never sent).
+``withdrawn`` (pending when the user opted out: never sent; or deleted from the
+service at the user's request by ``llm4all share withdraw``).
 
 Never twice unless it changed: ``sent_hash`` is the content hash of the last
 payload the service accepted; queueing a payload with that hash again does
@@ -279,6 +280,16 @@ class ShareQueue:
                 "UPDATE share_queue SET claimed_by = NULL, claimed_until = 0 WHERE chat_id = ?",
                 (item.chat_id,),
             )
+
+    def withdraw_all(self) -> int:
+        """The service deleted this machine's chats: every pending or sent chat becomes
+        ``withdrawn`` and forgets what was sent, so sharing it again sends it again."""
+        with self._writing() as conn:
+            cursor = conn.execute(
+                "UPDATE share_queue SET state = 'withdrawn', sent_hash = NULL, sent_at = NULL"
+                " WHERE state IN ('pending', 'sent', 'refused')"
+            )
+        return cursor.rowcount
 
     def withdraw_pending(self) -> int:
         """Mark every pending chat ``withdrawn`` (the user opted out); returns how many."""
