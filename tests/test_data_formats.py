@@ -191,3 +191,16 @@ def test_missing_file_and_unknown_format_raise() -> None:
         list(read_rows(Path("/nonexistent.jsonl")))
     with pytest.raises(DataFormatError, match="unknown format"):
         list(read_rows(_shared("self_instruct_seed_tasks.jsonl"), "csv"))
+
+
+@pytest.mark.parametrize("chunk", [5, 4096])
+def test_json_arrays_parse_across_chunk_boundaries(chunk: int) -> None:
+    import io
+
+    from llm4all.data.formats import _json_array_records
+
+    data = json.loads(_shared("gpteacher_roleplay.json").read_text(encoding="utf-8"))[:60]
+    raw = json.dumps(data, indent=2, ensure_ascii=False).encode()  # multi-byte UTF-8 split too
+    elements = list(_json_array_records(io.BytesIO(raw), chunk))
+    assert [value for _, value in elements] == data
+    assert elements[1][0] == 7  # line numbers counted across chunks
