@@ -163,3 +163,28 @@ def test_the_page_carries_hostile_text_as_data() -> None:
     assert data["prompt"][0] == hostile and data["title"] == "t <x>"
     assert data["n"] == 3 and len(data["x"]) == 3
     assert "http://" not in page.split("/*")[0] and 'src="http' not in page
+
+
+def test_a_missing_input_is_one_line_before_any_model_loads(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    missing = tmp_path / "nowhere.jsonl"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llm4all",
+            "data",
+            "map",
+            str(missing),
+            "-o",
+            str(tmp_path / "m.html"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"error: {missing}: no such file"
+    assert not (tmp_path / "m.html").exists()

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from llm4all.cli._common import err_console
+from llm4all.data.formats import FORMATS
 
 SHOWN_PROBLEMS = 20
 """Skipped rows listed one per line; the rest are counted."""
@@ -19,7 +20,8 @@ SHOWN_PROBLEMS = 20
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("map.html"),
               show_default=True, help="The HTML file to write.")  # fmt: skip
-@click.option("--format", "fmt", help="The input format (default: detected per file).")
+@click.option("--format", "fmt", type=click.Choice(list(FORMATS)),
+              help="The input format (default: detected per file).")  # fmt: skip
 @click.option("--sample", type=click.IntRange(min=100), metavar="N",
               help="Fit the layout on N random rows and place the rest (for large sets).")  # fmt: skip
 @click.option("--min-cluster-size", type=click.IntRange(min=2), metavar="N",
@@ -52,7 +54,7 @@ def map_command(
     lasso, and export the marked rows for `llm4all data curate --keep-drop`.
     """
     from llm4all.cli.progress import RichProgress
-    from llm4all.data.formats import read_many
+    from llm4all.data.formats import input_files, read_many
     from llm4all.datamap import EmbeddingCache, MapOptions, default_path, model_key
     from llm4all.datamap import html as page
     from llm4all.datamap.build import layout_map, payload
@@ -66,7 +68,8 @@ def map_command(
         title=title or output.stem,
     )
     problems: list[str] = []
-    rows_in = _conversations(read_many(inputs, fmt), problems)
+    files = input_files(inputs)  # a missing file fails here, before the model loads
+    rows_in = _conversations(read_many(files, fmt), problems)
     started = time.perf_counter()
     with RichProgress(err_console) as download:
         embedder = Embedder(embedding_model, progress=download, n_threads=threads)
