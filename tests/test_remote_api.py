@@ -7,6 +7,7 @@ logs) and no output may contain it.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -89,3 +90,40 @@ def test_cli_run_on_a_dead_remote_is_one_line(isolated_home: Path) -> None:
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and url in lines[0] and "cannot connect" in lines[0]
+
+
+# -- llm4all serve as a gateway to the remote ---------------------------------------------------
+def test_gateway_serves_the_remote(far: str, isolated_home: Path, fast_model_path: Path) -> None:
+    import httpx
+
+    gateway_key = "gw-key-local-only"
+    settings = fast_settings(fast_model_path.parent, model=far, api_key=gateway_key)
+    with running(settings) as gateway, httpx.Client(base_url=gateway.url, timeout=120) as http:
+        http.headers["Authorization"] = f"Bearer {gateway_key}"
+        cards = {c["id"]: c for c in http.get("/v1/models").json()["data"]}
+        assert cards[far]["owned_by"] == "remote" and cards[far]["kind"] == "chat"
+        ask = {"model": far, "messages": [{"role": "user", "content": "Hi!"}], "max_tokens": 8}
+        done = http.post("/v1/chat/completions", json=ask | {"temperature": 0})
+        assert done.status_code == 200, done.text
+        assert done.json()["choices"][0]["message"]["content"]
+        listed = http.get("/api/models").json()["installed"]
+        assert any(m["name"] == far and m["quantization"] == "remote" for m in listed)
+        chat = http.post(
+            "/api/chats", json={"model": far, "params": {"temperature": 0, "max_tokens": 8}}
+        )
+        assert chat.status_code == 201, chat.text
+        path = f"/api/chats/{chat.json()['id']}/messages"
+        with http.stream("POST", path, json={"content": "Name a colour."}) as r:
+            events = [line for line in r.iter_lines() if line.startswith("data: ")]
+        assert '"type": "done"' in events[-1] or '"type":"done"' in events[-1]
+        stored = http.get(f"/api/chats/{chat.json()['id']}").json()["messages"]
+        assert [m["role"] for m in stored] == ["user", "assistant"] and stored[1]["content"]
+        health = http.get("/health").json()
+        assert far in [m["model"] for m in health["models"]]
+        wrong = httpx.post(
+            gateway.base_url + "/chat/completions",
+            json=ask,
+            headers={"Authorization": f"Bearer {KEY}"},
+        )
+        assert wrong.status_code == 401  # the remote's key is no key of the gateway
+    assert not _leaks(isolated_home, done.text, json.dumps(stored))

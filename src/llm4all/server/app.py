@@ -18,7 +18,8 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 
 import llm4all
-from llm4all.models import InstalledModel
+from llm4all.models import InstalledModel, remotes
+from llm4all.models.remotes import Remote
 from llm4all.server import chat, completions, embeddings, ui_api
 from llm4all.server.errors import install_handlers, unknown_model
 from llm4all.server.manager import ModelManager
@@ -41,11 +42,24 @@ def _card(model: InstalledModel, manager: ModelManager) -> dict[str, Any]:
     }
 
 
+def _remote_card(remote: Remote, manager: ModelManager) -> dict[str, Any]:
+    """A registered remote: this server answers for it as a gateway."""
+    return {
+        "id": remote.name,
+        "object": "model",
+        "created": 0,
+        "owned_by": "remote",
+        "kind": remote.kind,
+        "loaded": manager.is_loaded(remote.name),
+    }
+
+
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(request: Request) -> Any:
-    """The installed models."""
+    """The installed models, and the registered remotes this server fronts."""
     manager: ModelManager = request.app.state.manager
     cards = [_card(m, manager) for m in manager.installed()]
+    cards += [_remote_card(r, manager) for r in remotes.load().values()]
     listed = {c["id"] for c in cards}
     for loaded in manager.loaded():  # a model the server was started with from outside the store
         if loaded.name not in listed:
@@ -67,6 +81,9 @@ async def list_models(request: Request) -> Any:
 async def get_model(model_id: str, request: Request) -> Any:
     """One installed model."""
     manager: ModelManager = request.app.state.manager
+    remote = remotes.get(model_id)
+    if remote is not None:
+        return _remote_card(remote, manager)
     found = manager.store.find_installed(model_id)
     if found is None:
         raise unknown_model(model_id, manager.installed_names())

@@ -32,6 +32,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llm4all.errors import ChatNotFound, MessageNotFound
+from llm4all.models import remotes
 from llm4all.server.errors import ApiError, unknown_model
 from llm4all.server.manager import ModelManager
 from llm4all.server.markdown import highlight_css
@@ -39,7 +40,7 @@ from llm4all.server.settings import ServerSettings
 from llm4all.server.ui_chat import Answering, AnswerRequest, answer_response, message_out
 from llm4all.server.ui_docs import Indexing, check_collections, localdocs_of, opened
 from llm4all.server.ui_docs import router as docs_router
-from llm4all.server.ui_models import Pulls, catalog_model, installed_model
+from llm4all.server.ui_models import Pulls, catalog_model, installed_model, remote_model
 from llm4all.server.ui_schemas import (
     ChatCreate,
     ChatDetail,
@@ -156,6 +157,9 @@ def _collections_of(store: ChatStore, chat_id: str) -> list[str]:
 
 def _check_model(manager: ModelManager, name: str | None) -> None:
     if name is None:
+        return
+    remote = remotes.get(name)
+    if remote is not None and remote.kind == "chat":
         return
     found = manager.store.find_installed(name)
     if found is None:
@@ -411,7 +415,8 @@ def list_models(
         default = manager.store.catalog.default().name
     pulls: Pulls = request.app.state.pulls
     return {
-        "installed": [installed_model(m, manager) for m in installed],
+        "installed": [installed_model(m, manager) for m in installed]
+        + [remote_model(r, manager) for r in remotes.load().values()],
         "catalog": catalog,
         "pulls": [job.as_dict() for job in pulls.jobs()],
         "default": default,

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from llm4all.errors import Llm4allError
 from llm4all.models import CatalogEntry, InstalledModel, ModelStore
+from llm4all.models.remotes import Remote
 from llm4all.server.manager import ModelManager
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,18 @@ def installed_model(model: InstalledModel, manager: ModelManager) -> dict[str, A
             "description": f"a local file ({model.path.name})",
         }
     return out | {"size": model.size, "loaded": manager.is_loaded(model.name)}
+
+
+def remote_model(remote: Remote, manager: ModelManager) -> dict[str, Any]:
+    """A registered remote (``llm4all models add-remote``), listed beside the installed models."""
+    return {
+        "name": remote.name,
+        "kind": remote.kind,
+        "installed": True,
+        "quantization": "remote",
+        "description": f"{remote.model} at {remote.base_url}",
+        "loaded": manager.is_loaded(remote.name),
+    }
 
 
 def catalog_model(entry: CatalogEntry, *, installed: bool = False) -> dict[str, Any]:
