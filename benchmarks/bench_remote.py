@@ -60,18 +60,30 @@ def body_for(model: str, max_tokens: int) -> dict[str, Any]:
     }
 
 
-def measure(t0: float, stamps: list[float], completion_tokens: int) -> dict[str, Any]:
+def measure(t0: float, cpu0: float, stamps: list[float], completion_tokens: int) -> dict[str, Any]:
+    """The figures of one answer; ``cpu0`` is this process's CPU time when it was sent.
+
+    ``client_cpu_us_per_token``: CPU time the client itself spent per token
+    (reading the stream, parsing, building chunks). Unlike wall-clock rates it
+    hardly depends on what else the machine is doing.
+    """
+    cpu = time.process_time() - cpu0
     first, last = stamps[0], stamps[-1]
     tps = (
         (completion_tokens - 1) / (last - first) if completion_tokens > 1 and last > first else None
     )
-    return {"ttft_ms": (first - t0) * 1000, "tokens_per_second": tps, "tokens": completion_tokens}
+    return {
+        "ttft_ms": (first - t0) * 1000,
+        "tokens_per_second": tps,
+        "tokens": completion_tokens,
+        "client_cpu_us_per_token": cpu / max(completion_tokens, 1) * 1e6,
+    }
 
 
 def direct(http: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
     stamps: list[float] = []
     usage: dict[str, Any] = {}
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     with http.stream("POST", "/v1/chat/completions", json=body) as response:
         response.raise_for_status()
         for line in response.iter_lines():
@@ -82,33 +94,78 @@ def direct(http: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
             for choice in event.get("choices") or ():
                 if (choice.get("delta") or {}).get("content"):
                     stamps.append(time.perf_counter())
-    return measure(t0, stamps, int(usage.get("completion_tokens", len(stamps))))
+    return measure(t0, cpu0, stamps, int(usage.get("completion_tokens", len(stamps))))
 
 
-def through_engine(engine: Any, max_tokens: int) -> dict[str, Any]:
+class Tap:
+    """Timestamps inside one request of the remote backend, to isolate what llm4all adds.
+
+    ``sent``: when httpx sends the request (an httpx event hook); ``arrived``: when
+    each event carrying text leaves the transport (``RemoteClient.stream_events``,
+    its JSON already parsed, which a direct client does too). Against the times
+    the caller gets each text piece, they give llm4all's own latency per token
+    and before the request goes out, free of the server's speed and the
+    machine's load.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.sent: float | None = None
+        self.arrived: list[float] = []
+        client._http.event_hooks["request"].append(self._on_request)
+        inner = client.stream_events
+
+        def tapped(*args: Any, **kwargs: Any) -> Any:
+            for event in inner(*args, **kwargs):
+                choices = event.get("choices") or [{}]
+                if (choices[0].get("delta") or {}).get("content"):
+                    self.arrived.append(time.perf_counter())
+                yield event
+
+        client.stream_events = tapped
+
+    def _on_request(self, request: Any) -> None:
+        self.sent = time.perf_counter()
+
+    def reset(self) -> None:
+        self.sent, self.arrived = None, []
+
+    def figures(self, t0: float, stamps: list[float]) -> dict[str, Any]:
+        delays = [y - a for y, a in zip(stamps, self.arrived, strict=False)]
+        before = (self.sent - t0) if self.sent is not None else None
+        first = delays[0] if delays else None
+        return {
+            "added_us_per_token": statistics.median(delays) * 1e6 if delays else None,
+            "added_ttft_ms": (before + first) * 1000 if before is not None and first else None,
+        }
+
+
+def through_engine(engine: Any, max_tokens: int, tap: Tap) -> dict[str, Any]:
     from llm4all.engine.base import ChatInput
     from llm4all.params import GenerationParams
 
     prompt = ChatInput(({"role": "user", "content": PROMPT},))
     stamps: list[float] = []
     tokens = 0
-    t0 = time.perf_counter()
+    tap.reset()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     for chunk in engine.generate(prompt, GenerationParams(temperature=0, max_tokens=max_tokens)):
         if chunk.text:
             stamps.append(time.perf_counter())
         if chunk.usage is not None:
             tokens = chunk.usage.completion_tokens
-    return measure(t0, stamps, tokens)
+    return measure(t0, cpu0, stamps, tokens) | tap.figures(t0, stamps)
 
 
-def through_api(model: Any, max_tokens: int) -> dict[str, Any]:
+def through_api(model: Any, max_tokens: int, tap: Tap) -> dict[str, Any]:
     stamps: list[float] = []
-    t0 = time.perf_counter()
+    tap.reset()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     response = model.stream(PROMPT, system_prompt="", temperature=0, max_tokens=max_tokens)
     for piece in response:
         if piece:
             stamps.append(time.perf_counter())
-    return measure(t0, stamps, response.completion.usage.completion_tokens)
+    tokens = response.completion.usage.completion_tokens
+    return measure(t0, cpu0, stamps, tokens) | tap.figures(t0, stamps)
 
 
 def open_api_model(url: str, served: str) -> Any:
@@ -129,11 +186,15 @@ def median_of(results: list[dict[str, Any]]) -> dict[str, Any]:
         values = [r[key] for r in results if r.get(key) is not None]
         return statistics.median(values) if values else None
 
-    return {
-        "ttft_ms": med("ttft_ms"),
-        "tokens_per_second": med("tokens_per_second"),
-        "tokens": med("tokens"),
-    }
+    keys = (
+        "ttft_ms",
+        "tokens_per_second",
+        "tokens",
+        "client_cpu_us_per_token",
+        "added_us_per_token",
+        "added_ttft_ms",
+    )
+    return {key: med(key) for key in keys}
 
 
 def main() -> None:
@@ -158,10 +219,12 @@ def main() -> None:
         engine = RemoteEngine(REMOTE_NAME, Endpoint(url + "/v1", served))
         api = open_api_model(url, served) if "remote-api" in bench.names else None
         names = [n for n in bench.names if n != "remote-api" or api is not None]
+        engine_tap = Tap(engine.client)
+        api_tap = Tap(api.engine.client) if api is not None else engine_tap
         run = {
             "direct": lambda: direct(http, body),
-            "remote": lambda: through_engine(engine, args.max_tokens),
-            "remote-api": lambda: through_api(api, args.max_tokens),
+            "remote": lambda: through_engine(engine, args.max_tokens, engine_tap),
+            "remote-api": lambda: through_api(api, args.max_tokens, api_tap),
         }
         run["direct"]()  # warm the server (model load, first prompt) outside the figures
         runs = h.interleave(
@@ -177,12 +240,48 @@ def main() -> None:
     )
 
 
+def _inside(runs: dict[str, list[dict[str, Any]]], out: dict[str, Any]) -> dict[str, bool | None]:
+    """The table of what llm4all adds inside a request, and its targets.
+
+    A token's time is 1 / (the direct client's median tokens/s): the added
+    latency per token as a share of it is the tokens/s the remote backend
+    can lose at most, whatever the load did to the wall-clock rounds.
+    """
+    direct_tps = out["figures"]["direct"]["tokens_per_second"]["median"]
+    token_us = 1e6 / direct_tps if direct_tps == direct_tps and direct_tps else None
+    rows, targets = [], {}
+    for name in (n for n in runs if n != "direct"):
+        per_token = h.figure(runs[name], "added_us_per_token")
+        first = h.figure(runs[name], "added_ttft_ms")
+        share = per_token["median"] / token_us if token_us and per_token["n"] else None
+        out["inside"] = out.get("inside", {}) | {
+            name: {"added_us_per_token": per_token, "added_ttft_ms": first, "share": share}
+        }
+        shown = f"{share * 100:.2f} %" if share is not None else "–"
+        rows.append([LABELS[name], h.fmt(per_token, 0), shown, h.fmt(first, 2)])
+        targets[f"{LABELS[name]}: adds <= 5 % to a token's time"] = (
+            None if share is None else share <= 0.05
+        )
+        targets[f"{LABELS[name]}: adds <= 30 ms before the first token"] = h.at_most(first, 30)
+    h.print_table(
+        "What llm4all adds inside a request (median, min–max over rounds)",
+        ["client", "µs per token", "of a token's time", "ms before the first token"],
+        rows,
+    )
+    return targets
+
+
 def report(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     rows = []
     out: dict[str, Any] = {"runs": runs, "figures": {}, "paired": {}}
     for name, results in runs.items():
         tps, ttft = h.figure(results, "tokens_per_second"), h.figure(results, "ttft_ms")
-        out["figures"][name] = {"tokens_per_second": tps, "ttft_ms": ttft}
+        cpu = h.figure(results, "client_cpu_us_per_token")
+        out["figures"][name] = {
+            "tokens_per_second": tps,
+            "ttft_ms": ttft,
+            "client_cpu_us_per_token": cpu,
+        }
         ratio = h.paired(runs, "tokens_per_second", name, "direct")
         deltas = [
             r["ttft_ms"] - d["ttft_ms"]
@@ -191,13 +290,21 @@ def report(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         ]
         extra = h.summary(deltas)
         out["paired"][name] = {"tokens_per_second_ratio": ratio, "ttft_extra_ms": extra}
-        rows.append([LABELS[name], h.fmt(tps), h.fmt(ttft, 0), h.fmt(ratio, 3), h.fmt(extra, 1)])
+        row = [LABELS[name], h.fmt(tps), h.fmt(ttft, 0), h.fmt(cpu, 0)]
+        rows.append([*row, h.fmt(ratio, 3), h.fmt(extra, 1)])
     h.print_table(
         "Remote backend overhead (median, min–max over rounds)",
-        ["client", "tokens/s", "TTFT ms", "tok/s vs direct", "TTFT extra ms"],
+        [
+            "client",
+            "tokens/s",
+            "TTFT ms",
+            "client CPU µs/token",
+            "tok/s vs direct",
+            "TTFT extra ms",
+        ],
         rows,
     )
-    targets: dict[str, bool | None] = {}
+    targets = _inside(runs, out)
     for name in runs:
         if name == "direct":
             continue
