@@ -302,7 +302,7 @@ def test_backoff_doubles_and_is_capped() -> None:
 
 
 # -- suggested better answers ---------------------------------------------------------------------
-def test_suggest_a_better_answer_from_the_cli(store: ChatStore) -> None:
+def test_rate_and_suggest_a_better_answer_from_the_cli(store: ChatStore) -> None:
     chat = rated_chat(store)
     answer = store.messages(chat.id)[1]
     assert cli("suggest", answer.id, "-", input="A better one.\n")[0] == 0
@@ -310,6 +310,12 @@ def test_suggest_a_better_answer_from_the_cli(store: ChatStore) -> None:
     assert cli("suggest", answer.id, "--clear")[0] == 0
     assert store.get_message(answer.id).edited_content is None
     assert cli("suggest", answer.id)[0] != 0  # neither text nor --clear
+    assert cli("rate", answer.id, "bad")[0] == 0
+    assert store.get_message(answer.id).rating == -1
+    assert cli("rate", answer.id, "none")[0] == 0
+    assert store.get_message(answer.id).rating is None
+    with pytest.raises(InvalidParameter, match="message_id"):
+        cli("rate", store.messages(chat.id)[0].id, "good")  # a question is not an answer
 
 
 # -- scrubbing, as pure functions ----------------------------------------------------------------

@@ -102,6 +102,14 @@ def test_preview_share_and_suggest_over_the_api(
     bad = api.post(f"/api/chats/{empty.id}/share/preview", json={})
     assert bad.status_code == 400 and "no assistant answer" in bad.json()["error"]["message"]
     assert api.post("/api/chats/nope/share", json={}).status_code == 404
+    withdrawn = api.post("/api/share/withdraw")
+    assert withdrawn.status_code == 200
+    last = recorder.requests[-1]
+    assert (last.path, last.json()) == ("/v1/withdraw", {"submitter_id": body["submitter_id"]})
+    assert api.get("/api/share").json()["queue"]["withdrawn"] == 1
+    share.update_settings(store, endpoint="http://127.0.0.1:9")  # nothing listens there
+    failed = api.post("/api/share/withdraw")
+    assert failed.status_code == 502 and failed.json()["error"]["code"] == "datalake_failed"
 
 
 def test_the_server_flushes_the_queue_in_the_background(

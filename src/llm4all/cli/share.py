@@ -4,8 +4,9 @@
 chat ID --preview`` prints the exact JSON a chat would be sent as (stdout,
 so it can be piped) and sends nothing; ``share chat ID`` queues it and tries
 to send it at once; ``share flush`` sends what is queued; ``share withdraw``
-asks the datalake to delete what this machine shared; ``share suggest`` keeps
-a better answer beside one of the model's. Notes go to stderr.
+asks the datalake to delete what this machine shared; ``share rate`` and
+``share suggest`` rate an answer and keep a better one beside it (the web
+chat has buttons for both). Notes go to stderr.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ from rich.table import Table
 from llm4all.cli._common import echo_json, err_console
 from llm4all.datalake import client
 from llm4all.datalake.queue import ShareQueue
+from llm4all.errors import InvalidParameter
 from llm4all.store import ChatStore
+
+RATINGS = {"good": 1, "bad": -1, "none": None}
 
 
 def _note(text: str) -> None:
@@ -164,6 +168,19 @@ def withdraw_command(yes: bool) -> None:
     with ChatStore() as store:
         deleted = client.withdraw(store)
     _note(f"the datalake deleted {deleted} chat{'s' * (deleted != 1)} shared from here")
+
+
+@share_group.command("rate")
+@click.argument("message_id")
+@click.argument("rating", type=click.Choice(sorted(RATINGS)))
+def rate_command(message_id: str, rating: str) -> None:
+    """Rate an answer good or bad (none clears it); ids: `llm4all chats show`."""
+    with ChatStore() as store:
+        message = store.get_message(message_id)
+        if message.role != "assistant":
+            raise InvalidParameter("message_id", message_id, "an answer (an assistant message)")
+        store.rate_message(message.id, RATINGS[rating])
+    _note(f"answer {message.id}: {'no rating' if rating == 'none' else 'rated ' + rating}")
 
 
 @share_group.command("suggest")

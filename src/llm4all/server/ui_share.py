@@ -11,6 +11,8 @@ same cross-origin guard; ``ui_api.install`` includes them):
   optionally scrubbed, and what scrubbing took out. Nothing is sent.
 - ``POST /api/chats/{id}/share``: queue the chat and try to send it now
   (409 ``sharing_off`` while sharing is off).
+- ``POST /api/share/withdraw``: ask the datalake to delete what this
+  machine shared (502 when it cannot).
 - ``PUT /api/chats/{id}/messages/{mid}/suggestion``: a better answer the user
   suggests for an answer (``null`` removes it).
 
@@ -119,6 +121,21 @@ def put_share(body: ShareSettingsBody, store: Store, request: Request) -> Any:
     if body.enabled:
         request.app.state.share_flusher.wake()
     return _settings_out(store)
+
+
+class WithdrawOut(BaseModel):
+    deleted: int = Field(description="chats the datalake deleted")
+
+
+@router.post("/share/withdraw", response_model=WithdrawOut)
+def withdraw(store: Store) -> Any:
+    """Ask the datalake to delete every chat shared from this machine (on or off)."""
+    try:
+        return {"deleted": client.withdraw(store)}
+    except client.SharingOff as exc:
+        raise ApiError(409, str(exc), code="no_endpoint") from None
+    except client.DatalakeError as exc:
+        raise ApiError(502, str(exc), code="datalake_failed") from None
 
 
 def _preview(store: ChatStore, chat_id: str, scrub: bool) -> client.Preview:

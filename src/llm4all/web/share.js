@@ -68,10 +68,37 @@ export class ShareDialog {
       h("div", { class: "field" }, h("label", { for: "share-name" }, "Attribution name (optional)"), name),
       this.endpointNote(s),
       queue.length ? h("p", { class: "muted" }, `Shared chats: ${queue.join(", ")}.`) : null,
-      h("div", { class: "panel-buttons" }, h("button", { type: "submit", class: "primary", id: "share-save" }, "Save")),
+      h(
+        "div",
+        { class: "panel-buttons" },
+        s.configured ? this.withdrawButton() : null,
+        h("button", { type: "submit", class: "primary", id: "share-save" }, "Save"),
+      ),
     );
     fill(this.dialog, form);
     this.dialog.showModal();
+  }
+
+  /** Ask the datalake to delete what this machine shared (a second click confirms). */
+  withdrawButton() {
+    const button = h("button", { type: "button", class: "ghost danger-text", id: "share-withdraw" }, "Delete what I shared");
+    button.addEventListener("click", async () => {
+      if (!button.dataset.armed) {
+        button.dataset.armed = "1";
+        fill(button, "Click again: delete from the datalake");
+        return;
+      }
+      button.disabled = true;
+      try {
+        const { deleted } = await api.post("/share/withdraw");
+        toast(`The datalake deleted ${deleted} chat${deleted === 1 ? "" : "s"} shared from here`);
+        this.dialog.close();
+      } catch (err) {
+        toast(err.message, "error");
+        button.disabled = false;
+      }
+    });
+    return button;
   }
 
   /** The preview of the open chat, and the button that shares it. */
