@@ -141,6 +141,61 @@ def synthetic(
     return out_rows, out_vectors
 
 
+def real_map(threads: int, out: Path) -> dict[str, Any]:
+    """A map of the shared rows whose vectors are cached (no synthetic rows): the screenshots."""
+    from llm4all.datamap import MapOptions, layout_map, payload
+    from llm4all.datamap import html as page
+    from llm4all.datamap.build import MapRow
+    from llm4all.datamap.labels import Labeller
+
+    rows, vectors = known_vectors(threads, 1000)
+    labeller = Labeller()
+    for row in rows:
+        labeller.add(row)
+    short = [MapRow(r.id, r.source, *page.shorten(r.prompt, r.response)) for r in rows]
+    title = f"shared training data ({len(rows):,} rows)"
+    result = layout_map(short, vectors, labeller.verdicts(), MapOptions(title=title))
+    return {"rows": len(rows), "html_mb": round(page.write(payload(result), out) / 1e6, 1)}
+
+
+def screenshots(path: Path, folder: Path) -> None:
+    """The map by cluster with a row hovered, and by curation rule with a duplicate group open."""
+    from playwright.sync_api import sync_playwright
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path="/usr/bin/chromium", headless=True, args=["--no-sandbox"]
+        )
+        tab = browser.new_page(viewport={"width": 1400, "height": 860})
+        tab.goto(path.as_uri())
+        tab.wait_for_selector("body[data-ready='1']", timeout=600_000)
+        box = tab.locator("#plot .nsewdrag").bounding_box()
+        assert box is not None
+        centre = tab.evaluate(
+            """() => { const d = window.datamap.data, gd = document.getElementById('plot');
+                 const L = gd._fullLayout, r = gd.querySelector('.nsewdrag').getBoundingClientRect();
+                 const [x, y] = d.centres[0];
+                 return [r.x + L.xaxis.d2p(x), r.y + L.yaxis.d2p(y)]; }"""
+        )
+        tab.mouse.move(centre[0] + 3, centre[1] + 3)
+        tab.wait_for_timeout(800)
+        tab.screenshot(path=str(folder / "datamap-clusters.png"))
+        tab.mouse.move(box["x"] + 2, box["y"] + 2)
+        tab.select_option("#colour", "rule")
+        tab.wait_for_timeout(800)
+        group = tab.evaluate("window.datamap.data.groups.find(g => g.length > 1)[0]")
+        tab.evaluate(
+            f"""() => {{ const d = window.datamap; const s = d.shown();
+                 const c = s.findIndex(rows => rows.includes({group}));
+                 document.getElementById('plot').emit('plotly_click',
+                   {{points: [{{curveNumber: c, pointIndex: s[c].indexOf({group})}}]}}); }}"""
+        )
+        tab.wait_for_timeout(800)
+        tab.screenshot(path=str(folder / "datamap-rules.png"))
+        browser.close()
+
+
 def one_map(size: int, sample: int | None, threads: int, out: Path) -> dict[str, Any]:
     """Make one map of ``size`` rows; timings of each stage and the process's peak RSS."""
     from llm4all.datamap import MapOptions, layout_map, payload
@@ -181,7 +236,7 @@ def one_map(size: int, sample: int | None, threads: int, out: Path) -> dict[str,
     }
 
 
-def draw_time(path: Path, screenshot: Path | None = None) -> dict[str, Any]:
+def draw_time(path: Path) -> dict[str, Any]:
     """Chromium (headless, software WebGL) opens the page offline: seconds until drawn."""
     from playwright.sync_api import sync_playwright
 
@@ -204,11 +259,6 @@ def draw_time(path: Path, screenshot: Path | None = None) -> dict[str, Any]:
         tab.select_option("#colour", "source")
         tab.wait_for_function("document.getElementById('plot').data.length > 0")
         recolour = time.perf_counter() - start
-        if screenshot is not None:
-            screenshot.parent.mkdir(parents=True, exist_ok=True)
-            tab.select_option("#colour", "cluster")
-            tab.wait_for_timeout(500)
-            tab.screenshot(path=str(screenshot))
         browser.close()
     return {"draw_s": round(seconds, 1), "recolour_s": round(recolour, 1), "errors": errors}
 
@@ -216,6 +266,11 @@ def draw_time(path: Path, screenshot: Path | None = None) -> dict[str, Any]:
 def child(args: argparse.Namespace) -> None:
     if args.child == "embed":
         result = embed_rate(args.embed_rows, args.threads)
+    elif args.child == "real":
+        result = real_map(args.threads, Path(args.out))
+    elif args.child == "prepare":
+        rows, _ = known_vectors(args.threads, args.embed_rows)
+        result = {"cached_rows": len(rows)}
     else:
         size, sample = int(args.child), (args.sample or None)
         result = one_map(size, sample, args.threads, Path(args.out))
@@ -234,96 +289,99 @@ def spawn(*extra: str, threads: int) -> dict[str, Any]:
     return result
 
 
+def print_embed(e: dict[str, Any], machine: dict[str, Any], threads: int) -> None:
+    h.print_table(
+        f"embedding ({machine['cpu']}, {threads} threads, load {e['load_after']})",
+        ["rows", "rows/s", "mean chars", "peak RSS MB"],
+        [[str(e["rows"]), str(e["rows_per_s"]), str(e["mean_chars"]), str(e["peak_rss_mb"])]],
+    )
+
+
+MAP_COLUMNS = {
+    "rows": "rows",
+    "sample": "UMAP fit on",
+    "umap_s": "UMAP s",
+    "cluster_s": "HDBSCAN s",
+    "keywords_s": "keywords s",
+    "html_s": "page s",
+    "total_s": "total s",
+    "rows_per_s": "rows/s",
+    "clusters": "clusters",
+    "html_mb": "page MB",
+    "peak_rss_mb": "peak RSS MB",
+    "draw_s": "draw s",
+    "load_after": "load",
+}
+
+
+def print_maps(maps: list[dict[str, Any]]) -> None:
+    rows = [
+        [str(m.get(k) or (m["rows"] if k == "sample" else "–")) for k in MAP_COLUMNS] for m in maps
+    ]
+    h.print_table("the map once embedded", list(MAP_COLUMNS.values()), rows)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="1,000 rows, 200 embedded: about a minute")
-    p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000])
+    p.add_argument("--sizes", type=int, nargs="*", default=[10_000, 50_000], help="(none: no maps)")
     p.add_argument(
         "--sample",
         type=int,
         default=10_000,
         help="also map each size with UMAP fitted on this many rows (0: no)",
     )
-    p.add_argument("--embed-rows", type=int, default=1_000)
+    p.add_argument("--embed-rows", type=int, default=1_000, help="(0: no embedding figure)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--browser", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--screenshot", type=Path, help="save a screenshot of the largest map here")
+    p.add_argument(
+        "--screenshots",
+        type=Path,
+        metavar="DIR",
+        help="also map the cached shared rows and save datamap-*.png here (docs/screenshots)",
+    )
+    p.add_argument(
+        "--prepare",
+        type=int,
+        metavar="N",
+        help="only make sure the first N shuffled shared rows are in the cache, and stop",
+    )
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         child(args)
         return
+    if args.prepare:
+        print(spawn("--child", "prepare", "--embed-rows", str(args.prepare), threads=args.threads))
+        return
     if args.quick:
         args.sizes, args.sample, args.embed_rows = [1_000], 500, 200
     machine = h.machine_info()
     results: dict[str, Any] = {"machine": machine, "load_before": h.load_average()}
-    h.note(f"embedding {args.embed_rows} rows (load {h.load_average()})")
-    results["embed"] = spawn(
-        "--child", "embed", "--embed-rows", str(args.embed_rows), threads=args.threads
-    )
+    if args.embed_rows:
+        h.note(f"embedding {args.embed_rows} rows (load {h.load_average()})")
+        results["embed"] = spawn(
+            "--child", "embed", "--embed-rows", str(args.embed_rows), threads=args.threads
+        )
+        print_embed(results["embed"], machine, args.threads)
     maps = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             for sample in [0, args.sample] if args.sample and args.sample < size else [0]:
                 h.note(f"map of {size:,} rows, sample {sample or 'none'} (load {h.load_average()})")
                 out = Path(tmp) / f"map-{size}-{sample}.html"
-                row = spawn(
-                    "--child",
-                    str(size),
-                    "--sample",
-                    str(sample),
-                    "--out",
-                    str(out),
-                    threads=args.threads,
-                )
+                extra = ["--sample", str(sample), "--out", str(out)]
+                row = spawn("--child", str(size), *extra, threads=args.threads)
                 if args.browser:
-                    largest = size == max(args.sizes) and not sample
-                    row.update(draw_time(out, args.screenshot if largest else None))
+                    row.update(draw_time(out))
                 maps.append(row)
+        if args.screenshots:
+            out = Path(tmp) / "real.html"
+            results["real"] = spawn("--child", "real", "--out", str(out), threads=args.threads)
+            screenshots(out, args.screenshots)
     results["maps"] = maps
-    e = results["embed"]
-    h.print_table(
-        f"embedding ({machine['cpu']}, {args.threads} threads, load {e['load_after']})",
-        ["rows", "rows/s", "mean chars", "peak RSS MB"],
-        [[str(e["rows"]), str(e["rows_per_s"]), str(e["mean_chars"]), str(e["peak_rss_mb"])]],
-    )
-    h.print_table(
-        "the map once embedded (seconds)",
-        [
-            "rows",
-            "UMAP fit on",
-            "UMAP",
-            "HDBSCAN",
-            "keywords",
-            "page",
-            "total",
-            "rows/s",
-            "clusters",
-            "page MB",
-            "peak RSS MB",
-            "draw s",
-            "load",
-        ],
-        [
-            [
-                f"{m['rows']:,}",
-                f"{m['sample'] or m['rows']:,}",
-                str(m["umap_s"]),
-                str(m["cluster_s"]),
-                str(m["keywords_s"]),
-                str(m["html_s"]),
-                str(m["total_s"]),
-                str(m["rows_per_s"]),
-                str(m["clusters"]),
-                str(m["html_mb"]),
-                str(m["peak_rss_mb"]),
-                str(m.get("draw_s", "–")),
-                str(m["load_after"]),
-            ]
-            for m in maps
-        ],
-    )
+    print_maps(maps)
     h.write_json(NAME, args.quick, results)
 
 

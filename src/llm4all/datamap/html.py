@@ -24,6 +24,9 @@ PROMPT_CHARS = 600
 ANSWER_CHARS = 400
 """How much of each prompt and answer the file carries (hover, details and search read these)."""
 
+BIG_MAP_ROWS = 20_000
+"""Above this many rows the file carries half as much text per row, to stay a loadable size."""
+
 _MARKERS = ("/*CSS*/", "/*PLOTLY*/", "/*DATA*/", "/*JS*/")
 
 
@@ -104,6 +107,7 @@ def write(payload: dict[str, Any], path: Path) -> int:
     return len(page)
 
 
-def shorten(prompt: str, answer: str) -> tuple[str, str]:
-    """What the file keeps of a row's prompt and answer."""
-    return _short(prompt, PROMPT_CHARS), _short(answer, ANSWER_CHARS)
+def shorten(prompt: str, answer: str, rows: int = 0) -> tuple[str, str]:
+    """What a file of ``rows`` rows keeps of a row's prompt and answer."""
+    cut = 2 if rows > BIG_MAP_ROWS else 1
+    return _short(prompt, PROMPT_CHARS // cut), _short(answer, ANSWER_CHARS // cut)
