@@ -16,7 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from conftest import EMBEDDING_MODEL
 from llm4all.api import ChatSession
+from llm4all.embeddings import Embedder
 from llm4all.engine.llamacpp import LlamaCppEngine
 from llm4all.store import ChatStore
 from server_helpers import FAST, LiveServer, fast_settings, running
@@ -72,16 +74,14 @@ def test_api_openai_and_ui_routes_give_the_same_prompt_tokens(live: LiveServer) 
         # The web UI's route, on a stored chat.
         chat_id = http.post("/api/chats", json={"params": {"temperature": 0, "max_tokens": 2}})
         path = f"/api/chats/{chat_id.json()['id']}/messages"
-        with http.stream("POST", path, json={"content": question}) as response:
-            lines = [json.loads(x[6:]) for x in response.iter_lines() if x.startswith("data: ")]
+        with http.stream("POST", path, json={"content": question}) as sse:
+            lines = [json.loads(x[6:]) for x in sse.iter_lines() if x.startswith("data: ")]
         stored = lines[-1]["message"]
         by_ui = _evaluated_prompt(live, stored["prompt_tokens"])
     # The Python API, on the server's own model.
     model = live.app.state.manager.loaded()[0].model
-    response = ChatSession(model).send(question, temperature=0, max_tokens=2)
-    response.text()
-    assert response.completion is not None
-    by_api = _evaluated_prompt(live, response.completion.usage.prompt_tokens)
+    reply = ChatSession(model).send(question, temperature=0, max_tokens=2)
+    by_api = _evaluated_prompt(live, reply.usage.prompt_tokens)
     assert len(by_openai) > 10
     assert by_api == by_openai == by_ui
     # And it is the model's chat format with its default system prompt first.
@@ -89,3 +89,20 @@ def test_api_openai_and_ui_routes_give_the_same_prompt_tokens(live: LiveServer) 
     assert text.rstrip().endswith("assistant") and question in text
     system = model.system_prompt_for(None)
     assert system is None or text.find(system) < text.find(question)
+
+
+def test_http_embeddings_are_the_embedders_vectors(live: LiveServer, embedder: Embedder) -> None:
+    """/v1/embeddings goes through the same Embedder: task prefixes and long texts alike."""
+    long = " ".join(f"river {i} runs past the hill and the old mill" for i in range(120))
+    assert embedder.count_tokens(long) > embedder.max_tokens  # split into windows, then averaged
+    texts = ["The cat sat on the mat.", long]
+    for task in ("document", "query"):
+        body = {"model": EMBEDDING_MODEL, "input": texts, "task": task, "encoding_format": "float"}
+        got = httpx.post(live.url + "/v1/embeddings", json=body, timeout=120)
+        assert got.status_code == 200, got.text
+        vectors = [d["embedding"] for d in got.json()["data"]]
+        for http_vector, python_vector in zip(
+            vectors, embedder.embed(texts, task=task), strict=True
+        ):
+            # Equal up to float rounding (thread counts and batch shapes differ).
+            assert sum(a * b for a, b in zip(http_vector, python_vector, strict=True)) > 0.99999

@@ -88,13 +88,26 @@ class Embedder:
 
     @classmethod
     def from_engine(
-        cls, engine: Engine, name: str, prefixes: dict[str, str] | None = None
+        cls,
+        engine: Engine,
+        name: str,
+        prefixes: dict[str, str] | None = None,
+        *,
+        matryoshka: bool = False,
+        path: Path | None = None,
     ) -> Embedder:
-        """Wrap an engine already loaded with ``embedding=True`` (tests, other backends)."""
+        """Wrap an engine already loaded with ``embedding=True`` (the server, other backends).
+
+        With the model file's ``path`` the window is the one :class:`Embedder`
+        would use itself, so both give the same vectors for a long text.
+        """
         self = cls.__new__(cls)
-        self.engine, self.name, self.path = engine, name, Path(name)
-        self.prefixes, self.matryoshka = dict(prefixes or {}), False
-        self.max_tokens = engine.info.n_ctx
+        self.engine, self.name, self.path = engine, name, path or Path(name)
+        self.prefixes, self.matryoshka = dict(prefixes or {}), matryoshka
+        window = _trained_window(path) if path is not None and path.is_file() else None
+        n_batch = getattr(getattr(engine, "params", None), "n_batch", None)
+        limits = [n for n in (window, engine.info.n_ctx, n_batch) if n]
+        self.max_tokens = min(limits) if limits else 512
         return self
 
     @property
@@ -144,6 +157,8 @@ class Embedder:
         self, texts: Sequence[str], prefix: str, mode: LongTextMode
     ) -> tuple[list[str], list[int], list[int]]:
         """Inputs that fit the window, the text each came from, and its token count."""
+        if not self.engine.capabilities.tokens:  # a remote endpoint handles long texts itself
+            return [prefix + t for t in texts], list(range(len(texts))), [1] * len(texts)
         room = self.max_tokens - 2 - (self.count_tokens(prefix) if prefix else 0)  # [CLS] … [SEP]
         pieces: list[str] = []
         owners: list[int] = []

@@ -1,9 +1,12 @@
 """``POST /v1/embeddings``: texts in, L2-normalised vectors out.
 
 The named model is loaded for embeddings (``LoadParams(embedding=True)``,
-mean pooling unless the file says otherwise) and ``engine.embed`` does the
-work in a worker thread, many texts per decode. Token-id inputs are turned
-back into text with the model's own tokenizer. ``encoding_format="base64"``
+mean pooling unless the file says otherwise) and its :class:`~llm4all.Embedder`
+does the work in a worker thread, many texts per decode: the model's task
+prefix (``task``, an llm4all extension: "document" by default, as
+``Embedder.embed``, or "query") and long texts split into windows whose
+vectors are averaged, so HTTP and Python give the same vectors. Token-id
+inputs are turned back into text with the model's own tokenizer. ``encoding_format="base64"``
 (what the ``openai`` package asks for by default) packs little-endian
 float32s, as OpenAI does.
 """
@@ -53,19 +56,13 @@ def _encode(vector: list[float], fmt: str | None) -> list[float] | str:
 
 
 def _count(model: Model, texts: list[str]) -> list[int]:
-    """Token counts; a text the model cannot take whole is refused, not silently cut."""
+    """Token counts (a long text is split by the Embedder, not refused)."""
+    if not model.engine.capabilities.tokens:
+        return [model.engine.count_tokens(t) for t in texts]
     counts = [len(model.tokenize(t)) for t in texts]
-    limit = model.info.n_ctx  # per sequence; the server loads embedders with n_ctx = n_batch
     for i, n in enumerate(counts):
         if n == 0:  # a control character, say, which this model's tokenizer drops
             raise ApiError(400, f"input {i} has no tokens for this model", param="input")
-        if n > limit:
-            raise ApiError(
-                400,
-                f"input {i} is {n} tokens; this embedding model takes at most {limit}",
-                param="input",
-                code="context_length_exceeded",
-            )
     return counts
 
 
@@ -77,17 +74,23 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> Any:
 
 
 def _embed(loaded: Loaded, body: EmbeddingRequest) -> dict[str, Any]:
-    model = loaded.model
-    if body.dimensions is not None and body.dimensions != model.info.n_embd:
-        raise ApiError(
-            400,
-            f"{loaded.name} makes {model.info.n_embd}-dimensional embeddings; "
-            f"dimensions={body.dimensions} is not supported",
-            param="dimensions",
-        )
+    model, embedder = loaded.model, loaded.embedder
+    assert embedder is not None
     texts = input_texts(model, body.input)
     tokens = sum(_count(model, texts))
-    vectors = model.engine.embed(texts)
+    dims = body.dimensions
+    if (
+        dims is not None
+        and dims != embedder.dim
+        and not (embedder.matryoshka and dims < embedder.dim)
+    ):
+        raise ApiError(
+            400,
+            f"{loaded.name} makes {embedder.dim}-dimensional embeddings; "
+            f"dimensions={dims} is not supported",
+            param="dimensions",
+        )
+    vectors = embedder.embed(texts, task=body.task, dimensionality=dims)
     return {
         "object": "list",
         "data": [

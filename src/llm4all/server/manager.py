@@ -27,7 +27,7 @@ from typing import Literal
 import psutil
 
 from llm4all.api import Model
-from llm4all.embeddings import embedding_load_params
+from llm4all.embeddings import Embedder, embedding_load_params
 from llm4all.engine import ModelRef, footprint, resolve
 from llm4all.engine.runner import Runner, RunnerStats
 from llm4all.models import InstalledModel, ModelStore, read_metadata
@@ -53,6 +53,7 @@ class Loaded:
     last_used: float = field(default_factory=time.monotonic)
     leases: int = 0
     memory: int = 0  # bytes it was estimated to take when loaded
+    embedder: Embedder | None = None  # an embedding model's Embedder (prefixes, long texts)
 
     @property
     def scheduler(self) -> Runner | None:
@@ -230,15 +231,24 @@ class ModelManager:
         # The estimate above checked RAM; Model's own check would count the file alone.
         model = Model(ref, allow_download=False, **(vars(load) | {"check_memory": False}))
         model.name = ref.name
-        runner = None
+        runner = embedder = None
         if kind == "chat":
             try:
                 runner = model.engine.runner(max_queue=self.settings.max_queue)
             except BaseException:
                 model.close()
                 raise
+        else:  # the same Embedder as in Python: task prefixes and long texts alike
+            entry = model.entry
+            embedder = Embedder.from_engine(
+                model.engine,
+                ref.name,
+                dict(entry.prefixes) if entry else None,
+                matryoshka=bool(entry and entry.matryoshka),
+                path=ref.path,
+            )
         log.info("loaded %s for %s in %.2f s", ref.name, kind, time.perf_counter() - t0)
-        return Loaded(ref.name, kind, model, runner)
+        return Loaded(ref.name, kind, model, runner, embedder=embedder)
 
     async def _evict_one(self) -> bool:
         """Unload the least recently used model nobody is using; False if there is none."""

@@ -189,6 +189,9 @@ class EmbeddingRequest(Strict):
     encoding_format: Literal["float", "base64"] | None = "float"
     dimensions: int | None = Field(None, ge=1)
     user: str | None = None
+    #: llm4all extension: the model's task prefix to add ("document", the default, as
+    #: ``Embedder.embed``; "query" for search queries; null for none).
+    task: Literal["document", "query"] | None = "document"
 
 
 # -- responses -------------------------------------------------------------------------
