@@ -58,6 +58,7 @@ def test_python_api(far: str, isolated_home: Path) -> None:
 
     with llm4all.Model(far) as model:
         assert model.info.backend == "remote" and model.kind == "chat"
+        assert model.has_chat_template and model.chat_stops == ()  # the remote's template
         text = model.generate("What is the capital of France?", temperature=0, max_tokens=12)
         assert text
         with ChatStore() as store:

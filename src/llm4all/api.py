@@ -132,6 +132,9 @@ class Model:
         override = getattr(self.entry, "chat_template", None)
         if override:
             return override, ()
+        caps = self.engine.capabilities
+        if caps.chat and not caps.tokens:  # a remote renders chats with its own template
+            return "", ()
         if self.kind != "base" and self.engine.info.chat_template:
             return self.engine.info.chat_template, ()
         # A base model was not tuned on any chat format, not even one its file may carry.
