@@ -44,6 +44,10 @@ if TYPE_CHECKING:
     from llm4all.localdocs import LocalDocs
 
 
+#: A chat format as a function: messages to prompt token ids.
+Renderer = Callable[[Sequence[Message]], list[int]]
+
+
 # -- statistics -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class AnswerStats:
@@ -167,7 +171,8 @@ def prepare(
     raw: bool = False,
     forced: bool = False,
     parallel_calls: bool = True,
-    template: str | None = None,
+    template: str | Renderer | None = None,
+    parse_special: bool = True,
 ) -> Prepared:
     """Render a conversation for ``model``: the one place a prompt is built.
 
@@ -184,7 +189,11 @@ def prepare(
     - ``raw=True`` (and ``model.kind == "base"`` with a single user message)
       continues the last user message as plain text, the system prompt before
       it, with no chat template.
-    - ``template`` replaces the model's chat template (the GPT4All API's own).
+    - ``template`` replaces the model's chat template: a Jinja chat template, or
+      a :data:`Renderer` (messages to token ids; the GPT4All API's 2.8-style
+      templates). The chat format's stops are then not added.
+    - ``parse_special=False`` (plain text only) reads ``<|...|>`` in the text as
+      text, not as special tokens (the GPT4All API's ``generate``).
     """
     p = params if params is not None else model.params
     msgs = list(messages)
@@ -195,12 +204,13 @@ def prepare(
 
         p = p.replace(max_tokens=answer_tokens(p.max_tokens))
     if raw:
-        return _plain(model, msgs, p, system_prompt, references)
+        return _plain(model, msgs, p, system_prompt, references, parse_special)
     if not any(m.role == "system" for m in msgs):
         system = model.system_prompt_for(system_prompt)
         if system:
             msgs.insert(0, Message("system", system))
-    p = model.chat_params(p)  # a base model's transcript ends where its next turn begins
+    if template is None:  # a base model's transcript ends where its next turn begins
+        p = model.chat_params(p)
 
     def made(prompt: PromptInput, sent: Sequence[Message], dropped: int = 0) -> Prepared:
         return Prepared(
@@ -218,11 +228,15 @@ def prepare(
     if not caps.tokens and caps.chat:  # the backend renders the chat with its own template
         return made(ChatInput(tuple(_as_openai(m) for m in msgs), tuple(tools)), msgs)
 
+    jinja = template if isinstance(template, str) else None
+
     def to_tokens(part: Sequence[Message]) -> list[int]:
-        return model.chat_tokens(part, template=template, tools=tools)
+        if callable(template):
+            return template(part)
+        return model.chat_tokens(part, template=jinja, tools=tools)
 
     if not caps.tokens:  # text in, text out: the template rendered here
-        return made(model.render(msgs, template=template, tools=tools), msgs)
+        return made(model.render(msgs, template=jinja, tools=tools), msgs)
     if not fit:
         return made(to_tokens(msgs), msgs)
     n_ctx = model.info.n_ctx
@@ -236,11 +250,15 @@ def _plain(
     params: GenerationParams,
     system_prompt: str | None,
     references: list[dict[str, Any]],
+    parse_special: bool = True,
 ) -> Prepared:
     text = next((m.content for m in reversed(msgs) if m.role == "user"), "")
     if system_prompt:
         text = f"{system_prompt}\n\n{text}"
-    prompt: PromptInput = model.tokenize(text) if model.engine.capabilities.tokens else text
+    engine = model.engine
+    prompt: PromptInput = text
+    if engine.capabilities.tokens:
+        prompt = engine.tokenize(text, add_special=True, parse_special=parse_special)
     return Prepared(prompt, params, tuple(msgs), references)
 
 

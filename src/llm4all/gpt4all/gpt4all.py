@@ -18,8 +18,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, cast, overload
 
+from llm4all import answer
 from llm4all.api import ChatSession, Model
-from llm4all.chat.prompt import answer_reserve, fit_messages
 from llm4all.chat.template import Message, Role
 from llm4all.engine import Chunk, Usage
 from llm4all.gpt4all import loading
@@ -217,14 +217,11 @@ class GPT4All:
     ) -> tuple[Iterator[str], MessageType]:
         """Start one answer: build the prompt, check it fits, record the turn."""
         self._end_stream()
-        engine = self.model.engine
-        if self._session is None:
-            tokens = engine.tokenize(prompt, add_special=True, parse_special=False)
-        else:
-            tokens = self._session_tokens(prompt, params.max_tokens if params else None)
-        if params and self._session and self._session.stops:
-            params = params.replace(stop=params.stop + self._session.stops)
-        chunks = engine.generate(tokens, params) if params else None  # raises before any work
+        prepared = self._prepare(prompt, params)
+        tokens = prepared.token_ids
+        chunks = (  # raises before any work
+            self.model.engine.generate(tokens, prepared.params) if params else None
+        )
         answer: MessageType = {"role": "assistant", "content": ""}
         if self._session is not None:
             self._session.history += [{"role": "user", "content": prompt}, answer]
@@ -234,17 +231,28 @@ class GPT4All:
         self._stream = self._pieces(chunks, len(tokens), callback, answer)
         return self._stream, answer
 
-    def _session_tokens(self, prompt: str, max_tokens: int | None) -> list[int]:
-        assert self._session is not None
+    def _prepare(self, prompt: str, params: GenerationParams | None) -> answer.Prepared:
+        """The prompt, through the answer pipeline: outside a session the text as given
+        (``<|...|>`` read as text), inside one the history in the session's chat format."""
+        p = params or self.model.params
+        if self._session is None:
+            user = [Message("user", prompt)]
+            return answer.prepare(self.model, user, params=p, raw=True, parse_special=False)
         messages = [
             Message(cast(Role, m["role"]), m["content"])
             for m in self._session.history
             if m["content"] or m["role"] != "system"
         ]
         messages.append(Message("user", prompt))
-        n_ctx = self.model.info.n_ctx
-        reserve = answer_reserve(max_tokens, n_ctx)
-        return fit_messages(messages, self._session.tokens_of, n_ctx, reserve).tokens
+        if self._session.stops:
+            p = p.replace(stop=p.stop + self._session.stops)
+        return answer.prepare(
+            self.model,
+            messages,
+            params=p,
+            system_prompt="",  # the session's history carries its own
+            template=self._session.tokens_of,
+        )
 
     def _pieces(
         self,
