@@ -119,8 +119,9 @@ def test_gateway_serves_the_remote(far: str, isolated_home: Path, fast_model_pat
         assert '"type": "done"' in events[-1] or '"type":"done"' in events[-1]
         stored = http.get(f"/api/chats/{chat.json()['id']}").json()["messages"]
         assert [m["role"] for m in stored] == ["user", "assistant"] and stored[1]["content"]
-        health = http.get("/health").json()
-        assert far in [m["model"] for m in health["models"]]
+        health = {m["model"]: m for m in http.get("/health").json()["models"]}
+        assert health[far]["backend"] == "remote"
+        assert health[far]["device"] == f"remote {remotes.get(far).base_url}"  # type: ignore[union-attr]
         wrong = httpx.post(
             gateway.base_url + "/chat/completions",
             json=ask,

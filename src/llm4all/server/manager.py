@@ -79,6 +79,8 @@ class Loaded:
         return {
             "model": self.name,
             "kind": self.kind,
+            "backend": self.model.info.backend,
+            "device": self.model.info.device,  # "cpu", "CUDA (24/24 layers)", "remote http://…"
             "leases": self.leases,
             "slots": s.slots if s else 0,
             "running": s.running if s else 0,
