@@ -88,27 +88,10 @@ def run_command(
     )
     if as_json:
         text = response.text()
-        done = response.completion
-        assert done is not None
-        click.echo(
-            json.dumps(
-                {
-                    "model": model.name,
-                    "text": text,
-                    "finish_reason": done.finish_reason,
-                    "usage": {
-                        "prompt_tokens": done.usage.prompt_tokens,
-                        "completion_tokens": done.usage.completion_tokens,
-                    },
-                    "timings": {
-                        "time_to_first_token": done.timings.time_to_first_token,
-                        "tokens_per_second": done.timings.tokens_per_second,
-                    },
-                    **({"sources": response.sources} if collections else {}),
-                },
-                ensure_ascii=False,
-            )
-        )
+        out = {"model": model.name, "text": text, **response.stats.as_dict()}
+        if collections:
+            out["sources"] = response.sources
+        click.echo(json.dumps(out, ensure_ascii=False))
         return
     try:
         for piece in response:
@@ -120,12 +103,11 @@ def run_command(
     sys.stdout.write("\n")
     print_sources(response.sources)
     if stats and response.completion is not None:
-        c = response.completion
-        err_console.print(
-            f"[dim]{c.usage.prompt_tokens} prompt + {c.usage.completion_tokens} tokens, "
-            f"{c.timings.tokens_per_second:.1f} tok/s, first token {c.timings.time_to_first_token * 1000:.0f} ms, "
-            f"finish: {c.finish_reason}{_where(model.info.device)}[/dim]",
-            soft_wrap=True,  # one line, for scripts that read it
+        err_console.print(  # one line, for scripts that read it
+            response.stats.line() + _where(model.info.device),
+            style="dim",
+            markup=False,
+            soft_wrap=True,
         )
 
 

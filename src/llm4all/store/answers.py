@@ -18,25 +18,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from llm4all.store.chats import ChatStore, StoredMessage
 
-if TYPE_CHECKING:
-    from llm4all.engine.base import Timings, Usage
-
 #: Seconds between saves of a growing answer: the most a hard kill can lose.
 SAVE_EVERY = 0.5
-
-
-def stats_of(usage: Usage, timings: Timings) -> dict[str, Any]:
-    """An answer's counts and timings as :meth:`AnswerRecorder.finish` (and the store) take them."""
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "tokens_per_second": timings.tokens_per_second,
-        "time_to_first_token": timings.time_to_first_token or None,
-    }
 
 
 class AnswerRecorder:
