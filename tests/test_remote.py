@@ -124,18 +124,37 @@ def test_cancel_stops_the_stream(server: Running) -> None:
     assert pieces[-1].finish_reason == "cancelled"
 
 
-def test_tool_call_deltas_become_hermes_text() -> None:
+@pytest.mark.parametrize(
+    ("said", "forced"), [("", False), ("", True), ("Let me look that up.", False)]
+)
+def test_tool_call_deltas_parse_as_calls(said: str, forced: bool) -> None:
+    """Structured tool-call deltas become text that chat/tools.parse reads back as the calls."""
     from llm4all.chat.tools import parse
     from llm4all.engine.remote.engine import _StreamState
 
     state = _StreamState(start=0.0)
     call = {"index": 0, "id": "c1", "function": {"name": "get_weather", "arguments": '{"ci'}}
     more = {"index": 0, "function": {"arguments": 'ty": "Paris"}'}}
+    text = state.take({"choices": [{"index": 0, "delta": {"content": said}}]}, "here")
     for delta in ({"tool_calls": [call]}, {"tool_calls": [more]}):
-        state.take({"choices": [{"index": 0, "delta": delta}]}, "here")
-    parsed = parse(state.calls_text(), forced=False, known={"get_weather"})
+        text += state.take({"choices": [{"index": 0, "delta": delta}]}, "here")
+    parsed = parse(text + state.calls_text(), forced=forced, known={"get_weather"})
     assert [c["function"]["name"] for c in parsed.calls] == ["get_weather"]
     assert json.loads(parsed.calls[0]["function"]["arguments"]) == {"city": "Paris"}
+    assert (parsed.content or "") == said
+
+
+def test_parallel_tool_calls_parse_as_calls() -> None:
+    from llm4all.chat.tools import parse
+    from llm4all.engine.remote.engine import _StreamState
+
+    state = _StreamState(start=0.0)
+    calls = [
+        {"index": i, "function": {"name": "f", "arguments": json.dumps({"n": i})}} for i in (0, 1)
+    ]
+    state.take({"choices": [{"index": 0, "delta": {"tool_calls": calls}}]}, "here")
+    parsed = parse(state.calls_text(), forced=False, known={"f"})
+    assert [json.loads(c["function"]["arguments"]) for c in parsed.calls] == [{"n": 0}, {"n": 1}]
 
 
 # -- every failure mode: one line naming the endpoint ----------------------------------------

@@ -107,6 +107,27 @@ def test_gateway_serves_the_remote(far: str, isolated_home: Path, fast_model_pat
         done = http.post("/v1/chat/completions", json=ask | {"temperature": 0})
         assert done.status_code == 200, done.text
         assert done.json()["choices"][0]["message"]["content"]
+        tool = {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "required": ["city"],
+                },
+            },
+        }
+        ask_weather = {
+            "model": far,
+            "messages": [{"role": "user", "content": "Weather in Paris?"}],
+            "tools": [tool],
+            "tool_choice": "required",
+            "temperature": 0,
+        }
+        called = http.post("/v1/chat/completions", json=ask_weather).json()["choices"][0]
+        assert called["finish_reason"] == "tool_calls", called
+        assert called["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
         listed = http.get("/api/models").json()["installed"]
         assert any(m["name"] == far and m["quantization"] == "remote" for m in listed)
         chat = http.post(

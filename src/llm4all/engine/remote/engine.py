@@ -10,8 +10,9 @@ only passes requests through (:class:`~llm4all.engine.runner.ThreadRunner`
 with many workers).
 
 Tool calls stream back as OpenAI's structured ``tool_calls`` deltas; they are
-handed on as the Hermes ``<tool_call>`` text that :func:`llm4all.chat.tools.parse`
-reads for every backend, so the answer pipeline treats them all alike.
+handed on as the text :func:`llm4all.chat.tools.parse` reads for every backend
+(the calls' JSON, or Hermes ``<tool_call>`` blocks after other text), so the
+answer pipeline treats them all alike.
 
 Everything on the wire (requests, retries, the stream, errors) is
 :mod:`llm4all.engine.remote.client`'s.
@@ -241,6 +242,7 @@ class _StreamState:
     finish: str | None = None
     usage: dict[str, Any] | None = None
     tool_calls: dict[int, dict[str, str]] = field(default_factory=dict)
+    content: bool = False  # any text besides tool calls
 
     def take(self, event: dict[str, Any], where: str) -> str:
         """The text in one event (recording its tool calls, finish reason and usage)."""
@@ -259,6 +261,7 @@ class _StreamState:
                 piece = choice.get("text")  # /completions streams text, not deltas
             if isinstance(piece, str):
                 text += piece
+                self.content = self.content or bool(piece.strip())
             for call in (delta.get("tool_calls") if isinstance(delta, dict) else None) or []:
                 self._add_call(call)
             self.finish = choice.get("finish_reason") or self.finish
@@ -276,17 +279,22 @@ class _StreamState:
         slot["arguments"] += function.get("arguments") or ""
 
     def calls_text(self) -> str:
-        """The tool calls as Hermes ``<tool_call>`` blocks (what ``chat/tools.parse`` reads)."""
-        blocks = []
+        """The tool calls as text :func:`llm4all.chat.tools.parse` reads, forced or not.
+
+        After content, Hermes ``<tool_call>`` blocks; as the whole answer, the
+        calls' JSON alone, one a line (what a call constrained by a JSON schema
+        looks like, so a required call parses too).
+        """
+        calls = []
         for _, call in sorted(self.tool_calls.items()):
             try:
                 arguments: Any = json.loads(call["arguments"] or "{}")
             except ValueError:
                 arguments = call["arguments"]
-            blocks.append(
-                f"<tool_call>\n{json.dumps({'name': call['name'], 'arguments': arguments})}\n</tool_call>"
-            )
-        return "\n".join(blocks)
+            calls.append(json.dumps({"name": call["name"], "arguments": arguments}))
+        if not self.content:
+            return "\n".join(calls)
+        return "\n" + "\n".join(f"<tool_call>\n{c}\n</tool_call>" for c in calls)
 
     def final(self, cancelled: bool, prompt_estimate: int) -> Chunk:
         usage = self.usage or {}
