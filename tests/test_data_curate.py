@@ -53,6 +53,10 @@ DROPPED = [
     ("refusal", _row(answer="很抱歉，我不能回答这个问题，因为它涉及隐私。")),
     ("ai-disclaimer", _row(answer="As an AI language model, I think Paris is the capital.")),
     ("ai-disclaimer", _row(answer="作为一个AI语言模型，我认为巴黎是法国的首都。")),
+    (
+        "ai-disclaimer",
+        _row(prompt="Write about AI ethics.", answer="As an AI language model, I think…"),
+    ),
 ]
 
 
@@ -76,6 +80,10 @@ KEPT = [
         prompt="Pretend you are an AI tour guide.", answer="As an AI guide, I welcome you to Paris!"
     ),
     _row(answer="Here:\n```python\nprint('closed')\n```"),
+    _row(
+        prompt="You are a futuristic AI judge. Rule on it.",
+        answer="As an AI judge, I find it fair.",
+    ),
 ]
 
 

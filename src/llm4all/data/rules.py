@@ -195,8 +195,10 @@ class ShortAnswer(Rule):
         return f"{words} word(s) < {self.min_words}" if words < self.min_words else None
 
 
-_ASKS_FOR_AI = re.compile(
-    r"\b(?:an? ai|a\.i\.|artificial intelligence|language model|chatbot)\b|人工智能|语言模型"
+_ASKS_FOR_AI = re.compile(  # role play: "You are a futuristic AI judge…", "扮演一个人工智能"
+    r"\b(?:you are|you're|pretend|imagine|role-?play|act as|assume|as an?)\b[^.?!\n]{0,60}?"
+    r"\b(?:ai|a\.i\.|artificial intelligence|language model|chatbot)\b"
+    r"|(?:扮演|假设你是|你是一个).{0,20}(?:人工智能|ai|语言模型)"
 )
 
 
