@@ -86,6 +86,12 @@ class CurationStats:
         return [r for r in ["map-drop", *self.rules] if self.dropped[r]]
 
 
+def _inputs(stats: CurationStats) -> str:
+    shown = ", ".join(stats.inputs[:3])
+    more = len(stats.inputs) - 3
+    return f"{len(stats.inputs)} files: {shown}, … ({more} more)" if more > 0 else shown
+
+
 def _percent(part: int, whole: int) -> str:
     return f"{100 * part / whole:.1f} %" if whole else "-"
 
@@ -100,7 +106,7 @@ def to_markdown(stats: CurationStats) -> str:
     lines = [
         "# Curation report",
         "",
-        f"- Input: {', '.join(stats.inputs)}",
+        f"- Input: {_inputs(stats)}",
         f"- Output: {stats.output}",
         f"- Rows read: {stats.read:,}; kept {stats.kept:,} ({_percent(stats.kept, stats.read)}); "
         f"unreadable rows skipped: {stats.problems:,}",
@@ -178,7 +184,7 @@ def to_html(stats: CurationStats) -> str:
     parts = [
         f"<!doctype html><meta charset=utf-8><title>Curation report</title><style>{_STYLE}</style>",
         "<h1>Curation report</h1><ul>",
-        f"<li>Input: {esc(', '.join(stats.inputs))}</li><li>Output: {esc(stats.output)}</li>",
+        f"<li>Input: {esc(_inputs(stats))}</li><li>Output: {esc(stats.output)}</li>",
         f"<li>Rows read: {stats.read:,}; kept {stats.kept:,} ({_percent(stats.kept, stats.read)}); "
         f"unreadable rows skipped: {stats.problems:,}</li>",
         f"<li>Rules on: {esc(', '.join(stats.rules) or 'none')}</li>",
