@@ -26,7 +26,14 @@ from typing import Any
 
 from llm4all.chat.template import PLAIN_TEMPLATE, Message, render
 from llm4all.errors import InvalidParameter
-from llm4all.evaluate.scoring import Score, Scorer, gpt4all_variant, score_pair, summarise
+from llm4all.evaluate.scoring import (
+    EngineScorer,
+    Score,
+    Scorer,
+    gpt4all_variant,
+    score_pair,
+    summarise,
+)
 from llm4all.evaluate.sets import Example
 
 
@@ -75,20 +82,12 @@ def _llamacpp_subject(ref: str, n_ctx: int) -> Iterator[Subject]:
 
     model = Model(ref, n_ctx=n_ctx)
     try:
-        engine: Any = model.engine
-        if not hasattr(engine, "token_logprobs"):
-            raise InvalidParameter("backend", type(engine).__name__, "a backend that scores tokens")
-
-        class _EngineScorer:
-            n_ctx = model.info.n_ctx
-
-            def logprobs(self, tokens: Sequence[int], first: int) -> list[float]:
-                return list(engine.token_logprobs(tokens, first))
-
+        engine = model.engine
+        scorer = EngineScorer(engine)  # a backend without token scoring fails here, in one line
         yield Subject(
             name=model.name,
             backend="llama.cpp",
-            scorer=_EngineScorer(),
+            scorer=scorer,
             prompt_tokens=lambda messages: model.chat_tokens(messages),
             text_tokens=lambda text, bos: engine.tokenize(
                 text, add_special=bos, parse_special=False

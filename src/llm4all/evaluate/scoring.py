@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
+    from llm4all.engine import Engine
+
 
 class Scorer(Protocol):
     """What scoring needs of a model: its window and teacher-forced log-probabilities."""
@@ -153,6 +155,21 @@ def summarise(scores: Sequence[Score]) -> Summary:
         mean_loss=statistics.fmean(s.loss for s in scores if s.n_tokens) if ppls else math.nan,
         tokens=tokens,
     )
+
+
+class EngineScorer:
+    """An llm4all engine with the ``scoring`` capability (llama.cpp's) as a :class:`Scorer`."""
+
+    def __init__(self, engine: Engine) -> None:
+        engine.capabilities.require("scoring", "token scoring")
+        self.engine = engine
+
+    @property
+    def n_ctx(self) -> int:
+        return self.engine.info.n_ctx
+
+    def logprobs(self, tokens: Sequence[int], first: int) -> list[float]:
+        return self.engine.token_logprobs(tokens, first)
 
 
 class HFScorer:
