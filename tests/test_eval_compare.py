@@ -49,6 +49,8 @@ def test_seed_checks() -> None:
     wrong = FIB.replace("a, b = b, a + b", "a, b = b, a * b")
     assert check_answer(seed["seed-q3"].check, wrong) == (False, "fibonacci(10) = 0")
     assert check_answer(seed["seed-q3"].check, "def fib(n): return fib(n-1) +")[0] is False
+    nothing = "```python\ndef fib(n):\n    a, b = 0, 1\n```"
+    assert check_answer(seed["seed-q3"].check, nothing) == (False, "fib(10) = None")
     broken = "```python\ndef fib(n):\n    return undefined_name\n```"
     ok, note = check_answer(seed["seed-q3"].check, broken)
     assert not ok and "NameError" in note

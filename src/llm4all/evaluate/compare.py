@@ -138,7 +138,11 @@ def _fibonacci_runs(text: str, name: str) -> tuple[bool, str]:
 
 
 def _run_function(code: str, func: str) -> tuple[bool, str]:
-    program = f"{code}\nresult = {func}(10)\nprint(repr(list(result) if not isinstance(result, int) else result))\n"
+    program = (  # a generator or tuple of numbers is shown as a list
+        f"{code}\nresult = {func}(10)\n"
+        "if not isinstance(result, (int, float, str, type(None))):\n    result = list(result)\n"
+        "print(repr(result))\n"
+    )
     try:
         with tempfile.TemporaryDirectory() as scratch:  # what the code writes is thrown away
             done = subprocess.run(
