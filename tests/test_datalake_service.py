@@ -23,6 +23,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import postgres_helpers
 from conftest import in_ci
 from datalake_helpers import GPT4ALL_OLD, TOKEN, LiveDatalake, chat_payload, running_datalake
 from llm4all.cli import cli
@@ -35,13 +36,18 @@ from postgres_helpers import INSTALL, PostgresServer, free_port, postgres_missin
 _names = itertools.count()
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
+def postgres_or_skip() -> None:
+    """Skip the test when PostgreSQL's binaries are missing, naming the install; fail under CI."""
     missing = postgres_missing()
     if missing:
         if in_ci():
             pytest.fail(f"the PostgreSQL tests need PostgreSQL under CI: {missing} ({INSTALL})")
         pytest.skip(f"no PostgreSQL for the datalake tests: {missing} ({INSTALL})")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    postgres_or_skip()
     with running_postgres() as server:
         yield server
 
@@ -400,3 +406,18 @@ def test_a_database_from_a_newer_llm4all_is_refused(database: str) -> None:
     storage.close()
     with pytest.raises(StoreError, match="schema version 99 is newer"):
         Storage.open(database)
+
+
+@pytest.mark.parametrize("ci", ["", "true"])
+def test_without_postgresql_its_tests_skip_or_fail_under_ci(
+    ci: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres_helpers, "PG_BIN", Path("/nonexistent"))
+    monkeypatch.setenv("CI", ci)
+    outcome = pytest.fail.Exception if ci else pytest.skip.Exception
+    with pytest.raises(outcome) as stopped:
+        postgres_or_skip()
+    said = str(stopped.value)
+    assert "/nonexistent/initdb is not installed" in said
+    assert "apt-get install postgresql-15" in said
+    assert ("need PostgreSQL under CI" in said) == bool(ci)
