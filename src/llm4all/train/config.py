@@ -173,7 +173,7 @@ def load_config(path: Path, **overrides: Any) -> TrainConfig:
         problem = _type_problem(value, hints[key])
         if problem:
             raise ConfigError(f"{where}: {key} must be {problem}", key, _line_of(text, key))
-    values = _relative_to(values, path.parent) | overrides
+    values = _relative_to(values, path.resolve().parent) | overrides
     try:
         return TrainConfig(**values)
     except ConfigError as exc:

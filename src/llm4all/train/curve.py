@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+SMOOTH = 5
+"""Steps in the running mean drawn over the training loss."""
 COLUMNS = ("step", "loss", "heldout_loss", "lr", "tokens", "tokens_per_s", "elapsed_s")
 
 
@@ -41,14 +43,20 @@ def plot(history: Sequence[dict[str, Any]], path: Path, title: str = "") -> None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     train = [(p["step"], p["loss"]) for p in history if _finite(p.get("loss"))]
     held = [(p["step"], p["heldout_loss"]) for p in history if _finite(p.get("heldout_loss"))]
     if train:
-        ax.plot(*zip(*train, strict=True), label="training loss", linewidth=1, alpha=0.8)
+        ax.plot(*zip(*train, strict=True), label="training loss", linewidth=1, alpha=0.5)
+    if len(train) >= 2 * SMOOTH:  # a step's loss is a few examples' worth: noisy
+        smooth = running_mean([loss for _step, loss in train], SMOOTH)
+        label = f"training loss, mean of {SMOOTH} steps"
+        ax.plot([step for step, _loss in train], smooth, label=label, color="tab:blue")
     if held:
         ax.plot(*zip(*held, strict=True), "o-", label="held-out loss", color="tab:red")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss (nats per answer token)")
     ax.set_title(title or "LoRA fine-tuning")
@@ -59,6 +67,15 @@ def plot(history: Sequence[dict[str, Any]], path: Path, title: str = "") -> None
     fig.savefig(tmp)
     plt.close(fig)
     tmp.replace(path)
+
+
+def running_mean(values: Sequence[float], window: int) -> list[float]:
+    """The mean of each value and up to ``window - 1`` before it. Example: ``([1, 3, 5], 2)`` → ``[1, 2, 4]``."""
+    out = []
+    for i in range(len(values)):
+        part = values[max(0, i - window + 1) : i + 1]
+        out.append(sum(part) / len(part))
+    return out
 
 
 def _finite(value: Any) -> bool:
