@@ -28,6 +28,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import os
 import tempfile
 import threading
 import time
@@ -282,7 +283,9 @@ def _routes(app: FastAPI) -> None:
         options = {"only_positive": only_positive, "edited_as_better": edited_as_better}
         if format == "jsonl":
             return StreamingResponse(_jsonl(storage, options), media_type="application/x-ndjson")
-        path = Path(tempfile.mkstemp(suffix=".parquet")[1])
+        handle, name = tempfile.mkstemp(suffix=".parquet")
+        os.close(handle)  # pyarrow opens the file by name
+        path = Path(name)
         await run_in_threadpool(export.write, export.rows(storage, **options), path, "parquet")
         return FileResponse(
             path,
