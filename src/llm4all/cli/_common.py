@@ -87,14 +87,19 @@ def install_hint(module: str) -> str | None:
     except PackageNotFoundError:  # run from a source tree that was never installed
         declared = []
     wanted = normalise(module)
+    hints = []
     for requirement in declared:
         spec, _, marker = requirement.partition(";")
         name = requirement_name(spec)
         if wanted not in (name, name.removesuffix("-py")):  # markdown_it is markdown-it-py
             continue
         extra = re.search(r"extra\s*==\s*['\"]([^'\"]+)['\"]", marker)
-        return f"pip install 'llm4all[{extra[1]}]'" if extra else f"pip install '{spec.strip()}'"
-    return None
+        if extra is None:
+            return f"pip install '{spec.strip()}'"
+        hints.append(extra[1])
+    # The build backend inlines `dev`'s own extras into it: name the feature's extra, not `dev`.
+    users = [extra for extra in hints if extra != "dev"] or hints
+    return f"pip install 'llm4all[{users[0]}]'" if users else None
 
 
 def requirement_name(requirement: str) -> str:
