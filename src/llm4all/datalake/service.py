@@ -286,7 +286,11 @@ def _routes(app: FastAPI) -> None:
         handle, name = tempfile.mkstemp(suffix=".parquet")
         os.close(handle)  # pyarrow opens the file by name
         path = Path(name)
-        await run_in_threadpool(export.write, export.rows(storage, **options), path, "parquet")
+        try:
+            await run_in_threadpool(export.write, export.rows(storage, **options), path, "parquet")
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
         return FileResponse(
             path,
             media_type="application/vnd.apache.parquet",
