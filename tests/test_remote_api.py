@@ -18,9 +18,11 @@ import pytest
 
 from llm4all.models import remotes
 from llm4all.models.remotes import Remote
+from misbehaving_server import refused_url
 from server_helpers import FAST, LiveServer, fast_settings, running
 
 KEY = "sk-remote-api-0123456789"
+EMBED = "all-minilm-l6-v2"
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +85,6 @@ def test_cli_run_with_stats(far: str, isolated_home: Path) -> None:
 
 
 def test_cli_run_on_a_dead_remote_is_one_line(isolated_home: Path) -> None:
-    from misbehaving_server import refused_url
-
     url = refused_url()
     remotes.add(Remote("gone", url, "m"))
     proc = _cli("run", "-m", "gone", "Hi!")
@@ -143,6 +143,15 @@ def test_gateway_serves_the_remote(far: str, isolated_home: Path, fast_model_pat
         health = {m["model"]: m for m in http.get("/health").json()["models"]}
         assert health[far]["backend"] == "remote"
         assert health[far]["device"] == f"remote {remotes.get(far).base_url}"  # type: ignore[union-attr]
+        remotes.add(
+            Remote("emb", remotes.get(far).base_url, EMBED, "REMOTE_API_KEY", kind="embedding")
+        )  # type: ignore[union-attr]
+        vectors = http.post("/v1/embeddings", json={"model": "emb", "input": ["a cat", "a dog"]})
+        assert vectors.status_code == 200, vectors.text
+        assert [len(d["embedding"]) for d in vectors.json()["data"]] == [384, 384]
+        remotes.add(Remote("gone", refused_url(), "m"))
+        dead = http.post("/v1/chat/completions", json=ask | {"model": "gone"})
+        assert dead.status_code == 502 and "cannot connect" in dead.json()["error"]["message"]
         wrong = httpx.post(
             gateway.base_url + "/chat/completions",
             json=ask,

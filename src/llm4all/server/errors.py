@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from llm4all.engine.remote.client import RemoteError, RemoteRateLimited
 from llm4all.engine.runner import Overloaded
 from llm4all.errors import (
     ContextOverflow,
@@ -48,6 +49,7 @@ _TYPES = {
     413: "invalid_request_error",
     429: "rate_limit_error",
     500: "server_error",
+    502: "server_error",
     503: "server_error",
 }
 
@@ -171,6 +173,10 @@ def translate(exc: BaseException, installed: Sequence[str] = ()) -> ApiError:
         return ApiError(503, str(exc), param="model", code="insufficient_memory")
     if isinstance(exc, ModelLoadError):
         return ApiError(500, str(exc), param="model", code="model_load_failed")
+    if isinstance(exc, RemoteRateLimited):  # the remote behind this gateway is busy
+        return busy(str(exc), 5, 503, code="remote_busy")
+    if isinstance(exc, RemoteError):  # not the client's fault: the gateway's remote failed
+        return ApiError(502, str(exc), code="remote_error")
     if isinstance(exc, Llm4allError):
         return ApiError(400, str(exc))
     if isinstance(exc, UnicodeError):  # JSON can carry lone surrogates; UTF-8 cannot

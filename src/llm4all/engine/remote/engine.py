@@ -88,11 +88,19 @@ class RemoteEngine(Engine):
         self.endpoint = endpoint
         self.client = client or RemoteClient(endpoint)
         self.capabilities = EMBEDDING_CAPABILITIES if embedding else CHAT_CAPABILITIES
-        card = self._model_card() if check else {}
+        try:
+            card = self._model_card() if check else {}
+            # An embedding model's width is known once it has embedded something: ask now,
+            # so that a chat model registered as one fails here, not at the first document.
+            n_embd = len(self._embed_raw(["llm4all"])[0]) if embedding and check else 0
+        except BaseException:
+            self.client.close()
+            raise
         self.info = ModelInfo(
             name=name,
             architecture="remote",
             n_ctx=_int(card.get("max_model_len") or card.get("context_length")),
+            n_embd=n_embd,
             metadata={"remote.base_url": endpoint.api_base, "remote.model": endpoint.model},
             backend="remote",
             device=f"remote {endpoint.api_base}",
@@ -173,6 +181,9 @@ class RemoteEngine(Engine):
         self.capabilities.require("embeddings", "embeddings")
         if not texts:
             return []
+        return [_normalised(v) for v in self._embed_raw(texts)]
+
+    def _embed_raw(self, texts: Sequence[str]) -> list[list[float]]:
         answer = self.client.post_json(
             "embeddings", {"model": self.endpoint.model, "input": list(texts)}
         )
@@ -187,7 +198,7 @@ class RemoteEngine(Engine):
             raise RemoteProtocolError(
                 self.client.where, f"{len(texts)} texts sent but {len(vectors)} vectors came back"
             )
-        return [_normalised(v) for v in vectors]
+        return vectors
 
     # -- concurrency and lifetime -----------------------------------------------------------
     def runner(self, max_queue: int = 64) -> Any:
