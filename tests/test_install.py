@@ -83,8 +83,20 @@ def test_every_package_imported_at_module_level_is_a_main_dependency() -> None:
     assert not [p for p in core if "llm4all.integrations" in p.read_text()]
 
 
-def test_install_hint_names_the_extra_or_the_requirement() -> None:
+def test_install_hint_names_the_extra_or_the_requirement(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The tests install every extra: torch is there, so hide it as a user without [gpu] has it.
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "torch" else real_find_spec(n, *a)
+    )
     assert install_hint("torch") == "pip install 'llm4all[gpu]'"
+    assert install_hint("peft") == "pip install 'llm4all[gpu]'"
+    assert install_hint("umap") == "pip install 'llm4all[data]'"  # the package is umap-learn
+    assert install_hint("sklearn") == "pip install 'llm4all[data]'"
+    assert install_hint("datasketch") == "pip install 'llm4all[data]'"
+    assert install_hint("psycopg") == "pip install 'llm4all[datalake]'"
     assert install_hint("langchain_core") == "pip install 'llm4all[langchain]'"
     assert install_hint("fastapi") == "pip install 'fastapi>=0.115'"
     assert install_hint("markdown_it") == "pip install 'markdown-it-py>=3'"

@@ -74,6 +74,10 @@ def missing_module(module: str, command: str = "llm4all") -> str:
     return f"{command} needs {top}, which is not installed" + (f": {hint}" if hint else "")
 
 
+#: Modules whose distribution has another name (the rest differ at most by -/_ or "-py").
+_DISTRIBUTIONS = {"umap": "umap-learn", "sklearn": "scikit-learn", "yaml": "pyyaml"}
+
+
 def install_hint(module: str) -> str | None:
     """The pip command that installs ``module`` as llm4all declares it, from its installed metadata.
 
@@ -86,7 +90,7 @@ def install_hint(module: str) -> str | None:
         declared = requires("llm4all") or []
     except PackageNotFoundError:  # run from a source tree that was never installed
         declared = []
-    wanted = normalise(module)
+    wanted = normalise(_DISTRIBUTIONS.get(module, module))
     hints = []
     for requirement in declared:
         spec, _, marker = requirement.partition(";")
