@@ -10,6 +10,7 @@ failure mode of the remote backend:
 - ``garbage``: a stream whose second event is not JSON;
 - ``truncated``: a stream that ends without ``data: [DONE]``;
 - ``stall``: a stream that sends its headers and one event, then nothing;
+- ``mute``: no answer at all (not even the headers);
 - ``not-sse``: a JSON body where a stream was asked for;
 - ``error-event``: a stream that reports an error inside an event.
 
@@ -75,6 +76,11 @@ class Misbehaving:
     async def _answer(self, send: Send, body: dict[str, Any], path: str) -> None:
         model = str(body.get("model"))
         self.seen[model] = self.seen.get(model, 0) + 1
+        if model == "mute":  # accepts the request, never answers
+            try:
+                await asyncio.sleep(self.stall_s)
+            except asyncio.CancelledError:
+                return
         if model == "missing":
             message = f"The model `{model}` does not exist."
             await _json(send, 404, {"error": {"message": message, "code": "model_not_found"}})

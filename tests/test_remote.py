@@ -169,6 +169,7 @@ def test_parallel_tool_calls_parse_as_calls() -> None:
         ("not-sse", RemoteProtocolError, "asked for a stream"),
         ("error-event", RemoteError, "the GPU fell over"),
         ("stall", RemoteUnavailable, "no answer for 1 s"),
+        ("mute", RemoteUnavailable, "no answer within 1 s"),
     ],
 )
 def test_failure_modes(server: Running, model: str, error: type, words: str) -> None:

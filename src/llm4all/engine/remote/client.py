@@ -197,6 +197,10 @@ class RemoteClient:
     def _open(self, request: httpx.Request) -> httpx.Response:
         try:
             return self._http.send(request, stream=True)
+        except httpx.ConnectTimeout:
+            raise RemoteUnavailable(
+                self.where, f"cannot connect within {self.endpoint.connect_timeout:g} s"
+            ) from None
         except httpx.ConnectError as exc:
             raise RemoteUnavailable(self.where, f"cannot connect ({_first_line(exc)})") from None
         except httpx.TimeoutException:
