@@ -421,3 +421,14 @@ def test_without_postgresql_its_tests_skip_or_fail_under_ci(
     assert "/nonexistent/initdb is not installed" in said
     assert "apt-get install postgresql-15" in said
     assert ("need PostgreSQL under CI" in said) == bool(ci)
+
+
+def test_a_broken_database_is_a_500_naming_no_path(database: str) -> None:
+    with running_datalake(service_settings(database)) as live:
+        assert send(live, chat_payload()).status_code == 200
+        storage = Storage.open(database)
+        storage._conn().execute("DROP TABLE chats")
+        storage.close()
+        broken = send(live, chat_payload(answer="Paris."))
+        assert broken.status_code == 500 and broken.json()["error"]["code"] == "storage_error"
+        assert database.rsplit("/", 1)[-1] not in broken.text  # neither file nor database name

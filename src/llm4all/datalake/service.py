@@ -50,7 +50,7 @@ import llm4all
 from llm4all.datalake import export
 from llm4all.datalake.payload import LIMITS, PayloadError, parse_payload
 from llm4all.datalake.storage import DatabaseUnavailable, Storage
-from llm4all.errors import Llm4allError
+from llm4all.errors import Llm4allError, StorageBusy, StorageFull, StoreError
 from llm4all.server.errors import RETRY_BUSY_S, ApiError, busy, translate
 from llm4all.server.security import BodyLimitMiddleware
 
@@ -165,6 +165,12 @@ def _install_handlers(app: FastAPI) -> None:
                 RETRY_BUSY_S,
                 503,
                 code="database_unavailable",
+            ).response()
+        if isinstance(exc, StoreError) and not isinstance(exc, StorageBusy | StorageFull):
+            # The server's fault, not the client's: a 5xx (clients retry), naming no path.
+            log.error("the datalake's database failed: %s", exc)
+            return ApiError(
+                500, "The datalake could not read or write its database.", code="storage_error"
             ).response()
         return translate(exc).response()
 
