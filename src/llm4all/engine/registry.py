@@ -36,6 +36,7 @@ GROUP = "llm4all.backends"
 BUILTINS = {
     "llamacpp": "llm4all.engine.builtin:llamacpp",
     "remote": "llm4all.engine.remote:backend",
+    "transformers": "llm4all.engine.transformers:backend",
 }
 
 
