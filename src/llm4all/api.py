@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from llm4all.store import ChatStore
     from llm4all.store.answers import AnswerRecorder
 
+__all__ = ["AnswerStats", "ChatSession", "Model", "Response", "merge_params"]
+
 log = logging.getLogger(__name__)
 
 _GEN_FIELDS = frozenset(f.name for f in dataclasses.fields(GenerationParams))

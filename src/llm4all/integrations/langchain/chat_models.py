@@ -6,9 +6,9 @@ Example::
     chat = ChatLlm4all(model="qwen2.5-coder-0.5b-instruct", temperature=0, max_tokens=64)
     print(chat.invoke("Name three colours.").content)
 
-In-process, the messages are rendered by :meth:`llm4all.Model.chat_tokens`
-(the model's own template and default system prompt, tool definitions
-included) and streamed by the engine, so stop strings end the answer while
+In-process, the messages go through the answer pipeline
+(:func:`llm4all.answer.prepare`: the model's own template and default system
+prompt, tool definitions included) and are streamed by the engine, so stop strings end the answer while
 it is generated. Tool calls are read out of the answer by
 :func:`llm4all.chat.tools.parse`, as the OpenAI route reads them; a call that
 must be made (``tool_choice``) and structured output are constrained by a
@@ -39,6 +39,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
 
+from llm4all import answer
 from llm4all.chat.tools import call_schema, parse
 from llm4all.engine import Completion
 from llm4all.integrations.langchain import _remote
@@ -135,8 +136,16 @@ class ChatLlm4all(Llm4allSettings, BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         model = self._local(name)
         params = self._params(model, knobs)
-        prompt = model.chat_tokens(model.with_system_prompt(to_messages(messages)), tools=tools)
-        response = model.stream_tokens(prompt, params, chat=True)
+        prepared = answer.prepare(
+            model,
+            to_messages(messages),
+            params=params,
+            tools=tools,
+            fit=False,
+            forced=forced is not None,
+            parallel_calls=parallel,
+        )
+        response = answer.stream(model, prepared)
         held: list[str] = []  # with tools, the answer is parsed once it is whole
         for piece in pieces(model, response, self.timeout):
             if tools:
