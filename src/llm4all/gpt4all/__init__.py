@@ -29,12 +29,14 @@ from llm4all.gpt4all.formats import (
     empty_response_callback,
 )
 from llm4all.gpt4all.gpt4all import GPT4All
+from llm4all.gpt4all.gpu import GPT4AllGPU
 from llm4all.gpt4all.loading import GPUUnavailable, ModelNotFoundError, ModelNotInstalledError
 
 __all__ = [
     "ConfigType",
     "Embed4All",
     "GPT4All",
+    "GPT4AllGPU",
     "GPUUnavailable",
     "MessageType",
     "ModelNotFoundError",

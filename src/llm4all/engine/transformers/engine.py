@@ -333,12 +333,13 @@ class _Run:
         pad = self.engine.tokenizer.pad_token_id
         if pad is None and self.engine.eos_ids:
             pad = min(self.engine.eos_ids)
+        if self.config.pad_token_id is None:
+            self.config.pad_token_id = pad
         kwargs: dict[str, Any] = {
             "input_ids": ids,
             "attention_mask": torch.ones_like(ids),
             "generation_config": self.config,
             "stopping_criteria": StoppingCriteriaList([_Cancelled(self.cancel)]),
-            "pad_token_id": pad,
         }
         if self.logprobs is not None:
             kwargs["logits_processor"] = LogitsProcessorList([_Recorder(self.scores)])
@@ -572,8 +573,11 @@ def _check_adapter(folder: Path) -> None:
 def _load(folder: Path, device: str, dtype: str, adapter: str | None) -> tuple[Any, Any]:
     """``(model, tokenizer)`` from a folder on ``device`` in ``dtype``, the adapter applied."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     from llm4all.hf import _torch_dtype
+
+    hf_logging.disable_progress_bar()  # llm4all shows its own progress
 
     kwargs: dict[str, Any] = {"dtype": _torch_dtype(dtype)}
     if device == "cuda":
