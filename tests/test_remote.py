@@ -269,3 +269,32 @@ def test_add_remote_cli_never_writes_the_key(server: Running, isolated_home: Pat
     assert KEY not in done.output + info.output
     assert runner.invoke(models_group, ["rm", "far"]).exit_code == 0
     assert remotes.load() == {}
+
+
+# -- what leaves the machine ----------------------------------------------------------------
+def test_localdocs_stay_local_only_excerpts_go_out(
+    server: Running, tmp_path: Path, notes: Path, embedder: object
+) -> None:
+    """A chat on a remote with a LocalDocs collection: searched here, excerpts sent there."""
+    import llm4all
+    from conftest import FACT
+    from llm4all.localdocs import LocalDocs
+    from llm4all.store import ChatStore
+
+    remotes.add(Remote("far", server.base_url, "ok", "TEST_REMOTE_KEY"))
+    with (
+        LocalDocs(tmp_path / "ld.db", embedder_factory=lambda _: embedder) as docs,
+        llm4all.Model("far") as model,
+        ChatStore() as store,
+    ):
+        docs.add("notes", [notes])
+        docs.index("notes")
+        chat = model.chat(collections=["notes"], temperature=0)
+        chat.localdocs, chat.store = docs, store
+        answer = chat.send("Where is the Zorblax conference?")
+        assert answer.text() == "hello world" and answer.sources
+        sent = server.app.requests[-1]["json"]["messages"]
+        stored = [m.content for m in store.messages(chat.chat_id or "")]
+    assert FACT in sent[-1]["content"]  # the excerpt went out, inside the question
+    assert str(notes) not in json.dumps(sent)  # file names only, not where they are
+    assert stored[0] == "Where is the Zorblax conference?"  # the store keeps the plain question
