@@ -53,10 +53,8 @@ class GPT4AllGPU:
             adapter=None if lora_path is None else os.fspath(lora_path),
         )
         path = os.fspath(llama_path)
-        if os.path.exists(path):
-            ref = ModelRef.file(path)
-        else:  # a catalog or store name
-            ref = resolve(path, allow_download=False)
+        # A path as it is; else a catalog or store name.
+        ref = ModelRef.file(path) if os.path.exists(path) else resolve(path, allow_download=False)
         engine = load_engine(ref, options, "transformers")
         assert isinstance(engine, TransformersEngine)
         self.engine: TransformersEngine = engine

@@ -93,7 +93,9 @@ def choose_device(device: str, dtype: str) -> tuple[str, str]:
             )
         index = int(device[5:]) if ":" in device else 0
         if index >= torch.cuda.device_count():
-            raise InvalidParameter("device", device, f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
+            raise InvalidParameter(
+                "device", device, f"cuda:0..cuda:{torch.cuda.device_count() - 1}"
+            )
     if device == "mps" and not torch.backends.mps.is_available():
         raise InvalidParameter("device", device, "a device this machine has: no Apple MPS here")
     if dtype == "auto":
@@ -436,7 +438,9 @@ class _Run:
         top: tuple[tuple[int, float], ...] = ()
         if self.logprobs > 0:
             values, ids = logp.topk(self.logprobs)
-            top = tuple((int(i), float(v)) for i, v in zip(ids.tolist(), values.tolist()))
+            top = tuple(
+                (int(i), float(v)) for i, v in zip(ids.tolist(), values.tolist(), strict=True)
+            )
         tok = self.engine.tokenizer
         return TokenLogprob(
             token,
@@ -577,7 +581,7 @@ def _load(folder: Path, device: str, dtype: str, adapter: str | None) -> tuple[A
 
     from llm4all.hf import _torch_dtype
 
-    hf_logging.disable_progress_bar()  # llm4all shows its own progress
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # llm4all shows its own progress
 
     kwargs: dict[str, Any] = {"dtype": _torch_dtype(dtype)}
     if device == "cuda":
@@ -586,7 +590,7 @@ def _load(folder: Path, device: str, dtype: str, adapter: str | None) -> tuple[A
         kwargs["device_map"] = device
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+        model: Any = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     except (OSError, ValueError, KeyError, ImportError) as exc:
         raise ModelLoadError(str(folder), _first_line(exc)) from exc
     if adapter is not None:

@@ -124,7 +124,8 @@ def known_fields() -> frozenset[str]:
     """Every field a ``transformers.GenerationConfig`` has."""
     from transformers import GenerationConfig
 
-    return frozenset(GenerationConfig().to_dict()) - {"transformers_version"}
+    fields = GenerationConfig().to_dict()  # type: ignore[no-untyped-call]
+    return frozenset(fields) - {"transformers_version"}
 
 
 #: Fields llm4all owns: its stop handling and streaming depend on them.
@@ -151,7 +152,7 @@ def check_gen_config(fields: Mapping[str, Any]) -> GenerationConfig:
     for key, value in fields.items():
         _check_range(key, value)
     try:
-        config = GenerationConfig(**dict(fields))
+        config = GenerationConfig(**dict(fields))  # type: ignore[no-untyped-call]
         config.validate(strict=True)
     except (ValueError, TypeError) as exc:
         raise _invalid(fields, exc) from None
@@ -268,7 +269,9 @@ def merge(
     if params is not None:
         knobs = knob_fields(params)
         if "num_beams" in user and "do_sample" not in user:
-            knobs.update(do_sample=False, **dict.fromkeys(("temperature", "top_k", "top_p", "min_p")))
+            knobs.update(
+                do_sample=False, **dict.fromkeys(("temperature", "top_k", "top_p", "min_p"))
+            )
         if "max_length" in user or "max_new_tokens" in user:
             knobs.pop("max_new_tokens", None)
         fields.update(knobs)
@@ -282,4 +285,3 @@ def merge(
         fields["max_new_tokens"] = max(1, room)
     config = check_gen_config({k: v for k, v in fields.items() if k in user or v is not None})
     return config
-
