@@ -94,6 +94,8 @@ def train(
         raise RunExists(
             f"{out} already holds a run; add --resume to continue it or choose another output"
         )
+    if resume and (out / "adapter" / RESULT).exists():
+        raise RunExists(f"{out} is a finished run; export it with `llm4all train export {out}`")
     if not config.data:
         raise NoUsableRows('the config names no training data (data = ["file.jsonl", …])')
     accelerator = Accelerator(
