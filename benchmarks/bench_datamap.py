@@ -47,6 +47,12 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process so far: on a shared machine, what the work itself cost."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def shared_rows() -> list[Any]:
     """The shared rows, shuffled with a fixed seed (any prefix is a random sample)."""
     from llm4all.data.formats import read_many
@@ -70,15 +76,17 @@ def embed_rate(count: int, threads: int) -> dict[str, Any]:
     rows = shared_rows()[:count]
     with tempfile.TemporaryDirectory() as tmp, _embedder(threads) as embedder:
         cache = EmbeddingCache(Path(tmp) / "v.db", model_key(embedder))
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds()
         embed_rows(rows, lambda t: embedder.embed_array(t, long_text_mode="truncate"), cache)
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
         cache.close()
     chars = sum(len(r.prompt) + len(r.response) for r in rows) / max(1, len(rows))
     return {
         "rows": len(rows),
         "seconds": round(seconds, 1),
         "rows_per_s": round(len(rows) / seconds, 1),
+        "cpu_s": round(cpu, 1),
+        "rows_per_cpu_s": round(len(rows) / cpu, 1),
         "mean_chars": round(chars),
         "peak_rss_mb": peak_rss_mb(),
     }
@@ -216,7 +224,7 @@ def one_map(size: int, sample: int | None, threads: int, out: Path) -> dict[str,
     start = time.perf_counter()
     warm_up()  # numba compiles UMAP's code on its first call in a process: timed on its own
     compile_s = time.perf_counter() - start
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     labeller = Labeller()
     map_rows = []
     for row in rows:
@@ -231,6 +239,7 @@ def one_map(size: int, sample: int | None, threads: int, out: Path) -> dict[str,
     size_bytes = page.write(payload(result), out)
     html_s = time.perf_counter() - start
     total = label_s + sum(result.timings.values()) + html_s
+    cpu = cpu_seconds() - cpu
     return {
         "rows": size,
         "real_rows": len(real),
@@ -241,6 +250,7 @@ def one_map(size: int, sample: int | None, threads: int, out: Path) -> dict[str,
         "html_s": round(html_s, 1),
         "total_s": round(total, 1),
         "rows_per_s": round(size / total, 1),
+        "cpu_s": round(cpu, 1),
         "clusters": len(result.keywords),
         "html_mb": round(size_bytes / 1e6, 1),
         "peak_rss_mb": peak_rss_mb(),
@@ -304,8 +314,13 @@ def spawn(*extra: str, threads: int) -> dict[str, Any]:
 def print_embed(e: dict[str, Any], machine: dict[str, Any], threads: int) -> None:
     h.print_table(
         f"embedding ({machine['cpu']}, {threads} threads, load {e['load_after']})",
-        ["rows", "rows/s", "mean chars", "peak RSS MB"],
-        [[str(e["rows"]), str(e["rows_per_s"]), str(e["mean_chars"]), str(e["peak_rss_mb"])]],
+        ["rows", "rows/s", "rows per CPU-second", "mean chars", "peak RSS MB"],
+        [
+            [
+                str(e[k])
+                for k in ("rows", "rows_per_s", "rows_per_cpu_s", "mean_chars", "peak_rss_mb")
+            ]
+        ],
     )
 
 
@@ -318,6 +333,7 @@ MAP_COLUMNS = {
     "keywords_s": "keywords s",
     "html_s": "page s",
     "total_s": "total s",
+    "cpu_s": "CPU s",
     "rows_per_s": "rows/s",
     "clusters": "clusters",
     "html_mb": "page MB",
@@ -389,6 +405,7 @@ def main() -> None:
                 if args.browser:
                     row.update(draw_time(out))
                 maps.append(row)
+                h.note(json.dumps(row))  # as it comes: a long run that is stopped keeps its rows
         if args.screenshots:
             out = Path(tmp) / "real.html"
             results["real"] = spawn("--child", "real", "--out", str(out), threads=args.threads)
