@@ -119,3 +119,20 @@ def test_embeddings_through_the_remote(server: LiveServer) -> None:
     assert len(a) == 384
     dot = lambda x, y: sum(p * q for p, q in zip(x, y, strict=True))  # noqa: E731
     assert dot(a, b) > dot(a, c)
+
+
+def test_embedder_on_a_remote_gives_the_local_vectors(server: LiveServer, embedder: object) -> None:
+    """Embedder("NAME") of a remote registered with --embedding: the same vectors as in-process."""
+    import numpy as np
+
+    from llm4all.embeddings import Embedder
+    from llm4all.models import remotes
+    from llm4all.models.remotes import Remote
+
+    remotes.add(Remote("emb", server.base_url, EMBED, "REMOTE_SERVE_KEY", kind="embedding"))
+    texts = ["a cat sat on the mat", "quarterly tax filing"]
+    with Embedder("emb") as remote:
+        far = remote.embed_array(texts)
+    near = embedder.embed_array(texts)  # type: ignore[attr-defined]
+    assert far.shape == near.shape == (2, 384)
+    assert np.allclose(far, near, atol=1e-4)

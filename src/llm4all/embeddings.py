@@ -70,8 +70,12 @@ class Embedder:
         batch_tokens: int = BATCH_TOKENS,
         max_sequences: int = MAX_SEQUENCES,
     ) -> None:
-        from llm4all.models import ModelStore
+        from llm4all.models import ModelStore, remotes
 
+        remote = remotes.get(str(model)) if model is not None else None
+        if remote is not None:  # an embedding model behind an endpoint (models add-remote)
+            self._load_remote(remote.name)
+            return
         resolved = ModelStore().resolve(
             str(model or DEFAULT_EMBEDDING_MODEL), allow_download=allow_download, progress=progress
         )
@@ -85,6 +89,15 @@ class Embedder:
         window = _trained_window(self.path)
         self.engine: Engine = load_engine(self.path, params)
         self.max_tokens = min(window, self.engine.info.n_ctx, params.n_batch)
+
+    def _load_remote(self, name: str) -> None:
+        from llm4all.engine import resolve
+
+        ref = resolve(name)
+        self.engine = load_engine(ref, LoadParams(embedding=True))
+        self.name, self.path = name, Path(name)
+        self.prefixes, self.matryoshka = {}, False
+        self.max_tokens = self.engine.info.n_ctx or 512  # the remote splits nothing for us
 
     @classmethod
     def from_engine(
