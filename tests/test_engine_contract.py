@@ -45,12 +45,33 @@ def _remote(request: pytest.FixtureRequest, path: Path) -> Engine:
     return load_engine(ModelRef.remote("contract", live.base_url, FAST))
 
 
+def _transformers(request: pytest.FixtureRequest, path: Path) -> Engine:
+    """SmolLM2 dequantized to a Hugging Face folder (once, cached) through transformers."""
+    pytest.importorskip("transformers", reason="the transformers backend needs llm4all[gpu]")
+    from llm4all import hf
+    from llm4all.engine.transformers import TransformersOptions
+
+    folder = hf.resolve(path).folder
+    options = TransformersOptions(n_ctx=1024, seed=1, device="cpu")
+    return load_engine(ModelRef.file(folder), options, "transformers")
+
+
+def _transformers(request: pytest.FixtureRequest, path: Path) -> Engine:
+    """SmolLM2's GGUF, dequantized once by llm4all.hf, on the CPU with torch."""
+    pytest.importorskip("transformers")
+    from llm4all.engine.transformers import TransformersOptions
+
+    options = TransformersOptions(n_ctx=1024, device="cpu", seed=1, check_memory=False)
+    return load_engine(ModelRef.file(path), options, "transformers")
+
+
 #: How each registered backend loads the test model: (request, SmolLM2's path) -> Engine.
 MAKERS: dict[str, Callable[[pytest.FixtureRequest, Path], Engine]] = {
     "llamacpp": lambda request, path: load_engine(
         ModelRef.file(path), LoadParams(n_ctx=1024, seed=1), "llamacpp"
     ),
     "remote": _remote,
+    "transformers": _transformers,
 }
 
 

@@ -410,10 +410,7 @@ class _Run:
                 shown = text
             result = matcher.feed(piece)
             scored = self._score(token)
-            if result.text or scored is not None:
-                yield self._chunk(result.text, token, scored)
-            else:
-                yield Chunk("", (token,))
+            yield self._chunk(result.text, token, scored)
             if result.stopped:
                 self.cancel.set()
                 reason = "stop"
@@ -421,7 +418,7 @@ class _Run:
         if reason is None:
             held = matcher.flush()
             if held:
-                yield Chunk(held)
+                yield Chunk(held) if self.logprobs is None else ScoredChunk(held)
             reason = "length"
         yield self._final(reason, len(out), first)
 
@@ -463,7 +460,8 @@ class _Run:
             generation_seconds=now - first if n > 1 else 0.0,
             completion_tokens=n,
         )
-        return Chunk("", finish_reason=reason, usage=Usage(len(self.tokens), n), timings=timings)
+        kind = Chunk if self.logprobs is None else ScoredChunk
+        return kind("", finish_reason=reason, usage=Usage(len(self.tokens), n), timings=timings)
 
     # -- beam search: no streaming ---------------------------------------------------------
     def beams(self) -> Iterator[Chunk]:
