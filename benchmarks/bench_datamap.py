@@ -160,7 +160,7 @@ def real_map(threads: int, out: Path) -> dict[str, Any]:
     labeller = Labeller()
     for row in rows:
         labeller.add(row)
-    short = [MapRow(r.id, r.source, *page.shorten(r.prompt, r.response)) for r in rows]
+    short = [MapRow.of(r) for r in rows]
     title = f"shared training data ({len(rows):,} rows)"
     result = layout_map(short, vectors, labeller.verdicts(), MapOptions(title=title))
     return {"rows": len(rows), "html_mb": round(page.write(payload(result), out) / 1e6, 1)}
@@ -229,8 +229,7 @@ def one_map(size: int, sample: int | None, threads: int, out: Path) -> dict[str,
     map_rows = []
     for row in rows:
         labeller.add(row)
-        prompt, answer = page.shorten(row.prompt, row.response)
-        map_rows.append(MapRow(row.id, row.source, prompt, answer))
+        map_rows.append(MapRow.of(row))
     verdicts = labeller.verdicts()
     label_s = time.perf_counter() - start
     options = MapOptions(sample=sample, title=f"{size:,} rows")

@@ -59,6 +59,11 @@ class MapRow:
     prompt: str
     answer: str
 
+    @classmethod
+    def of(cls, row: Conversation) -> MapRow:
+        """What the map keeps of a conversation."""
+        return cls(row.id, row.source, *html.shorten(row.prompt, row.response))
+
 
 @dataclass
 class DataMap:
@@ -97,8 +102,7 @@ def embed_rows(
         )
         parts.append(vectors)
         for c in batch:
-            prompt, answer = html.shorten(c.prompt, c.response)
-            rows.append(MapRow(c.id, c.source, prompt, answer))
+            rows.append(MapRow.of(c))
             labeller.add(c)
         batch.clear()
 
