@@ -28,7 +28,6 @@ def cluster_keywords(
     clusters = sorted(int(c) for c in np.unique(labels) if c >= 0)
     if not clusters:
         return {}
-    from scipy import sparse  # type: ignore[import-untyped]
     from sklearn.feature_extraction.text import CountVectorizer  # type: ignore[import-untyped]
 
     vectorizer = CountVectorizer(
@@ -43,13 +42,7 @@ def cluster_keywords(
     except ValueError:  # nothing but stop words
         return {c: [] for c in clusters}
     index = {c: i for i, c in enumerate(clusters)}
-    member = np.array([index.get(int(c), -1) for c in labels])
-    keep = member >= 0
-    rows = sparse.csr_matrix(
-        (np.ones(int(keep.sum())), (member[keep], np.flatnonzero(keep))),
-        shape=(len(clusters), len(texts)),
-    )
-    per_cluster = (rows @ counts).toarray()  # clusters x vocabulary
+    per_cluster = np.vstack([np.asarray(counts[labels == c].sum(axis=0)) for c in clusters])
     totals = per_cluster.sum(axis=1, keepdims=True)
     tf = per_cluster / np.maximum(totals, 1)
     mean_words = totals.mean()
