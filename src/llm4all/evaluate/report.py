@@ -114,7 +114,9 @@ def markdown(report: Report) -> str:
             lines += [f"*A correct answer:* {q.expect}", ""]
         for model, per_q in report.answers.items():
             answer = per_q[q.id]
-            lines += [f"### {model}: {_figures(answer)}", "", answer.text or "*(empty)*", ""]
+            # Quoted: an answer's own headings and rules stay inside it.
+            text = _quote(answer.text) if answer.text else "*(empty)*"
+            lines += [f"### {model}: {_figures(answer)}", "", text, ""]
         for v in (v for v in report.verdicts if v.question == q.id):
             lines += [f"**Judge, {v.a} vs {v.b}: {v.result}**", ""]
             for order, reply in zip((v.a, v.b), v.reasoning, strict=False):
