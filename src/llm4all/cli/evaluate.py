@@ -127,7 +127,7 @@ def perplexity_command(
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("eval-compare"),
     show_default=True,
-    help="Folder for report.md, report.html and answers.jsonl.",
+    help="Folder for report.md, report.html, answers.jsonl (and verdicts.jsonl).",
 )
 def compare_command(
     models: tuple[str, ...],
@@ -175,7 +175,11 @@ def compare_command(
     }
     doc = report.Report("Side-by-side answers", settings, asked, answers, verdicts, judge_ref)
     out.mkdir(parents=True, exist_ok=True)
-    compare.save_answers(out / "answers.jsonl", answers)
+    compare.save_jsonl(
+        out / "answers.jsonl", (a for per_q in answers.values() for a in per_q.values())
+    )
+    if verdicts:
+        compare.save_jsonl(out / "verdicts.jsonl", verdicts)
     (out / "report.md").write_text(report.markdown(doc), encoding="utf-8")
     (out / "report.html").write_text(report.to_html(doc), encoding="utf-8")
     click.echo(report.summary_markdown(doc), nl=False)

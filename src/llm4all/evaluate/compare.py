@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -271,9 +271,8 @@ def judge_all(
     return verdicts
 
 
-def save_answers(path: Any, answers: dict[str, dict[str, Answer]]) -> None:
-    """Every answer as one JSON line."""
+def save_jsonl(path: Any, rows: Iterable[Answer | Verdict]) -> None:
+    """Answers or verdicts, one JSON object a line."""
     with open(path, "w", encoding="utf-8") as sink:
-        for per_question in answers.values():
-            for answer in per_question.values():
-                sink.write(json.dumps(asdict(answer), ensure_ascii=False) + "\n")
+        for row in rows:
+            sink.write(json.dumps(asdict(row), ensure_ascii=False) + "\n")
