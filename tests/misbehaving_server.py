@@ -4,6 +4,7 @@ The model named in a request chooses the behaviour, so one server covers every
 failure mode of the remote backend:
 
 - ``ok``: a well-formed stream (or JSON answer) that says ``hello world``;
+  ``small`` the same, listed with a 64-token window (vLLM's ``max_model_len``);
 - ``missing``: 404 with OpenAI's error JSON;
 - ``busy``: 429 with ``Retry-After: 0`` every time; ``busy-once``: 429 on the
   first request of a model, then ``ok``;
@@ -69,7 +70,8 @@ class Misbehaving:
             return
         if scope["path"].endswith("/models"):
             names = ["ok", "busy-once", "garbage", "truncated", "stall", "not-sse"]
-            await _json(send, 200, {"object": "list", "data": [{"id": n} for n in names]})
+            cards = [{"id": n} for n in names] + [{"id": "small", "max_model_len": 64}]
+            await _json(send, 200, {"object": "list", "data": cards})
             return
         await self._answer(send, payload or {}, scope["path"])
 

@@ -298,3 +298,19 @@ def test_localdocs_stay_local_only_excerpts_go_out(
     assert FACT in sent[-1]["content"]  # the excerpt went out, inside the question
     assert str(notes) not in json.dumps(sent)  # file names only, not where they are
     assert stored[0] == "Where is the Zorblax conference?"  # the store keeps the plain question
+
+
+def test_a_long_chat_is_fitted_to_the_reported_window(server: Running) -> None:
+    """The endpoint lists max_model_len 64: the oldest turns are dropped, the system prompt stays."""
+    import llm4all
+
+    remotes.add(Remote("small", server.base_url, "small", "TEST_REMOTE_KEY"))
+    with llm4all.Model("small") as model:
+        assert model.info.n_ctx == 64
+        chat = model.chat(system_prompt="Be brief.", temperature=0, max_tokens=8)
+        for turn in range(4):
+            chat.send(f"Tell me about the number {turn} in some detail, please.").text()
+    sent = server.app.requests[-1]["json"]["messages"]
+    assert chat.dropped > 0 and len(sent) < 1 + 2 * 4 - 1
+    assert sent[0] == {"role": "system", "content": "Be brief."}
+    assert sent[-1]["content"].endswith("number 3 in some detail, please.")

@@ -226,7 +226,14 @@ def prepare(
 
     caps = model.engine.capabilities
     if not caps.tokens and caps.chat:  # the backend renders the chat with its own template
-        return made(ChatInput(tuple(_as_openai(m) for m in msgs), tuple(tools)), msgs)
+        n_ctx = model.info.n_ctx
+        if not (fit and n_ctx):  # a window it does not report: it refuses what is too long
+            return made(ChatInput(tuple(_as_openai(m) for m in msgs), tuple(tools)), msgs)
+        fitted = fit_messages(
+            msgs, lambda part: _estimate(model, part), n_ctx, answer_reserve(p.max_tokens, n_ctx)
+        )
+        chat = ChatInput(tuple(_as_openai(m) for m in fitted.messages), tuple(tools))
+        return made(chat, fitted.messages, fitted.dropped)
 
     jinja = template if isinstance(template, str) else None
 
@@ -260,6 +267,17 @@ def _plain(
     if engine.capabilities.tokens:
         prompt = engine.tokenize(text, add_special=True, parse_special=parse_special)
     return Prepared(prompt, params, tuple(msgs), references)
+
+
+def _estimate(model: Model, messages: Sequence[Message]) -> list[int]:
+    """Stand-in tokens for messages an engine renders itself: its count of their JSON.
+
+    Only their number matters (``fit_messages`` compares it with the window);
+    the JSON's keys make it an over-estimate, so what is kept fits.
+    """
+    import json
+
+    return [0] * model.engine.count_tokens(json.dumps([_as_openai(m) for m in messages]))
 
 
 def _as_openai(message: Message) -> dict[str, Any]:
