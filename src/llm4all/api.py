@@ -68,7 +68,9 @@ class Model:
     ``allow_download`` is true. A name registered by a backend (a remote
     endpoint added with ``llm4all models add-remote``) is that backend's model.
     Load options are the fields of :class:`LoadParams`; ``backend`` names a
-    registered backend (None: the one that claims the model).
+    registered backend (None: the one that claims the model); ``options`` is a
+    backend's own load options instead (``TransformersOptions(device="cuda",
+    generation={"num_beams": 2})`` for ``backend="transformers"``).
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class Model:
         backend: str | None = None,
         params: GenerationParams | None = None,
         progress: Any = None,
+        options: Any = None,
         **load_options: Any,
     ) -> None:
         from llm4all.engine import resolve
@@ -101,7 +104,7 @@ class Model:
         self.name: str = ref.entry.name if ref.entry else (ref.path.name if ref.path else ref.name)
         if load.check_memory and ref.path is not None and ref.path.is_file():
             ensure_fits_in_ram(ref.path.stat().st_size)
-        self.engine: Engine = load_engine(ref, load, backend)
+        self.engine: Engine = load_engine(ref, load if options is None else options, backend)
         self.params = params or GenerationParams()
         self.kind: Kind = self._kind()
         self._template, self._chat_stops = self._choose_template()

@@ -179,6 +179,8 @@ def resolve(
                 found = backend.resolve(name)
                 if found is not None:
                     return found
+    if name is not None and Path(name).expanduser().is_dir():  # a model folder (Hugging Face)
+        return ModelRef.file(Path(name).expanduser())
     from llm4all.models import ModelStore
 
     resolved = ModelStore(models_dir).resolve(
