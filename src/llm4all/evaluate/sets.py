@@ -11,6 +11,7 @@ That is how the held-out rows of a training run are scored.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -97,13 +98,17 @@ def _gpt4all_prompt(path: Path, row: Any) -> str:
     """``instruction + " " + input`` of a self-instruct row (re-read: read_rows joins with a
     blank line); other formats: the prompt's messages joined by spaces."""
     if "instance" in row.meta:
-        with path.open(encoding="utf-8") as lines:
-            for number, text in enumerate(lines, 1):
-                if number == row.meta["line"]:
-                    record = json.loads(text)
-                    given = record["instances"][row.meta["instance"]].get("input") or ""
-                    return f"{record['instruction']} {given}"
+        stat = path.stat()
+        record = json.loads(_lines(path, stat.st_mtime_ns, stat.st_size)[row.meta["line"] - 1])
+        given = record["instances"][row.meta["instance"]].get("input") or ""
+        return f"{record['instruction']} {given}"
     return " ".join(m["content"] for m in row.messages[:-1])
+
+
+@functools.lru_cache(maxsize=4)
+def _lines(path: Path, _mtime_ns: int, _size: int) -> list[str]:
+    """A file's lines, read once per version of the file (lines end at "\\n" only, as JSONL's)."""
+    return path.read_text(encoding="utf-8").split("\n")
 
 
 def load_questions(source: str | Path, limit: int | None = None) -> list[Question]:
