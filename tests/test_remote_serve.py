@@ -105,6 +105,10 @@ def test_cancel_closes_the_request(engine: RemoteEngine, server: LiveServer) -> 
     assert not any(m["running"] for m in server.wait_idle()["models"])
 
 
+def test_window_read_from_the_model_list(engine: RemoteEngine) -> None:
+    assert engine.info.n_ctx == 1024  # llm4all serve --ctx 1024, as /v1/models reports it
+
+
 def test_model_id_checked_on_load(server: LiveServer) -> None:
     from llm4all.engine.remote.client import RemoteModelNotFound
 

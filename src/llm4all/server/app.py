@@ -39,6 +39,8 @@ def _card(model: InstalledModel, manager: ModelManager) -> dict[str, Any]:
         "owned_by": "llm4all",
         "kind": model.kind,
         "loaded": manager.is_loaded(model.name),
+        # vLLM's field: a client (another llm4all, as a remote) fits its chats into it
+        "max_model_len": manager.settings.ctx if model.kind != "embedding" else None,
     }
 
 

@@ -314,6 +314,9 @@ class ModelCard(BaseModel):
     owned_by: str = "llm4all"
     kind: str = Field("chat", description="chat, base or embedding")
     loaded: bool = False
+    max_model_len: int | None = Field(
+        None, description="tokens one request may hold, prompt and answer (as vLLM reports it)"
+    )
 
 
 class ModelList(BaseModel):
