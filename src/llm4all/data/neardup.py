@@ -121,13 +121,13 @@ class NearDuplicates:
 
     Example::
 
-        index = NearDuplicates(threshold=0.8)
+        index = NearDuplicates(threshold=0.7)
         sig = index.signature("a prompt", "its answer")
         if index.find(sig) is None:
             index.add(sig, "row-id")
     """
 
-    def __init__(self, threshold: float = 0.8, num_perm: int = NUM_PERM) -> None:
+    def __init__(self, threshold: float = 0.7, num_perm: int = NUM_PERM) -> None:
         import numpy as np
         from datasketch import MinHash  # type: ignore[import-untyped,unused-ignore]
         from datasketch.lsh import _optimal_param  # type: ignore[import-untyped,unused-ignore]

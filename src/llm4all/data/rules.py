@@ -71,7 +71,7 @@ class RuleSettings:
     """The knobs of the rules, with GPT4All-like defaults."""
 
     min_answer_words: int = 3
-    near_threshold: float = 0.8
+    near_threshold: float = 0.7
     template_cap: int = 100
     languages: tuple[str, ...] = ()
     refusal_phrases: Path | None = None
