@@ -129,13 +129,24 @@ def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, indent=2))
 
 
-def load_model(name: str | None, load: dict[str, Any] | None = None) -> Any:
-    """Resolve (pulling with a progress bar if needed) and load a model."""
+def load_model(
+    name: str | None,
+    load: dict[str, Any] | None = None,
+    backend: str | None = None,
+    options: Any = None,
+) -> Any:
+    """Resolve (pulling with a progress bar if needed) and load a model.
+
+    ``backend`` names a backend; ``options`` are its own load options (then
+    ``load`` was folded into them).
+    """
     from llm4all.api import Model
     from llm4all.cli.progress import RichProgress
 
     with RichProgress(err_console) as progress:
-        return Model(name, progress=progress, **(load or {}))
+        if options is not None:
+            return Model(name, progress=progress, backend=backend, options=options)
+        return Model(name, progress=progress, backend=backend, **(load or {}))
 
 
 def quiet_native_logs(debug: bool) -> None:

@@ -42,6 +42,8 @@ from llm4all.cli._common import err_console, load_model
 from llm4all.cli.docs import docs_option, print_sources
 from llm4all.cli.models import print_startup_tip
 from llm4all.cli.options import (
+    backend_options,
+    backend_overrides,
     generation_options,
     generation_overrides,
     load_options,
@@ -94,6 +96,7 @@ HELP = """\
 @docs_option
 @generation_options
 @load_options
+@backend_options
 def chat_command(
     model_name: str | None,
     system: str | None,
@@ -109,6 +112,7 @@ def chat_command(
     load = load_overrides(kwargs)
     merge_params(GenerationParams(), overrides)  # a bad value fails before the model loads
     LoadParams(**load)
+    backend, backend_load = backend_overrides(kwargs, load)
     store = None if no_save else ChatStore()
     history: list[Message] = []
     stored_params: dict[str, Any] = {}
@@ -126,7 +130,7 @@ def chat_command(
             ]
     elif chat_id:
         raise click.UsageError("--chat needs the chat store (drop --no-save)")
-    model = load_model(model_name, load)
+    model = load_model(model_name, load, backend, backend_load)
     if not model.has_chat_template:  # said once; see docs/cli.md, "Base models"
         err_console.print(
             f"{model.name} is a base model (no chat template): the chat is a plain "

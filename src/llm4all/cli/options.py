@@ -93,3 +93,67 @@ def load_overrides(kwargs: dict[str, Any]) -> dict[str, Any]:
         if value is not None:
             out[key[len(_LOAD_PREFIX) :]] = value
     return out
+
+
+_BACKEND_PREFIX = "backend_"
+
+
+def backend_options(func: F) -> F:
+    """Add ``--backend`` and the transformers backend's ``--gen-config``/``--device``/``--dtype``."""
+    options = [
+        click.option(
+            "--backend",
+            "backend_name",
+            metavar="NAME",
+            help="Load the model with this backend (llamacpp, transformers, …; "
+            "default: the one that claims the model).",
+        ),
+        click.option(
+            "--gen-config",
+            "backend_gen_config",
+            multiple=True,
+            metavar="KEY=VALUE|FILE",
+            help="A transformers GenerationConfig field (num_beams=2), or a JSON/TOML file of "
+            "them (repeatable; implies --backend transformers).",
+        ),
+        click.option(
+            "--device",
+            "backend_device",
+            metavar="DEVICE",
+            help="transformers backend: auto, cpu, cuda, cuda:N or mps (default: auto).",
+        ),
+        click.option(
+            "--dtype",
+            "backend_dtype",
+            type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+            help="transformers backend: the weights' dtype (default: auto).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def backend_overrides(kwargs: dict[str, Any], load: dict[str, Any]) -> tuple[str | None, Any]:
+    """Pop the backend flags; ``(backend name, that backend's load options or None)``.
+
+    The backend's options class builds itself from the flags (``from_cli``);
+    a bad field fails here, before the model loads.
+    """
+    values = {
+        k[len(_BACKEND_PREFIX) :]: kwargs.pop(k)
+        for k in list(kwargs)
+        if k.startswith(_BACKEND_PREFIX)
+    }
+    backend: str | None = values.pop("name", None)
+    extra = {k: v for k, v in values.items() if v not in (None, ())}
+    if not extra:
+        return backend, None
+    backend = backend or "transformers"
+    from llm4all.engine import get_backend
+
+    from_cli = getattr(get_backend(backend).options, "from_cli", None)
+    if from_cli is None:
+        flags = ", ".join("--" + k.replace("_", "-") for k in extra)
+        raise click.UsageError(f"{flags}: only with --backend transformers, not {backend}")
+    return backend, from_cli(load, **extra)

@@ -16,6 +16,8 @@ from llm4all.api import merge_params
 from llm4all.cli._common import err_console, load_model
 from llm4all.cli.docs import docs_option, print_sources
 from llm4all.cli.options import (
+    backend_options,
+    backend_overrides,
     generation_options,
     generation_overrides,
     load_options,
@@ -53,6 +55,7 @@ from llm4all.params import GenerationParams
 @docs_option
 @generation_options
 @load_options
+@backend_options
 @click.pass_context
 def run_command(
     ctx: click.Context,
@@ -78,11 +81,12 @@ def run_command(
     if lora is not None:
         load["lora"] = lora
     merge_params(GenerationParams(), params)  # a bad value fails before the model loads
+    backend, backend_load = backend_overrides(kwargs, load)
     if prompt is None:
         if sys.stdin.isatty():
             raise click.UsageError("give a PROMPT or pipe one on standard input")
         prompt = sys.stdin.read()
-    model = load_model(model_name, load)
+    model = load_model(model_name, load, backend, backend_load)
     response = model.stream(
         prompt, raw=raw, system_prompt=system, collections=collections, **params
     )

@@ -451,13 +451,17 @@ class _Run:
         if self.logprobs is not None:
             self.scores.get()
 
-    def _final(self, reason: FinishReason, n: int, first: float | None) -> Chunk:
+    def _final(
+        self, reason: FinishReason, n: int, first: float | None, whole: bool = False
+    ) -> Chunk:
+        """The last chunk. ``whole``: the answer came at once (beam search), so its first
+        token came at the end and the decode speed is the answer's average."""
         now = time.perf_counter()
         first = first or now
         timings = Timings(
             prompt_seconds=first - self.start,
             time_to_first_token=first - self.start,
-            generation_seconds=now - first if n > 1 else 0.0,
+            generation_seconds=(now - self.start if whole else now - first) if n > 1 else 0.0,
             completion_tokens=n,
         )
         kind = Chunk if self.logprobs is None else ScoredChunk
@@ -501,7 +505,7 @@ class _Run:
             if text or new:
                 yield Chunk(text, tuple(new))
             reason: FinishReason = "stop" if ended or result.stopped else "length"
-            yield self._final(reason, len(new), first)
+            yield self._final(reason, len(new), first, whole=True)
 
 
 class _Streamer:

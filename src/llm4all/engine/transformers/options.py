@@ -66,6 +66,25 @@ class TransformersOptions:
         return dataclasses.replace(self, **changes)
 
     @classmethod
+    def from_cli(
+        cls,
+        load: Mapping[str, Any],
+        *,
+        gen_config: Iterable[str] = (),
+        device: str | None = None,
+        dtype: str | None = None,
+    ) -> TransformersOptions:
+        """The options of ``llm4all run/chat --gen-config … --device … --dtype …`` and the
+        load flags (``--ctx``, ``--lora`` as the adapter folder, ``--no-check-memory``);
+        the generation config is checked here, before the model loads."""
+        base = cls.of(LoadParams(**{k: v for k, v in load.items() if k != "n_gpu_layers"}))
+        generation = parse_gen_config(gen_config)
+        check_gen_config(generation)
+        return base.replace(
+            device=device or base.device, dtype=dtype or base.dtype, generation=generation
+        )
+
+    @classmethod
     def of(cls, options: Any) -> TransformersOptions:
         """These options from ``None``, themselves, or llama.cpp's ``LoadParams``
         (``n_ctx``, ``seed``, ``check_memory`` and ``lora`` as the adapter folder)."""
