@@ -56,15 +56,6 @@ def _transformers(request: pytest.FixtureRequest, path: Path) -> Engine:
     return load_engine(ModelRef.file(folder), options, "transformers")
 
 
-def _transformers(request: pytest.FixtureRequest, path: Path) -> Engine:
-    """SmolLM2's GGUF, dequantized once by llm4all.hf, on the CPU with torch."""
-    pytest.importorskip("transformers")
-    from llm4all.engine.transformers import TransformersOptions
-
-    options = TransformersOptions(n_ctx=1024, device="cpu", seed=1, check_memory=False)
-    return load_engine(ModelRef.file(path), options, "transformers")
-
-
 #: How each registered backend loads the test model: (request, SmolLM2's path) -> Engine.
 MAKERS: dict[str, Callable[[pytest.FixtureRequest, Path], Engine]] = {
     "llamacpp": lambda request, path: load_engine(
@@ -75,7 +66,14 @@ MAKERS: dict[str, Callable[[pytest.FixtureRequest, Path], Engine]] = {
 }
 
 
-@pytest.fixture(params=sorted(MAKERS), scope="module")
+#: Backends whose checks take long (torch on the CPU): marked slow.
+SLOW = {"transformers"}
+
+
+@pytest.fixture(
+    params=[pytest.param(n, marks=[pytest.mark.slow] if n in SLOW else []) for n in sorted(MAKERS)],
+    scope="module",
+)
 def engine(request: pytest.FixtureRequest, fast_model_path: Path) -> Iterator[Engine]:
     if request.param not in backends():
         pytest.skip(f"backend {request.param} is not registered here")
@@ -283,7 +281,9 @@ def test_logprobs_describe_the_sampled_tokens(engine: Engine) -> None:
         engine.generate(chat_prompt(engine, "Hi"), GREEDY.replace(max_tokens=6), logprobs=3)
     )
     assert chunks and all(isinstance(c, ScoredChunk) for c in chunks)
-    scores = [s for c in chunks for s in c.logprobs]  # type: ignore[attr-defined]
+    scored = [c for c in chunks if isinstance(c, ScoredChunk)]
+    assert all(len(c.logprobs) == len(c.token_ids) for c in scored)
+    scores = [s for c in scored for s in c.logprobs]
     assert len(scores) == collect(iter(chunks)).usage.completion_tokens
     for score in scores:
         assert score.logprob <= 0 and len(score.top) == 3
