@@ -201,3 +201,8 @@ def heldout_command(run: Path) -> None:
     click.echo("| --- | ---: | ---: | ---: |")
     for r in results:
         click.echo(f"| {r.model} | {r.rows} | {r.loss:.4f} | {r.perplexity:.3f} |")
+
+
+from llm4all.cli.eval_docs import docs_command  # noqa: E402  (LocalDocs on a labelled set)
+
+eval_group.add_command(docs_command)

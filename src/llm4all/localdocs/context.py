@@ -25,13 +25,14 @@ For the server (or any other caller)::
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from llm4all.localdocs.collections import CANDIDATES, Hit, LocalDocs
-from llm4all.localdocs.search import rrf
+from llm4all.localdocs.search import query_terms, rrf
 
 #: Chunks put into a prompt. Three, and other wordings (an answer in one or two sentences,
 #: the question first and last, the citation first or last), were measured and did not
@@ -191,3 +192,39 @@ def documents_turn(
 def answer_tokens(max_tokens: int | None) -> int:
     """The length limit of an answer from documents: the caller's, else :data:`ANSWER_TOKENS`."""
     return max_tokens if max_tokens is not None else ANSWER_TOKENS
+
+
+#: A citation is supported when at least this share of its sentence's significant words
+#: occur in the cited excerpt.
+SUPPORT = 0.3
+_CITATION = re.compile(r"\[(\d+)\]")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def check_citations(answer: str, refs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each ``[n]`` of an answer, with whether excerpt ``n`` supports the sentence that cites it.
+
+    Support is the share of the sentence's significant words (three letters or
+    more, not stopwords) found among the excerpt's words; a citation is
+    ``supported`` at :data:`SUPPORT` or more. A number with no excerpt, or a
+    sentence that is only the marker, is unsupported. Example: with excerpt 1
+    ``"Use apt-mark hold to keep a package"``, ``"Run apt-mark hold [1]."`` is supported
+    and ``"Reinstall the kernel [1]."`` is not.
+    """
+    excerpts = {int(r["index"]): r.get("excerpt", "") for r in refs}
+    found = []
+    for sentence in _SENTENCE_END.split(answer):
+        numbers = [int(n) for n in _CITATION.findall(sentence)]
+        if not numbers:
+            continue
+        words = [w for w in query_terms(_CITATION.sub(" ", sentence)) if len(w) >= 3]
+        for number in dict.fromkeys(numbers):
+            excerpt = excerpts.get(number)
+            if excerpt is None or not words:
+                support = 0.0
+            else:
+                have = set(query_terms(excerpt))
+                support = sum(w in have for w in words) / len(words)
+            found.append({"index": number, "sentence": sentence.strip(), "support": round(support, 3),
+                          "supported": support >= SUPPORT})  # fmt: skip
+    return found

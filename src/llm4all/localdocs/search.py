@@ -123,10 +123,33 @@ def within_budget(frequencies: dict[str, int], budget: int) -> list[str]:
     return kept
 
 
+def weighted_rrf(
+    rankings: Sequence[Sequence[int]], weights: Sequence[float], k: int = RRF_K
+) -> list[tuple[int, float]]:
+    """Reciprocal rank fusion where ranking ``i`` counts ``weights[i]`` times (ties: first seen).
+
+    Example: ``weighted_rrf([[1], [2]], [0.5, 1.0], k=1)`` → ``[(2, 0.5), (1, 0.25)]``
+    """
+    scores: dict[int, float] = {}
+    for ranking, weight in zip(rankings, weights, strict=True):
+        for rank, item in enumerate(ranking, 1):
+            scores[item] = scores.get(item, 0.0) + weight / (k + rank)
+    return sorted(scores.items(), key=lambda kv: -kv[1])
+
+
 def keyword_search(
     conn: sqlite3.Connection, collection_ids: Sequence[int], query: str, limit: int
 ) -> list[int]:
-    """Chunk ids of the collections ranked by BM25 (the title counts half as much as the text).
+    """Chunk ids of the collections ranked by BM25 (see :func:`keyword_scored`)."""
+    return [i for i, _ in keyword_scored(conn, collection_ids, query, limit)]
+
+
+def keyword_scored(
+    conn: sqlite3.Connection, collection_ids: Sequence[int], query: str, limit: int
+) -> list[tuple[int, float]]:
+    """(chunk id, BM25) of the collections, best first (the title counts half as much as the text).
+
+    BM25 is FTS5's: negative, lower is better.
 
     The rarest query terms are kept within :data:`KEYWORD_BUDGET` matched rows,
     which bounds the latency however large the index grows. FTS5 ranks over the
@@ -148,9 +171,10 @@ def keyword_search(
         tuple(collection_ids),
     ).fetchone()[0]
     ranked = [
-        int(r[0])
+        (int(r[0]), float(r[1]))
         for r in conn.execute(
-            "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY bm25(chunks_fts, 0.5, 1.0) LIMIT ?",
+            "SELECT rowid, bm25(chunks_fts, 0.5, 1.0) AS s FROM chunks_fts WHERE chunks_fts MATCH ? "
+            "ORDER BY s LIMIT ?",
             (match, limit * 4 if others else limit),
         )
     ]
@@ -162,10 +186,10 @@ def keyword_search(
         for r in conn.execute(
             f"""SELECT c.id FROM chunks c JOIN files f ON f.id = c.file_id WHERE c.id IN ({marks})
                 AND f.collection_id IN ({",".join("?" * len(collection_ids))})""",
-            (*ranked, *collection_ids),
+            (*(i for i, _ in ranked), *collection_ids),
         )
     }
-    return [i for i in ranked if i in keep][:limit]
+    return [(i, s) for i, s in ranked if i in keep][:limit]
 
 
 @dataclass
@@ -203,6 +227,16 @@ class VectorIndex:
         limit: int,
     ) -> list[int]:
         """Chunk ids of the ``limit`` vectors most similar to ``query`` (unit vectors: cosine)."""
+        return [i for i, _ in self.scored(conn, collection_ids, query, limit)]
+
+    def scored(
+        self,
+        conn: sqlite3.Connection,
+        collection_ids: Sequence[int],
+        query: npt.NDArray[np.float32],
+        limit: int,
+    ) -> list[tuple[int, float]]:
+        """(chunk id, cosine) of the ``limit`` vectors most similar to ``query``, best first."""
         ids: list[npt.NDArray[np.int64]] = []
         scores: list[npt.NDArray[np.float32]] = []
         for cid in collection_ids:
@@ -216,7 +250,7 @@ class VectorIndex:
         k = min(limit, len(all_ids))
         top = np.argpartition(-all_scores, k - 1)[:k]
         top = top[np.argsort(-all_scores[top], kind="stable")]
-        return [int(i) for i in all_ids[top]]
+        return [(int(all_ids[i]), float(all_scores[i])) for i in top]
 
     def forget(self, collection_id: int | None = None) -> None:
         with self._lock:

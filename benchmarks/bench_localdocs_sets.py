@@ -1,0 +1,284 @@
+"""LocalDocs retrieval across labelled sets: fusion, title line, against GPT4All's scheme.
+
+Sets: ``_docsets.SETS`` (Debian FAQ in HTML, PAM's guide as short HTML pages,
+a PDF manual with plain-text how-tos) and, with ``--sets manpages``, the
+manpages set of ``bench_localdocs_quality.py`` (its corpus takes ~30 minutes
+to embed on two busy cores). Every variant is chosen by its **mean over the
+sets**, not its best on one.
+
+For each set the files are indexed by ``LocalDocs`` twice (the title line
+``file › heading`` embedded with each chunk, and not), and by GPT4All's scheme
+(512-character word-packed chunks, no overlap). Each question is searched
+once per index: the BM25 list and the cosine list (40 candidates each, with
+their scores), and every fusion is computed from those two lists:
+
+- ``rrf`` — reciprocal rank fusion, k = 60 (LocalDocs before, and GPT4All);
+- ``wrrf K`` — the keyword list counts K times (weighted RRF);
+- ``score a`` — min-max-normalised cosine and BM25, combined (1 - a) : a;
+- ``vector`` — the cosine list alone;
+- ``by query`` — the keyword list counts fully when the question names an
+  identifier (``pam_unix``, ``/etc/shells``, ``PIPE_BUF``, a digit), a quarter otherwise.
+
+Figures are at file level (a retrieved chunk comes from a labelled file):
+R@1, R@5 (what goes into a prompt), MRR over the top 10; and passage R@5 (the
+chunk also holds an evidence string). Vectors are cached (``_embedding_cache.py``).
+
+Example: ``python benchmarks/bench_localdocs_sets.py`` (``--quick``: the first 8 questions of each set)
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import _docsets
+import _harness as h
+import _localdocs_corpus as manpages
+from _embedding_cache import CachedEmbedder
+from bench_localdocs_quality import WithoutTitles, gpt4all_chunks, normalise
+
+NAME = "localdocs_sets"
+CANDIDATES = 40
+TOP = 10
+Scored = list[tuple[int, float]]
+#: One question's retrieval: (keyword list, vector list), each (id, score) best first.
+Lists = tuple[Scored, Scored]
+_IDENTIFIER = re.compile(r"\w[_./]\w|\d|\b[A-Z]{3,}\b|\w--?\w*[_.]|\b\w+\(\d?\)")
+
+
+def names_identifier(question: str) -> bool:
+    """Whether a question names something exact that keywords find better than meaning.
+
+    Example: ``names_identifier("What does pam_unix do?") is True``;
+    ``names_identifier("How do I upgrade the system?") is False``
+    """
+    return bool(_IDENTIFIER.search(question))
+
+
+def _norm(scored: Scored, flip: bool) -> dict[int, float]:
+    if not scored:
+        return {}
+    values = np.array([-s if flip else s for _, s in scored])
+    lo, hi = float(values.min()), float(values.max())
+    span = hi - lo or 1.0
+    return {i: (v - lo) / span for (i, _), v in zip(scored, values, strict=True)}
+
+
+def _rrf(rankings: Sequence[Scored], weights: Sequence[float], k: int = 60) -> list[int]:
+    scores: dict[int, float] = {}
+    for ranking, weight in zip(rankings, weights, strict=True):
+        for rank, (item, _) in enumerate(ranking, 1):
+            scores[item] = scores.get(item, 0.0) + weight / (k + rank)
+    return [i for i, _ in sorted(scores.items(), key=lambda kv: -kv[1])]
+
+
+def _score(keyword: Scored, vector: Scored, a: float) -> list[int]:
+    kw, vec = _norm(keyword, flip=True), _norm(vector, flip=False)  # BM25: lower is better
+    ids = dict.fromkeys([*(i for i, _ in vector), *(i for i, _ in keyword)])
+    fused = {i: (1 - a) * vec.get(i, 0.0) + a * kw.get(i, 0.0) for i in ids}
+    return [i for i, _ in sorted(fused.items(), key=lambda kv: -kv[1])]
+
+
+Fusion = Callable[[Scored, Scored, str], list[int]]
+FUSIONS: dict[str, Fusion] = {
+    "rrf": lambda kw, vec, q: _rrf([kw, vec], [1.0, 1.0]),
+    "wrrf 0.5": lambda kw, vec, q: _rrf([kw, vec], [0.5, 1.0]),
+    "wrrf 0.25": lambda kw, vec, q: _rrf([kw, vec], [0.25, 1.0]),
+    "score 0.3": lambda kw, vec, q: _score(kw, vec, 0.3),
+    "score 0.5": lambda kw, vec, q: _score(kw, vec, 0.5),
+    "vector": lambda kw, vec, q: [i for i, _ in vec],
+    "by query": lambda kw, vec, q: _rrf([kw, vec], [1.0 if names_identifier(q) else 0.25, 1.0]),
+}
+
+
+class Index:
+    """One scheme's chunks of a set: (document label, text) by id, and its two scored lists."""
+
+    chunks: dict[int, tuple[str, str]]
+    seconds: float
+
+    def lists(self, question: str) -> Lists:
+        raise NotImplementedError
+
+
+class OursIndex(Index):
+    """LocalDocs as shipped (or without the title line in the embedded text)."""
+
+    def __init__(self, folder: Path, embedder: Any, titles: bool, tmp: Path, label: Any) -> None:
+        from llm4all.localdocs import LocalDocs
+        from llm4all.localdocs.search import VectorIndex
+
+        self.embedder = embedder
+        used = embedder if titles else WithoutTitles(embedder)
+        self.docs = LocalDocs(tmp / f"ld-{titles}.db", embedder_factory=lambda _: used)
+        self.docs.add("set", [folder])
+        t0 = time.perf_counter()
+        self.docs.index("set")
+        self.seconds = time.perf_counter() - t0
+        self.conn = sqlite3.connect(tmp / f"ld-{titles}.db")
+        self.cid = int(self.conn.execute("SELECT id FROM collections").fetchone()[0])
+        self.vectors = VectorIndex()
+        self.chunks = {
+            int(r[0]): (label(r[1]), r[2])
+            for r in self.conn.execute(
+                "SELECT c.id, f.path, c.text FROM chunks c JOIN files f ON f.id = c.file_id"
+            )
+        }
+
+    def lists(self, question: str) -> Lists:
+        from llm4all.localdocs.search import keyword_scored
+
+        kw = keyword_scored(self.conn, [self.cid], question, CANDIDATES)
+        query = self.embedder.embed_query(question)
+        return kw, self.vectors.scored(self.conn, [self.cid], query, CANDIDATES)
+
+
+class Gpt4allIndex(Index):
+    """GPT4All's scheme over the text LocalDocs' loaders extract (same embedder, FTS5, k)."""
+
+    def __init__(self, folder: Path, embedder: Any, label: Any) -> None:
+        from llm4all.localdocs.loaders import load
+        from llm4all.localdocs.search import encode_vector
+
+        self.embedder = embedder
+        self.db = sqlite3.connect(":memory:")
+        self.db.execute("CREATE VIRTUAL TABLE fts USING fts5(text, tokenize='porter unicode61')")
+        self.chunks = {}
+        for path in sorted(folder.iterdir()):
+            text = "\n".join(b.text for b in load(path))
+            for piece in gpt4all_chunks(text):
+                self.chunks[len(self.chunks)] = (label(str(path)), piece)
+        self.db.executemany(
+            "INSERT INTO fts (rowid, text) VALUES (?, ?)",
+            [(i, t) for i, (_, t) in self.chunks.items()],
+        )
+        t0 = time.perf_counter()
+        vectors = embedder.embed_documents([t for _, t in self.chunks.values()])
+        self.seconds = time.perf_counter() - t0
+        self.vectors = np.stack([np.frombuffer(encode_vector(v), "<f2") for v in vectors]).astype(
+            np.float32
+        )
+
+    def lists(self, question: str) -> Lists:
+        from llm4all.localdocs.search import fts_query
+
+        match = fts_query(question)
+        kw = (
+            [(int(r[0]), float(r[1])) for r in self.db.execute(
+                "SELECT rowid, bm25(fts) AS s FROM fts WHERE fts MATCH ? ORDER BY s LIMIT ?",
+                (match, CANDIDATES))]
+            if match else []
+        )  # fmt: skip
+        scores = self.vectors @ self.embedder.embed_query(question)
+        top = np.argsort(-scores)[:CANDIDATES]
+        return kw, [(int(i), float(scores[i])) for i in top]
+
+
+def measure(
+    ranked: Sequence[Sequence[tuple[str, str]]], qs: Sequence[dict[str, Any]]
+) -> dict[str, float]:
+    """R@1, R@5, MRR@10 at file level and R@5 at passage level of (label, text) rankings.
+
+    Example: ``measure([[("b", "x")]], [{"documents": ["b"], "evidence": ["x"]}])["r@1"] == 1.0``
+    """
+    r1, r5, rr, p5 = [], [], [], []
+    for ranking, q in zip(ranked, qs, strict=True):
+        evidence = [normalise(e) for e in q.get("evidence", [])]
+        file_rank = next((n for n, (d, _) in enumerate(ranking[:TOP], 1) if d in q["documents"]), 0)
+        passage = any(
+            d in q["documents"] and any(e in normalise(t) for e in evidence) for d, t in ranking[:5]
+        )
+        r1.append(file_rank == 1)
+        r5.append(0 < file_rank <= 5)
+        rr.append(1 / file_rank if file_rank else 0.0)
+        p5.append(passage)
+    return {"r@1": float(np.mean(r1)), "r@5": float(np.mean(r5)), "mrr": float(np.mean(rr)),
+            "passage r@5": float(np.mean(p5)), "n": len(qs)}  # fmt: skip
+
+
+def load_set(name: str) -> tuple[Path, list[dict[str, Any]], Callable[[str], str]]:
+    if name == "manpages":
+        return manpages.corpus(), manpages.questions(), manpages.document_of
+    return _docsets.corpus(name), _docsets.questions(name), _docsets.document_of
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sets", default=",".join(_docsets.SETS), help="comma-separated set names")
+    p.add_argument("--quick", action="store_true", help="the first 8 questions of each set")
+    p.add_argument("--index-only", action="store_true", help="embed the sets (fill the cache)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--embedding-model", default="all-minilm-l6-v2")
+    args = p.parse_args()
+    from llm4all.embeddings import Embedder
+
+    machine, load = h.machine_info(), h.load_average()
+    embedder = CachedEmbedder(Embedder(args.embedding_model, n_threads=args.threads))
+    per_set: dict[str, dict[str, Any]] = {}
+    for name in args.sets.split(","):
+        folder, qs, label = load_set(name)
+        qs = qs[:8] if args.quick else qs
+        with tempfile.TemporaryDirectory() as tmp:
+            indexes: dict[str, Index] = {
+                "llm4all": OursIndex(folder, embedder, True, Path(tmp), label),
+                "llm4all, no title": OursIndex(folder, embedder, False, Path(tmp), label),
+                "gpt4all": Gpt4allIndex(folder, embedder, label),
+            }
+            h.note(f"{name}: indexed ({ {k: round(i.seconds) for k, i in indexes.items()} } s), "
+                   f"load {h.load_average()}")  # fmt: skip
+            if args.index_only:
+                continue
+            results: dict[str, Any] = {}
+            for scheme, index in indexes.items():
+                lists = [index.lists(q["question"]) for q in qs]
+                fusions = (
+                    FUSIONS
+                    if scheme != "gpt4all"
+                    else {"rrf": FUSIONS["rrf"], "vector": FUSIONS["vector"]}
+                )
+                for fusion, fuse in fusions.items():
+                    ranked = [
+                        [index.chunks[i] for i in fuse(kw, vec, q["question"])[:TOP]]
+                        for (kw, vec), q in zip(lists, qs, strict=True)
+                    ]
+                    results[f"{scheme} | {fusion}"] = measure(ranked, qs)
+            per_set[name] = {"questions": len(qs), "files": sum(1 for _ in folder.iterdir()),
+                             "chunks": {k: len(i.chunks) for k, i in indexes.items()},
+                             "results": results}  # fmt: skip
+    if args.index_only:
+        return
+    contenders = list(next(iter(per_set.values()))["results"])
+    metrics = ["r@1", "r@5", "mrr", "passage r@5"]
+    for name, s in per_set.items():
+        h.print_table(
+            f"{name} ({s['questions']} questions, {s['files']} files, chunks {s['chunks']})",
+            ["scheme | fusion", *metrics],
+            [[c, *(f"{s['results'][c][m]:.3f}" for m in metrics)] for c in contenders],
+        )
+    mean = {
+        c: {m: float(np.mean([s["results"][c][m] for s in per_set.values()])) for m in metrics}
+        for c in contenders
+    }
+    h.print_table(
+        f"mean over {len(per_set)} sets",
+        ["scheme | fusion", *metrics],
+        [[c, *(f"{mean[c][m]:.3f}" for m in metrics)] for c in contenders],
+    )
+    h.write_json(NAME, args.quick, {
+        "benchmark": NAME, "quick": args.quick, "machine": machine, "load_before": load,
+        "load_after": h.load_average(), "embedding_model": args.embedding_model,
+        "sets": per_set, "mean": mean,
+        "embedding_cache": {"hits": embedder.hits, "misses": embedder.misses},
+    })  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
