@@ -243,12 +243,15 @@ def main() -> None:
 def _inside(runs: dict[str, list[dict[str, Any]]], out: dict[str, Any]) -> dict[str, bool | None]:
     """The table of what llm4all adds inside a request, and its targets.
 
-    A token's time is 1 / (the direct client's median tokens/s): the added
-    latency per token as a share of it is the tokens/s the remote backend
-    can lose at most, whatever the load did to the wall-clock rounds.
+    A token's time is taken at the fastest rate any client saw (the shortest
+    token, so the largest share): the added latency per token as a share of
+    it bounds the tokens/s the remote backend can lose, whatever the load did
+    to the wall-clock rounds.
     """
-    direct_tps = out["figures"]["direct"]["tokens_per_second"]["median"]
-    token_us = 1e6 / direct_tps if direct_tps == direct_tps and direct_tps else None
+    rates = [
+        r["tokens_per_second"] for rs in runs.values() for r in rs if r.get("tokens_per_second")
+    ]
+    token_us = 1e6 / max(rates) if rates else None
     rows, targets = [], {}
     for name in (n for n in runs if n != "direct"):
         per_token = h.figure(runs[name], "added_us_per_token")
