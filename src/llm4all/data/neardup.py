@@ -11,9 +11,10 @@ half the answer's), and each candidate is checked by the signatures'
 estimated Jaccard, so banding luck matches nothing.
 
 Memory per kept row is a signature (2 x ``num_perm`` 16-bit values: 256 bytes
-at 64), a 4-byte link per band and at most one 12-byte entry per band in sorted
-NumPy arrays, so 437,605 rows need about 150 MB; no text is held. Why MinHash and not embeddings: measured in
-``benchmarks/bench_curate.py --compare-neardup`` (docs/training-data.md).
+at 64), a 4-byte link per band (14 bands at the default threshold) and at most
+one 12-byte entry per band in sorted NumPy arrays, so 437,605 rows need about
+220 MB; no text is held. Why MinHash and not embeddings: measured by
+``benchmarks/bench_curate.py neardup`` (docs/training-data.md).
 """
 
 from __future__ import annotations
