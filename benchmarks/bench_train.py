@@ -55,15 +55,14 @@ def main() -> None:
                     f"{r['load_before']:.1f}-{r['load_after']:.1f}",
                 ]
             )
+            h.note(" | ".join(rows[-1]))
+            # Written after every run: on a loaded machine a long sweep may be cut short.
+            payload = {"machine": h.machine_info(), "model": model.name, "steps": steps}
+            h.write_json(NAME, args.quick, payload | {"runs": results})
     h.print_table(
         "LoRA training on the CPU (llm4all train)",
         ["max length x batch, targets", "tokens/s", "peak RSS MB", "s/step", "load"],
         rows,
-    )
-    h.write_json(
-        NAME,
-        args.quick,
-        {"machine": h.machine_info(), "model": model.name, "steps": steps, "runs": results},
     )
 
 
@@ -87,9 +86,10 @@ def one_run(model: Path, max_length: int, batch: int, targets: str, steps: int) 
             "".join(f"{k} = {json.dumps(v)}\n" for k, v in config.items())
         )
         load_before = h.load_average()
-        proc = h.spawn([h.sys.executable, "-m", "llm4all", "train", str(folder / "run.toml")])
+        cmd = [h.sys.executable, "-m", "llm4all", "train", str(folder / "run.toml")]
+        proc = h.spawn(cmd, timeout=3600)
         if proc.rc != 0:
-            raise SystemExit(f"llm4all train failed: {proc.stderr.strip().splitlines()[-1:]}")
+            raise SystemExit(f"llm4all train failed ({proc.rc}): {proc.stderr.strip()[-300:]}")
         curve = json.loads((folder / "run" / "loss.json").read_text())
     timed = [p for p in curve if p.get("step", 0) >= 2 and "tokens" in p]
     first = next(p for p in curve if p.get("step") == 1)

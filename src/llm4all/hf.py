@@ -16,9 +16,10 @@ turns that name into a folder transformers loads with ``from_pretrained``:
   saved tokenizer, so training and chat use the same template.
 
 Which catalog models transformers dequantizes (transformers 5.x, gguf 0.19):
-``smollm2-135m-instruct`` (llama), ``qwen2.5-coder-*`` (qwen2) and
-``gemma-3-270m`` (gemma3, loaded as ``gemma3_text``) do; the embedding model
-``all-minilm-l6-v2`` (bert) does not, and is refused with a one-line error.
+``smollm2-135m-instruct`` (llama) and ``gemma-3-270m`` (gemma3, loaded as
+``gemma3_text``) were loaded and generate; ``qwen2.5-coder-*`` (qwen2) is in
+transformers' GGUF table but was not run here; the embedding model
+``all-minilm-l6-v2`` (bert) is refused with a one-line error.
 
 Example: ``model, tokenizer = load_model("smollm2-135m-instruct")``.
 """
