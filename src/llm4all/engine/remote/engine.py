@@ -26,7 +26,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llm4all.engine.base import (
     Capabilities,
@@ -48,6 +48,9 @@ from llm4all.engine.remote.client import (
     RemoteProtocolError,
 )
 from llm4all.errors import Unsupported
+
+if TYPE_CHECKING:
+    from llm4all.engine.runner import Runner
 from llm4all.params import GenerationParams
 
 log = logging.getLogger(__name__)
@@ -201,7 +204,7 @@ class RemoteEngine(Engine):
         return vectors
 
     # -- concurrency and lifetime -----------------------------------------------------------
-    def runner(self, max_queue: int = 64) -> Any:
+    def runner(self, max_queue: int = 64) -> Runner:
         """A pass-through runner: the remote batches, so many requests go out at once."""
         from llm4all.engine.runner import ThreadRunner
 
