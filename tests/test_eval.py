@@ -175,7 +175,7 @@ def test_cli_perplexity(fast_model_path: Path, tiny_file: Path, tmp_path: Path) 
     summary = json.loads((out / "summary.json").read_text())
     assert summary[0]["examples"] == 3
     missing = subprocess.run(
-        [*cmd, "--data", str(tmp_path / "nope.jsonl")], capture_output=True, text=True, timeout=60
+        [*cmd, "--data", str(tmp_path / "nope.jsonl")], capture_output=True, text=True, timeout=300
     )
     assert missing.returncode == 1
     assert missing.stderr.strip() == f"error: {tmp_path / 'nope.jsonl'}: no such file"

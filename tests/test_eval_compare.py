@@ -132,7 +132,7 @@ def test_compare_bad_input(tmp_path: Path) -> None:
         [*CLI, "smollm2-135m-instruct", "--questions", str(bad)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=300,
     )
     assert res.returncode == 1
     assert res.stderr.startswith(f"error: {bad}:2: not JSON") and res.stderr.count("\n") == 1

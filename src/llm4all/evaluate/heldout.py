@@ -29,14 +29,15 @@ class HeldoutResult:
 
 def heldout_losses(run: Path) -> list[HeldoutResult]:
     """The base model's and the tuned model's held-out loss for a finished ``run``."""
+    from llm4all.train.export import read_result
+
+    result = read_result(run)  # UnfinishedRun (one line) for a folder that is not one, at once
     from peft import PeftModel
 
     from llm4all import hf
     from llm4all.train.config import TrainConfig
     from llm4all.train.data import heldout_loss, read_conversations, split_heldout
-    from llm4all.train.export import read_result
 
-    result = read_result(run)  # UnfinishedRun (one line) for a folder that is not one
     config = TrainConfig(**result["config"])
     rows, _bad = read_conversations(config.data, config.data_format, config.max_rows)
     _train, held = split_heldout(rows, config.heldout_fraction, config.seed)
