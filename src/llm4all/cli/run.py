@@ -42,8 +42,9 @@ from llm4all.params import GenerationParams
 )
 @click.option(
     "--lora",
-    type=click.Path(exists=True, dir_okay=False),
-    help="Apply a LoRA adapter GGUF (from `llm4all train export`) to the model at load.",
+    type=click.Path(exists=True),
+    help="Apply a LoRA adapter at load: a GGUF (from `llm4all train export`) for llama.cpp, "
+    "a PEFT adapter folder for --backend transformers.",
 )
 @click.option("--stats", is_flag=True, help="Print tokens/s and token counts to stderr.")
 @click.option(
