@@ -152,9 +152,9 @@ class Prepared:
         """Content and tool calls of an answer (None when no tools were offered)."""
         if not self.tools:
             return None
-        from llm4all.chat.tools import parse
+        from llm4all.chat.tools import parse, schemas_of
 
-        known = {str(t.get("function", {}).get("name")) for t in self.tools}
+        known = schemas_of(self.tools)
         return parse(text, forced=self.forced, known=known, parallel=self.parallel_calls)
 
 
@@ -211,6 +211,8 @@ def prepare(
             msgs.insert(0, Message("system", system))
     if template is None:  # a base model's transcript ends where its next turn begins
         p = model.chat_params(p)
+    if tools and not forced and model.engine.capabilities.grammar:
+        p = _with_call_grammar(p, tools)
 
     def made(prompt: PromptInput, sent: Sequence[Message], dropped: int = 0) -> Prepared:
         return Prepared(
@@ -249,6 +251,19 @@ def prepare(
     n_ctx = model.info.n_ctx
     fitted = fit_messages(msgs, to_tokens, n_ctx, answer_reserve(p.max_tokens, n_ctx))
     return made(fitted.tokens, fitted.messages, fitted.dropped)
+
+
+def _with_call_grammar(p: GenerationParams, tools: Sequence[dict[str, Any]]) -> GenerationParams:
+    """Once a call of a declared tool begins, its arguments follow the tool's schema.
+
+    A lazy grammar (``chat.tools.call_grammar``): the answer is free until then.
+    Left out when the request constrains the answer itself (a grammar or JSON schema).
+    """
+    if p.grammar is not None or p.json_schema is not None:
+        return p
+    from llm4all.chat.tools import call_grammar
+
+    return p.replace(grammar=call_grammar(tools))
 
 
 def _plain(

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,17 +82,31 @@ def call_schema(tools: Sequence[dict[str, Any]]) -> str:
     return json.dumps(options[0] if len(options) == 1 else {"anyOf": options})
 
 
-def _one_call_schema(tool: dict[str, Any]) -> dict[str, Any]:
+def _function(tool: dict[str, Any]) -> dict[str, Any]:
     function = tool.get("function", tool)
+    return function if isinstance(function, dict) else {}
+
+
+def _parameters(tool: dict[str, Any]) -> dict[str, Any]:
+    params = _function(tool).get("parameters")
+    return params if isinstance(params, dict) and params else {"type": "object"}
+
+
+def _one_call_schema(tool: dict[str, Any]) -> dict[str, Any]:
     return {
         "type": "object",
         "properties": {
-            "name": {"const": function["name"]},
-            "arguments": function.get("parameters") or {"type": "object"},
+            "name": {"const": _function(tool)["name"]},
+            "arguments": _parameters(tool),
         },
         "required": ["name", "arguments"],
         "additionalProperties": False,
     }
+
+
+def schemas_of(tools: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each declared tool's name and parameter schema: what :func:`parse` checks calls against."""
+    return {str(_function(t).get("name")): _parameters(t) for t in tools}
 
 
 @dataclass(frozen=True)
@@ -101,8 +115,33 @@ class Parsed:
     calls: list[dict[str, Any]]
 
 
-def parse(text: str, *, forced: bool, known: set[str], parallel: bool = True) -> Parsed:
+#: Where a call written as JSON may begin: an object (or a list of them) naming its function.
+_START = re.compile(r'(?:\[\s*)?\{\s*"(?:name|function)"\s*:')
+#: What wraps a call once it is taken out: a fence, Hermes tags, a "json" label.
+_WRAP = re.compile(
+    r"(?:```[ \t]*(?:json|tool_call|tool_code)?[ \t]*\n?\s*)?(?:<tool_call>\s*)?\x00"
+    r"(?:\s*</tool_call>)?(?:\s*```)?"
+)
+_DECODER = json.JSONDecoder()
+
+
+def parse(
+    text: str,
+    *,
+    forced: bool,
+    known: Collection[str] | Mapping[str, dict[str, Any]],
+    parallel: bool = True,
+) -> Parsed:
     """Split an answer into content and tool calls (OpenAI's ``tool_calls`` shape).
+
+    A call is a JSON object naming a declared tool, with its ``arguments`` (or
+    ``parameters``): in Hermes ``<tool_call>`` tags (Qwen's native format), in a
+    Markdown code fence (how Qwen2.5-Coder writes it), or bare — one object, a
+    list of them, one per line, or after some text. The text around stays
+    content. ``known`` is the declared names, or a mapping of each name to its
+    parameter schema (:func:`schemas_of`): then arguments that do not follow it
+    (the schema itself echoed back, a required field missing, a wrong type) make
+    no call, and never reach a client.
 
     Example: ``parse('<tool_call>{"name": "f", "arguments": {}}</tool_call>', ...)``
     gives one call of ``f`` with arguments ``"{}"`` and no content.
@@ -110,59 +149,62 @@ def parse(text: str, *, forced: bool, known: set[str], parallel: bool = True) ->
     if forced:
         call = _as_call(text, known)
         return Parsed(None, [call]) if call else Parsed(text, [])
-    bare = _bare_calls(text, known)
-    if bare:  # small models often drop the tags and answer with the JSON alone
-        return Parsed(None, bare if parallel else bare[:1])
     calls: list[dict[str, Any]] = []
-    for match in _BLOCK.finditer(text):
-        call = _as_call(match.group(1), known)
-        if call is None:
-            return Parsed(text, [])  # not what it looked like: all of it is content
-        calls.append(call)
+    pieces: list[str] = []
+    at = 0
+    for start in _START.finditer(text):
+        if start.start() < at:
+            continue
+        found = _decode_calls(text, start.start(), known)
+        if found is None:
+            continue
+        end, made = found
+        pieces += [text[at : start.start()], "\x00"]
+        calls += made
+        at = end
     if not calls:
         return Parsed(text, [])
-    content = _BLOCK.sub("", text).strip() or None
+    pieces.append(text[at:])
+    content = _WRAP.sub("", "".join(pieces)).strip() or None
     return Parsed(content, calls if parallel else calls[:1])
+
+
+def _decode_calls(
+    text: str, at: int, known: Collection[str] | Mapping[str, dict[str, Any]]
+) -> tuple[int, list[dict[str, Any]]] | None:
+    """The calls of the JSON value at ``at`` and where it ends (None: not calls)."""
+    try:
+        data, end = _DECODER.raw_decode(text, at)
+    except ValueError:
+        return None
+    items = data if isinstance(data, list) else [data]
+    calls = [_as_call(item, known) for item in items]
+    if not calls or not all(calls):
+        return None
+    return end, [c for c in calls if c is not None]
 
 
 def new_call_id() -> str:
     return f"call_{secrets.token_hex(12)}"
 
 
-_FENCE = re.compile(r"^```(?:json)?\s*\n(.*?)\n?```$", re.DOTALL)
-
-
-def _bare_calls(text: str, known: set[str]) -> list[dict[str, Any]]:
-    """Calls written as JSON without tags: one object, a list of them, or one per line.
-
-    A Markdown code fence around them is allowed (Qwen2.5-0.5B answers so).
-    """
-    text = text.strip()
-    fenced = _FENCE.match(text)
-    if fenced:
-        text = fenced.group(1).strip()
-    if not text.startswith(("{", "[")):
-        return []
-    try:
-        data = json.loads(text)
-        items = data if isinstance(data, list) else [data]
-    except ValueError:
-        items = [line for line in text.splitlines() if line.strip()]
-    calls = [_as_call(item, known) for item in items]
-    return [c for c in calls if c is not None] if all(calls) else []
-
-
-def _as_call(text: str | Any, known: set[str]) -> dict[str, Any] | None:
+def _as_call(
+    text: str | Any, known: Collection[str] | Mapping[str, dict[str, Any]]
+) -> dict[str, Any] | None:
     try:
         data = json.loads(text) if isinstance(text, str) else text
     except ValueError:
         return None
+    if isinstance(data, dict) and isinstance(data.get("function"), dict):
+        data = data["function"]  # {"function": {"name": …, "arguments": …}}
     # A model may write any JSON: a name that is a list or an object is no call (and unhashable).
     if not isinstance(data, dict) or not isinstance(data.get("name"), str):
         return None
     if data["name"] not in known:
         return None
     arguments = data.get("arguments", data.get("parameters", {}))
+    if isinstance(known, Mapping) and not valid_arguments(arguments, known[data["name"]]):
+        return None
     return {
         "id": new_call_id(),
         "type": "function",
@@ -171,3 +213,131 @@ def _as_call(text: str | Any, known: set[str]) -> dict[str, Any] | None:
             "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
         },
     }
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "array": (list,),
+    "object": (dict,),
+    "null": (type(None),),
+}
+
+
+def valid_arguments(arguments: Any, schema: dict[str, Any]) -> bool:
+    """Whether a call's arguments follow its tool's parameter schema.
+
+    An object; every required property there; each declared property of its
+    type (and among its ``enum``); nothing undeclared where
+    ``additionalProperties`` is false; and not the schema itself written back
+    (``{"type": "object", "properties": {}}`` for a tool without parameters, as
+    Qwen2.5-0.5B answers). ``jsonschema`` checks the rest where it is installed.
+    """
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except ValueError:
+            return False
+    if not isinstance(arguments, dict):
+        return False
+    properties = schema.get("properties") or {}
+    if not isinstance(properties, dict):
+        return True  # a schema we cannot read: the arguments are at least an object
+    if arguments == schema or (
+        {"type", "properties"} <= arguments.keys()
+        and not {"type", "properties"} & properties.keys()
+    ):
+        return False
+    if any(key not in arguments for key in schema.get("required") or ()):
+        return False
+    if schema.get("additionalProperties") is False and any(k not in properties for k in arguments):
+        return False
+    for key, value in arguments.items():
+        spec = properties.get(key)
+        if not isinstance(spec, dict):
+            continue
+        kinds = spec.get("type")
+        names = kinds if isinstance(kinds, list) else [kinds] if isinstance(kinds, str) else []
+        allowed = tuple(t for n in names for t in _TYPES.get(n, (object,)))
+        if allowed and not isinstance(value, allowed):
+            return False
+        if allowed and isinstance(value, bool) and bool not in allowed:
+            return False  # JSON's true is no number
+        if "enum" in spec and isinstance(spec["enum"], list) and value not in spec["enum"]:
+            return False
+    return _jsonschema_agrees(arguments, schema)
+
+
+def _jsonschema_agrees(arguments: dict[str, Any], schema: dict[str, Any]) -> bool:
+    try:
+        import jsonschema  # type: ignore[import-untyped,unused-ignore]
+    except ImportError:
+        return True
+    try:
+        jsonschema.validate(arguments, schema)
+    except jsonschema.ValidationError:
+        return False
+    except jsonschema.SchemaError:
+        return True  # the tool's schema is at fault, not the call
+    return True
+
+
+# -- constrained arguments ---------------------------------------------------------------------
+#: The first line of a lazy grammar: the regex that starts it (see ``engine/_native.py``).
+LAZY_HEADER = "# llm4all-lazy-trigger: "
+_SPACE = '| " " | "\\n" [ \\t]{0,20}'  # llama.cpp's own; llama-cpp-python's allows one space
+_SPACE_RE = "(?: |\\n[ \\t]{0,20})?"
+
+
+def call_grammar(tools: Sequence[dict[str, Any]]) -> str:
+    """A lazy GBNF grammar: free text until a call of a declared tool begins, then its arguments.
+
+    The trigger is ``{"name": "<a declared tool>"`` (whatever precedes it: a
+    ``<tool_call>`` tag, a fence, some text); from there the call is generated
+    under a grammar built from that tool's parameter schema, so its arguments
+    always parse and validate (llama.cpp's server does the same). After the
+    call the answer is free again. A JSON object naming no declared tool never
+    triggers it. The text starts with :data:`LAZY_HEADER` and the trigger.
+    """
+    from llama_cpp.llama_grammar import SchemaConverter
+
+    converter = SchemaConverter(  # type: ignore[no-untyped-call]
+        prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
+    )
+    branches = []
+    names = []
+    for k, tool in enumerate(tools):
+        name = str(_function(tool).get("name"))
+        schema = converter.resolve_refs(_parameters(tool), "")
+        converter.visit(schema, f"args{k}")  # type: ignore[no-untyped-call]
+        key = '( "\\"arguments\\"" | "\\"parameters\\"" )'
+        arguments = f'"," space {key} space ":" space args{k} space'
+        optional = not (schema.get("required") or [])
+        tail = f"( {arguments} )?" if optional else arguments
+        branches.append(f'{json.dumps(json.dumps(name))} space {tail} "}}"')
+        names.append(_ecma_escape(name))
+    grammar = converter.format_grammar()  # type: ignore[no-untyped-call]
+    rules = dict(line.split(" ::= ", 1) for line in grammar.splitlines())
+    rules["space"] = _SPACE
+    rules["root"] = "call rest"
+    rules["call"] = '"{" space "\\"name\\"" space ":" space ( ' + " | ".join(branches) + " )"
+    rules["rest"] = "[^\\x00]*"
+    trigger = (
+        "[\\s\\S]*?(\\{"
+        + _SPACE_RE
+        + '"name"'
+        + _SPACE_RE
+        + ":"
+        + _SPACE_RE
+        + '"(?:'
+        + "|".join(names)
+        + ')")[\\s\\S]*'
+    )
+    body = "\n".join(f"{k} ::= {v}" for k, v in rules.items())
+    return f"{LAZY_HEADER}{trigger}\n{body}\n"
+
+
+def _ecma_escape(name: str) -> str:
+    return "".join(c if c.isalnum() or c == "_" else "\\" + c for c in name)

@@ -360,7 +360,7 @@ class Sampler:
     def _build(self, native: NativeModel, params: GenerationParams, seed: int) -> None:
         grammar = grammar_text(params)
         if grammar is not None:
-            self._grammar = ll.llama_sampler_init_grammar(native.vocab, grammar.encode(), b"root")
+            self._grammar = _init_grammar(native, grammar)
             if not self._grammar:
                 raise GrammarError("llama.cpp rejected the grammar (see the log with --debug)")
         n_vocab = ll.llama_vocab_n_tokens(native.vocab)
@@ -440,6 +440,25 @@ class Sampler:
         if self._grammar:
             ll.llama_sampler_free(self._grammar)
         self._grammar = None
+
+
+def _init_grammar(native: NativeModel, grammar: str) -> Any:
+    """llama.cpp's grammar sampler; a lazy one for a grammar headed by its trigger.
+
+    A lazy grammar (``chat.tools.call_grammar``: a tool call's arguments) lets
+    everything through until its trigger regex matches the answer so far, then
+    constrains from the regex's first group on (llama.cpp's lazy grammars, as
+    its server uses for tool calls).
+    """
+    from llm4all.chat.tools import LAZY_HEADER
+
+    if not grammar.startswith(LAZY_HEADER):
+        return ll.llama_sampler_init_grammar(native.vocab, grammar.encode(), b"root")
+    first, _, body = grammar.partition("\n")
+    patterns = (ctypes.c_char_p * 1)(first[len(LAZY_HEADER) :].encode())
+    return ll.llama_sampler_init_grammar_lazy_patterns(
+        native.vocab, body.encode(), b"root", patterns, 1, None, 0
+    )
 
 
 def grammar_text(params: GenerationParams) -> str | None:
