@@ -215,6 +215,8 @@ def main() -> None:
     p.add_argument("--sets", default=",".join(_docsets.SETS), help="comma-separated set names")
     p.add_argument("--quick", action="store_true", help="the first 8 questions of each set")
     p.add_argument("--index-only", action="store_true", help="embed the sets (fill the cache)")
+    p.add_argument("--shipped-only", action="store_true",
+                   help="index only LocalDocs as shipped (the fusions still compared)")  # fmt: skip
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--embedding-model", default="all-minilm-l6-v2")
     args = p.parse_args()
@@ -228,10 +230,11 @@ def main() -> None:
         qs = qs[:8] if args.quick else qs
         with tempfile.TemporaryDirectory() as tmp:
             indexes: dict[str, Index] = {
-                "llm4all": OursIndex(folder, embedder, True, Path(tmp), label),
-                "llm4all, no title": OursIndex(folder, embedder, False, Path(tmp), label),
-                "gpt4all": Gpt4allIndex(folder, embedder, label),
+                "llm4all": OursIndex(folder, embedder, True, Path(tmp), label)
             }
+            if not args.shipped_only:
+                indexes["llm4all, no title"] = OursIndex(folder, embedder, False, Path(tmp), label)
+                indexes["gpt4all"] = Gpt4allIndex(folder, embedder, label)
             h.note(f"{name}: indexed ({ {k: round(i.seconds) for k, i in indexes.items()} } s), "
                    f"load {h.load_average()}")  # fmt: skip
             if args.index_only:
@@ -272,7 +275,7 @@ def main() -> None:
         ["scheme | fusion", *metrics],
         [[c, *(f"{mean[c][m]:.3f}" for m in metrics)] for c in contenders],
     )
-    h.write_json(NAME, args.quick, {
+    h.write_json(NAME + ("_" + "_".join(per_set) if args.shipped_only else ""), args.quick, {
         "benchmark": NAME, "quick": args.quick, "machine": machine, "load_before": load,
         "load_after": h.load_average(), "embedding_model": args.embedding_model,
         "sets": per_set, "mean": mean,

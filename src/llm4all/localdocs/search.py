@@ -26,6 +26,10 @@ import numpy.typing as npt
 
 #: Reciprocal-rank-fusion constant (Cormack et al.; GPT4All uses the same).
 RRF_K = 60
+#: Weight of the keyword side in :func:`score_fusion` (the vector side has 1 minus it): the
+#: best of RRF, weighted RRF, score fusion 0.3/0.5, vectors alone and choosing by query on
+#: the mean over the labelled sets (docs/localdocs.md, "Retrieval across sets").
+KEYWORD_WEIGHT = 0.5
 #: Most rows a keyword query may match (see :func:`within_budget`): ~10 ms at 100k chunks.
 KEYWORD_BUDGET = 6000
 
@@ -121,6 +125,41 @@ def within_budget(frequencies: dict[str, int], budget: int) -> list[str]:
         kept.append(term)
         used += frequencies[term]
     return kept
+
+
+def _min_max(scored: Sequence[tuple[int, float]], lower_is_better: bool) -> dict[int, float]:
+    if not scored:
+        return {}
+    values = [-v if lower_is_better else v for _, v in scored]
+    lo, hi = min(values), max(values)
+    span = hi - lo or 1.0
+    return {i: (v - lo) / span for (i, _), v in zip(scored, values, strict=True)}
+
+
+def score_fusion(
+    keyword: Sequence[tuple[int, float]],
+    semantic: Sequence[Sequence[tuple[int, float]]],
+    keyword_weight: float = KEYWORD_WEIGHT,
+) -> list[tuple[int, float]]:
+    """Fuse by score: min-max-normalised BM25 and cosine, ``keyword_weight`` : 1 − it.
+
+    ``keyword`` holds FTS5 BM25 values (lower is better), each ``semantic`` list
+    cosines (higher is better; one list per embedding model, a chunk in one of
+    them). A candidate missing from a list scores 0 there. Unlike RRF, a keyword
+    list whose best rows barely match still ranks them, but a vector hit that is
+    far ahead of the rest keeps its lead. Best first, ties: the vector order.
+    Example: ``score_fusion([(1, -5.0), (2, -1.0)], [[(2, 0.9), (3, 0.5)]])``
+    → ``[(2, 0.5), (1, 0.5), (3, 0.0)]``
+    """
+    kw = _min_max(keyword, lower_is_better=True)
+    vec: dict[int, float] = {}
+    for ranking in semantic:
+        vec.update(_min_max(ranking, lower_is_better=False))
+    order = dict.fromkeys([*(i for r in semantic for i, _ in r), *(i for i, _ in keyword)])
+    fused = {
+        i: keyword_weight * kw.get(i, 0.0) + (1 - keyword_weight) * vec.get(i, 0.0) for i in order
+    }
+    return sorted(fused.items(), key=lambda kv: -kv[1])
 
 
 def weighted_rrf(
