@@ -29,7 +29,7 @@ _FENCE = "```"
 
 # Between calls: whitespace, tags, list brackets, commas and the previous call's closing brace.
 _HEAD = re.compile(
-    r'(?:[\s,\[\]}]|</?tool_call>)*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,'
+    r'(?:[\s,\[\]}]|</?tool_call>|```(?:json|tool_call|tool_code)?)*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,'
     r'\s*"(?:arguments|parameters)"\s*:\s*(?=\{)'
 )
 
@@ -37,11 +37,14 @@ _HEAD = re.compile(
 class ContentSplitter:
     """While streaming: pass content through, hold back what may be a tool call.
 
-    That is everything from ``<tool_call>`` on, or the whole answer when it
-    starts with ``{`` or ``[`` (a call without tags) or with a Markdown code
-    fence (small models fence a call: ``parse`` reads it). Example: feeding
-    ``"Sure. <tool"`` emits ``"Sure. "``; then ``"_call>{…}"`` emits nothing;
-    :attr:`held` is the text for :func:`~llm4all.server.tools.parse` at the end.
+    That is everything from ``<tool_call>`` on; the whole answer when it starts
+    with ``{`` or ``[`` (a call without tags); and, anywhere in the answer, a
+    JSON object that begins ``{"name"`` or a Markdown code fence whose first
+    line is such an object (Qwen2.5-Coder fences its calls after a sentence).
+    A fence of anything else (code) passes through once its first line shows
+    it. Example: feeding ``"Sure. <tool"`` emits ``"Sure. "``; then
+    ``"_call>{…}"`` emits nothing; :attr:`held` is the text for
+    :func:`~llm4all.server.tools.parse` at the end.
     """
 
     def __init__(self, forced: bool) -> None:
@@ -55,30 +58,73 @@ class ContentSplitter:
             self.held += text
             return ""
         buf = self._pending + text
+        self._pending = ""
         if not self._started:
-            if _FENCE.startswith(buf.lstrip()):  # nothing yet, or maybe a fenced call
+            if not buf.strip():
                 self._pending = buf
                 return ""
             self._started = True
-            if buf.lstrip().startswith(("{", "[", _FENCE)):
-                self._in_call, self._pending, self.held = True, "", buf
+            if buf.lstrip().startswith(("{", "[")):
+                self._in_call, self.held = True, buf
                 return ""
-        at = buf.find(OPEN)
-        if at >= 0:
-            self._in_call = True
-            self.held = buf[at:]
-            self._pending = ""
-            return buf[:at]
-        keep = next(
-            (n for n in range(min(len(OPEN) - 1, len(buf)), 0, -1) if buf.endswith(OPEN[:n])), 0
-        )
-        self._pending = buf[len(buf) - keep :]
-        return buf[: len(buf) - keep]
+        out: list[str] = []
+        at = 0
+        while True:
+            cut = _candidate(buf, at)
+            if cut < 0:
+                break
+            verdict = True if buf.startswith(OPEN, cut) else _looks_like_call(buf[cut:])
+            if verdict is None:  # not enough seen yet: hold from here
+                self._pending = buf[cut:]
+                return "".join(out) + buf[at:cut]
+            if verdict:
+                self._in_call = True
+                self.held = buf[cut:]
+                return "".join(out) + buf[at:cut]
+            out.append(buf[at : cut + 1])
+            at = cut + 1
+        rest = buf[at:]
+        keep = max((n for n in range(1, len(OPEN)) if rest.endswith(OPEN[:n])), default=0)
+        keep = max(keep, next((n for n in (2, 1) if rest.endswith(_FENCE[:n])), 0))
+        self._pending = rest[len(rest) - keep :]
+        return "".join(out) + rest[: len(rest) - keep]
 
     def flush(self) -> str:
         """Content still held back when the answer ends without a call."""
         pending, self._pending = self._pending, ""
         return pending
+
+
+def _candidate(buf: str, at: int) -> int:
+    """Where the next thing that may start a call is (a tag, a fence, an object), or -1."""
+    found = [i for i in (buf.find(OPEN, at), buf.find(_FENCE, at), buf.find("{", at)) if i >= 0]
+    return min(found) if found else -1
+
+
+_LABELS = ("", "json", "tool_call", "tool_code")
+_KEYS = ('"name"', '"function"')
+
+
+def _looks_like_call(text: str) -> bool | None:
+    """Whether ``text`` (from a fence or a brace on) begins a call; None: cannot tell yet."""
+    if text.startswith(_FENCE):
+        line_end = text.find("\n")
+        if line_end < 0:
+            return None if len(text) < 16 else False
+        if text[3:line_end].strip() not in _LABELS:
+            return False
+        text = text[line_end + 1 :]
+    text = text.lstrip()
+    if text.startswith("["):
+        text = text[1:].lstrip()
+    if not text:
+        return None
+    if not text.startswith("{"):
+        return False
+    rest = text[1:].lstrip()
+    if any(rest.startswith(key) for key in _KEYS):
+        return True
+    return None if any(key.startswith(rest) for key in _KEYS) else False
 
 
 @dataclass
