@@ -26,6 +26,7 @@ from fastapi import APIRouter, Request
 from llm4all import answer
 from llm4all.api import Model
 from llm4all.chat.template import Message
+from llm4all.chat.tools import schemas_of
 from llm4all.engine.base import Chunk, PromptInput, ScoredChunk
 from llm4all.params import GenerationParams
 from llm4all.server.documents import collections_of
@@ -70,6 +71,12 @@ class Plan:
     known: frozenset[str]
     parallel: bool
     references: list[dict[str, Any]] | None = None  # LocalDocs, when the request named collections
+    schemas: dict[str, dict[str, Any]] | None = None  # each tool's parameters: calls are checked
+
+    @property
+    def checked(self) -> dict[str, dict[str, Any]] | set[str]:
+        """What ``parse`` checks calls against: the schemas, or only the names."""
+        return self.schemas if self.schemas is not None else set(self.known)
 
 
 def plan(
@@ -121,6 +128,7 @@ def plan(
         known=frozenset(t.function.name for t in body.tools or ()),
         parallel=body.parallel_tool_calls is not False,
         references=prepared.references if collections is not None else None,
+        schemas=schemas_of(specs),
     )
 
 
@@ -176,7 +184,7 @@ def _completion(run: Run, p: Plan) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": text}
         finish = choice.finish_reason or "stop"
         if p.tools:
-            parsed = parse(text, forced=p.forced, known=set(p.known), parallel=p.parallel)
+            parsed = parse(text, forced=p.forced, known=p.checked, parallel=p.parallel)
             if parsed.calls:
                 message = {
                     "role": "assistant",
@@ -320,7 +328,7 @@ def _finish_calls(out: _ChunkWriter, p: Plan, i: int, tools: _ToolState, events:
     True when the answer is tool calls (``finish_reason`` ``"tool_calls"``).
     """
     held = tools.splitter.held
-    parsed = parse(held, forced=p.forced, known=set(p.known), parallel=p.parallel)
+    parsed = parse(held, forced=p.forced, known=p.checked, parallel=p.parallel)
     rest, is_calls = tools.calls.finish(parsed)
     events += [out.delta(i, {"tool_calls": [entry]}) for entry in rest]
     if is_calls and parsed.content:
