@@ -35,6 +35,10 @@ def main() -> None:
     p.add_argument("--model", action="append", default=[])
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
+    from llm4all import paths
+
+    # the models stay where they are; only the LocalDocs database goes into a fresh home
+    os.environ["LLM4ALL_MODELS"] = str(paths.models_dir())
     os.environ["LLM4ALL_HOME"] = tempfile.mkdtemp(prefix="llm4all-sets-answers-")
     from llm4all.api import Model
     from llm4all.embeddings import Embedder
@@ -80,7 +84,8 @@ def main() -> None:
         [[m, *(str(r["summary"][k]) for k in ("good", "right", "cited", "copied", "median_tokens"))]
          for m, r in results.items()],
     )  # fmt: skip
-    h.write_json(NAME, False, {"benchmark": NAME, "machine": machine, "load_before": load,
+    slug = "_".join(m.replace("/", "_") for m in results)
+    h.write_json(f"{NAME}_{slug}", False, {"benchmark": NAME, "machine": machine, "load_before": load,
                                "load_after": h.load_average(), "per_set": args.per_set,
                                "results": results})  # fmt: skip
 
