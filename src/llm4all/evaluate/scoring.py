@@ -144,15 +144,17 @@ class Summary:
 
 def summarise(scores: Sequence[Score]) -> Summary:
     """Mean and median of the per-example perplexities, and the corpus-level figure."""
-    ppls = [s.perplexity for s in scores if s.n_tokens and math.isfinite(s.perplexity)]
-    nll = math.fsum(s.nll for s in scores if s.n_tokens)
-    tokens = sum(s.n_tokens for s in scores)
+    # Nothing scored (NaN: GPT4All's variant on a one-token answer) is left out, not zero.
+    kept = [s for s in scores if s.n_tokens and math.isfinite(s.nll)]
+    ppls = [s.perplexity for s in kept if math.isfinite(s.perplexity)]
+    nll = math.fsum(s.nll for s in kept)
+    tokens = sum(s.n_tokens for s in kept)
     return Summary(
-        n=len(ppls),
+        n=len(kept),
         mean_ppl=statistics.fmean(ppls) if ppls else math.nan,
         median_ppl=statistics.median(ppls) if ppls else math.nan,
-        corpus_ppl=math.exp(nll / tokens) if tokens and math.isfinite(nll) else math.nan,
-        mean_loss=statistics.fmean(s.loss for s in scores if s.n_tokens) if ppls else math.nan,
+        corpus_ppl=math.exp(nll / tokens) if tokens else math.nan,
+        mean_loss=statistics.fmean(s.loss for s in kept) if kept else math.nan,
         tokens=tokens,
     )
 
