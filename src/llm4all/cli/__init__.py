@@ -31,6 +31,7 @@ COMMANDS = {
     "eval": ("llm4all.cli.evaluate", "eval_group"),
     "share": ("llm4all.cli.share", "share_group"),
     "datalake": ("llm4all.cli.datalake", "datalake_group"),
+    "mcp": ("llm4all.cli.mcp", "mcp_command"),
 }
 
 
