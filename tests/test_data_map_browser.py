@@ -41,6 +41,7 @@ class Made:
     payload: dict[str, Any]
     rows: int  # rows in the inputs
     log: str  # what the command said
+    inputs: Path
 
 
 def _payload(html: Path) -> dict[str, Any]:
@@ -72,7 +73,7 @@ def made(embedding_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -
     assert again.exit_code == 0, again.output
     assert "379 vectors from the cache, 0 embedded" in again.output  # a re-run embeds nothing
     assert out.read_bytes() == out.with_name("b.html").read_bytes()  # and draws the same map
-    return Made(out, _payload(out), 175 + 200 + len(GPT4ALL_ROWS), result.output)
+    return Made(out, _payload(out), 175 + 200 + len(GPT4ALL_ROWS), result.output, folder)
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +191,9 @@ def test_hovering_a_point_shows_its_row(page: Any, made: Made) -> None:
     assert source["names"][source["codes"][row]] in text
 
 
-def test_a_box_selection_exports_the_ids_inside_it(page: Any, made: Made) -> None:
+def test_a_box_selection_exports_the_ids_inside_it_and_curation_drops_them(
+    page: Any, made: Made, tmp_path: Path
+) -> None:
     page.hover("#plot")
     page.click('.modebar-btn[data-val="select"]')
     assert page.evaluate("document.getElementById('plot')._fullLayout.dragmode") == "select"
@@ -231,6 +234,13 @@ def test_a_box_selection_exports_the_ids_inside_it(page: Any, made: Made) -> Non
     page.click("#drop")
     exported = _export(page)
     assert exported == {"keep": [], "drop": sorted(inside)}
+    # The list is what `llm4all data curate --keep-drop` takes.
+    from llm4all.data.curate import CurateConfig, curate
+
+    listing = tmp_path / "keep-drop.json"
+    listing.write_text(json.dumps(exported))
+    stats = curate([made.inputs], tmp_path / "out.jsonl", CurateConfig(keep_drop=listing))
+    assert stats.dropped["map-drop"] == sum(i in inside for i in data["id"])
 
 
 def test_search_selects_matching_rows_to_keep(page: Any, made: Made) -> None:
