@@ -13,15 +13,12 @@ their nearest clustered neighbour. Both are deterministic for one seed.
 
 from __future__ import annotations
 
-import logging
 import math
 import warnings
 from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
-
-log = logging.getLogger(__name__)
 
 Coords = npt.NDArray[np.float32]
 Labels = npt.NDArray[np.int64]
