@@ -52,6 +52,10 @@ class Exported:
     def summary(self) -> list[str]:
         lines = [f"{kind:>8}  {path}" for kind, path in self.files.items()]
         for kind, share in self.agreement.items():
+            if kind in ("f16", "q8_0") and share < AGREEMENT_MIN:
+                lines.append(
+                    f"warning: {kind} agrees below {AGREEMENT_MIN:.0%}: the export is suspect"
+                )
             lines.append(
                 f"top-1 agreement with transformers, {kind}: {share:.1%} of {self.positions} positions"
             )
