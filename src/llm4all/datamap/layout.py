@@ -5,8 +5,8 @@ a cluster is what the eye sees as one island; this is also what makes
 clustering cheap (a k-d tree in two dimensions).
 
 A large map is made from a sample: UMAP is fitted on ``sample`` rows chosen
-at random (seeded) and every other row is placed with ``transform``, which
-puts a new point among its nearest neighbours of the fitted set. HDBSCAN runs
+at random (seeded) and every other row is placed among its most similar
+fitted rows (:func:`place`). HDBSCAN runs
 on at most :data:`CLUSTER_SAMPLE` points and the rest take the cluster of
 their nearest clustered neighbour. Both are deterministic for one seed.
 """
@@ -26,7 +26,10 @@ Labels = npt.NDArray[np.int64]
 CLUSTER_SAMPLE = 50_000
 """The most points HDBSCAN itself sees; the rest are assigned by nearest neighbour."""
 
-_TRANSFORM_CHUNK = 20_000  # rows per UMAP transform call: bounds its neighbour-graph memory
+PLACE_NEIGHBOURS = 10
+"""Fitted rows whose positions place a row that was not fitted."""
+
+_PLACE_CHUNK = 2_000  # rows per similarity matrix: 2,000 x 10,000 floats is 80 MB
 
 
 def project(
@@ -41,7 +44,7 @@ def project(
     """Two coordinates per row, from UMAP with the cosine metric.
 
     With ``sample`` smaller than the row count, UMAP is fitted on that many
-    rows and the rest are transformed. Example: ``project(v).shape == (len(v), 2)``.
+    rows and the rest are placed by :func:`place`. Example: ``project(v).shape == (len(v), 2)``.
     """
     n = len(vectors)
     if n < 4:  # too few for a neighbour graph: a line is as good a picture
@@ -60,7 +63,6 @@ def project(
         metric="cosine",
         random_state=seed,
         init="spectral" if len(fit_rows) > 50 else "random",
-        transform_seed=seed,
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*n_jobs value.*")  # seeded UMAP is 1 thread
@@ -70,13 +72,37 @@ def project(
         fitted = reducer.fit_transform(vectors[fit_rows])
         coords = np.zeros((n, 2), dtype=np.float32)
         coords[fit_rows] = fitted
-        rest = np.setdiff1d(np.arange(n), fit_rows)
-        for start in range(0, len(rest), _TRANSFORM_CHUNK):
-            part = rest[start : start + _TRANSFORM_CHUNK]
-            if progress:
-                progress(f"UMAP: placing rows {start + 1:,}-{start + len(part):,} of {len(rest):,}")
-            coords[part] = reducer.transform(vectors[part])
+    rest = np.setdiff1d(np.arange(n), fit_rows)
+    if len(rest):
+        if progress:
+            progress(f"placing the other {len(rest):,} rows among their nearest fitted rows")
+        coords[rest] = place(vectors[rest], vectors[fit_rows], fitted)
     return coords
+
+
+def place(
+    vectors: npt.NDArray[np.float32],
+    fitted_vectors: npt.NDArray[np.float32],
+    fitted: Coords,
+    k: int = PLACE_NEIGHBOURS,
+) -> Coords:
+    """Put each row at the similarity-weighted mean position of its ``k`` most similar fitted rows.
+
+    Vectors are unit length, so a dot product is the cosine. One matrix
+    product per chunk of rows: far cheaper than UMAP's ``transform``, which
+    optimises every new point for many epochs (it took longer for 40,000 rows
+    than fitting them did).
+    """
+    k = min(k, len(fitted_vectors))
+    out = np.empty((len(vectors), 2), dtype=np.float32)
+    for start in range(0, len(vectors), _PLACE_CHUNK):
+        similarity = vectors[start : start + _PLACE_CHUNK] @ fitted_vectors.T
+        nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+        weights = np.maximum(np.take_along_axis(similarity, nearest, axis=1), 1e-6)
+        out[start : start + _PLACE_CHUNK] = np.einsum(
+            "rk,rkd->rd", weights, fitted[nearest]
+        ) / weights.sum(axis=1, keepdims=True)
+    return out
 
 
 def default_min_cluster_size(n: int) -> int:
