@@ -70,6 +70,8 @@ def main() -> None:
                        "files": [Path(r["path"]).name for r in response.sources],
                        **judge(text, response.sources, item)}  # fmt: skip
                 rows.append(row)
+                partial = {model_name: {"summary": summarise_answers(rows), "rows": rows}}
+                h.write_json(f"{NAME}_{model_name.replace('/', '_')}.partial", False, partial)
                 h.note(f"{model_name} {name}: {row['seconds']} s, right {row['right']}, "
                        f"cited {row['cited']}, copied {row['copied']}")  # fmt: skip
         results[model_name] = {

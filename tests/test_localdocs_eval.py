@@ -41,6 +41,8 @@ def test_check_citations_flags_a_citation_its_excerpt_does_not_support() -> None
     assert found == [(1, True), (1, False), (2, True), (3, False)]
     assert check_citations("No markers at all.", refs) == []
     assert check_citations("[1]", refs)[0]["supported"] is False  # a bare marker says nothing
+    after = check_citations("Run apt-mark hold on it.\n[1]", refs)  # a marker after its sentence
+    assert [(c["index"], c["supported"]) for c in after] == [(1, True)]
 
 
 def test_judge_right_cited_copied() -> None:

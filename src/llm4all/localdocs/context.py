@@ -206,18 +206,27 @@ def check_citations(answer: str, refs: Sequence[dict[str, Any]]) -> list[dict[st
 
     Support is the share of the sentence's significant words (three letters or
     more, not stopwords) found among the excerpt's words; a citation is
-    ``supported`` at :data:`SUPPORT` or more. A number with no excerpt, or a
-    sentence that is only the marker, is unsupported. Example: with excerpt 1
+    ``supported`` at :data:`SUPPORT` or more. A marker standing alone after a
+    sentence (``… Toy Story. [1]``) cites that sentence. A number with no
+    excerpt, or a marker with no sentence before it, is unsupported. Example: with excerpt 1
     ``"Use apt-mark hold to keep a package"``, ``"Run apt-mark hold [1]."`` is supported
     and ``"Reinstall the kernel [1]."`` is not.
     """
     excerpts = {int(r["index"]): r.get("excerpt", "") for r in refs}
     found = []
+    previous = ""
     for sentence in _SENTENCE_END.split(answer):
         numbers = [int(n) for n in _CITATION.findall(sentence)]
+        words = [w for w in query_terms(_CITATION.sub(" ", sentence)) if len(w) >= 3]
+        if (
+            numbers and not words and previous
+        ):  # "… Toy Story. [1]": the marker cites the sentence before
+            sentence = f"{previous} {sentence.strip()}"
+            words = [w for w in query_terms(_CITATION.sub(" ", previous)) if len(w) >= 3]
+        if words:
+            previous = sentence.strip()
         if not numbers:
             continue
-        words = [w for w in query_terms(_CITATION.sub(" ", sentence)) if len(w) >= 3]
         for number in dict.fromkeys(numbers):
             excerpt = excerpts.get(number)
             if excerpt is None or not words:
