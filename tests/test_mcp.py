@@ -149,7 +149,7 @@ def test_http_server_and_the_tool_loop_asks_first(
             default_model,
             "What's the weather in Paris?",
             tools,
-            consent=lambda c: bool(asked.append(c.line())),  # records the question, says no
+            consent=lambda c: asked.append(c.line()) or False,  # type: ignore[func-returns-value]
             on_call=lambda c: shown.append(c.line()),
             max_rounds=1,
         )
