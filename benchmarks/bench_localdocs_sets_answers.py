@@ -68,6 +68,7 @@ def main() -> None:
                        "tokens": done.usage.completion_tokens if done else 0,
                        "seconds": round(time.perf_counter() - t0, 1),
                        "files": [Path(r["path"]).name for r in response.sources],
+                       "sources": [{k: r[k] for k in ("index", "path", "excerpt")} for r in response.sources],
                        **judge(text, response.sources, item)}  # fmt: skip
                 rows.append(row)
                 partial = {model_name: {"summary": summarise_answers(rows), "rows": rows}}
