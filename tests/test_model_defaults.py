@@ -315,3 +315,112 @@ def test_the_compat_api_with_a_base_model(base_model_path: Path) -> None:
         assert "### " not in answer
     finally:
         g4a.close()
+
+
+# -- sampling defaults ----------------------------------------------------------------------------
+#: The catalog's sampling for SmolLM2 in these tests; temperature 0 makes every answer greedy,
+#: so a path that applies it answers with the greedy words whatever its seed.
+SAMPLING = {"temperature": 0.0, "min_p": 0.3, "top_k": 7}
+WARM: dict[str, Any] = {"temperature": 1.5, "min_p": 0.0, "top_k": 0}
+
+
+@pytest.fixture
+def catalog_sampling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, float]:
+    """The shipped catalog with SmolLM2's ``sampling`` set to :data:`SAMPLING`."""
+    data = json.loads(resources.files("llm4all.models").joinpath("catalog.json").read_text())
+    for entry in data["models"]:
+        if entry["name"] == FAST:
+            entry["sampling"] = SAMPLING
+    path = tmp_path / "catalog.json"
+    path.write_text(json.dumps(data))
+    monkeypatch.setenv("LLM4ALL_CATALOG", str(path))
+    return SAMPLING
+
+
+def _knobs(params: GenerationParams) -> dict[str, float]:
+    return {k: getattr(params, k) for k in SAMPLING}
+
+
+def test_a_bad_sampling_knob_in_the_catalog_is_refused() -> None:
+    from llm4all.models.catalog import CatalogError, parse_catalog
+
+    data = json.loads(resources.files("llm4all.models").joinpath("catalog.json").read_text())
+    data["models"][0]["sampling"] = {"temprature": 0.5}
+    with pytest.raises(CatalogError, match="sampling knob 'temprature'"):
+        parse_catalog(json.dumps(data))
+
+
+def test_the_catalogs_sampling_is_the_models_default_and_a_users_value_wins(
+    catalog_sampling: dict[str, float], fast_model_path: Path
+) -> None:
+    from llm4all import answer
+    from llm4all.server.generation import choice_params
+    from llm4all.server.ui_chat import chat_params
+
+    with Model(fast_model_path, n_ctx=1024) as model:
+        assert model.default_sampling == SAMPLING
+        assert _knobs(model.params) == SAMPLING  # Model.generate/stream/chat, run and chat
+        asked = [Message("user", QUESTION)]
+        assert _knobs(answer.prepare(model, asked).params) == SAMPLING
+        chosen = answer.prepare(model, asked, params=model.params.replace(min_p=0.1)).params
+        assert chosen.min_p == 0.1 and chosen.top_k == 7
+        assert model.chat(min_p=0.2).params.min_p == 0.2
+
+        # the server: a request (or a stored web chat) that omits a knob gets the catalog's
+        settings = ServerSettings(model=FAST, preload=False, models_dir=fast_model_path.parent)
+        [p] = choice_params(settings, {}, 1, max_tokens=None, model=model)
+        assert _knobs(p) == SAMPLING
+        [p] = choice_params(settings, {"top_k": 3}, 1, max_tokens=None, model=model)
+        assert (p.top_k, p.min_p) == (3, 0.3)
+        assert _knobs(chat_params(settings, {"min_p": None}, model)) == SAMPLING
+        assert chat_params(settings, {"min_p": 0.2}, model).min_p == 0.2
+        # a server started with --min-p keeps it
+        admin = settings.replace(defaults=GenerationParams(min_p=0.2))
+        [p] = choice_params(admin, {}, 1, max_tokens=None, model=model)
+        assert (p.min_p, p.top_k) == (0.2, 7)
+
+    with Model(fast_model_path, n_ctx=256, params=GenerationParams(top_k=5)) as model:
+        assert model.params.top_k == 5 and model.params.min_p == 0.05  # given whole: it wins
+
+
+def test_every_path_samples_with_the_catalogs_defaults(
+    catalog_sampling: dict[str, float], fast_model_path: Path
+) -> None:
+    """Real answers: with the catalog's temperature 0, seeds 1 and 2 give the greedy words."""
+    with Model(fast_model_path, n_ctx=1024) as model:
+        greedy = model.generate(QUESTION, max_tokens=8, temperature=0)
+        assert model.generate(QUESTION, max_tokens=8, seed=1) == greedy
+        assert model.chat(max_tokens=8, seed=2).send(QUESTION).text() == greedy
+        warm = model.generate(QUESTION, max_tokens=8, seed=1, **WARM)
+        assert warm != greedy  # a user's own values win
+
+    settings = ServerSettings(model=FAST, preload=False, models_dir=fast_model_path.parent)
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:4891") as client:
+        question = {"role": "user", "content": QUESTION}
+        for seed in (1, 2):
+            body = {"model": FAST, "messages": [question], "max_tokens": 8, "seed": seed}
+            reply = client.post("/v1/chat/completions", json=body).json()
+            assert reply["choices"][0]["message"]["content"] == greedy
+        body = {"model": FAST, "messages": [question], "max_tokens": 8, "seed": 1, **WARM}
+        reply = client.post("/v1/chat/completions", json=body).json()
+        assert reply["choices"][0]["message"]["content"] == warm
+
+    g4a = GPT4All(fast_model_path.name, model_path=fast_model_path.parent, allow_download=False)
+    try:
+        with g4a.chat_session():
+            assert g4a.generate(QUESTION, max_tokens=8) == greedy  # 2.x's temp 0.7 left alone
+        with g4a.chat_session():
+            assert g4a.generate(QUESTION, max_tokens=8, temp=1.5, top_k=0) != greedy
+    finally:
+        g4a.close()
+
+
+@pytest.mark.slow
+def test_run_samples_with_the_catalogs_defaults(
+    catalog_sampling: dict[str, float], fast_model_path: Path
+) -> None:
+    common = ["run", "-m", str(fast_model_path), "-n", "8", QUESTION]
+    greedy = llm4all(*common, "--temp", "0")
+    assert greedy.returncode == 0, greedy.stderr
+    assert llm4all(*common, "--seed", "3").stdout == greedy.stdout
+    assert llm4all(*common, "--seed", "3", "--temp", "1.5", "--top-k", "0").stdout != greedy.stdout

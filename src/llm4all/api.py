@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 
 _GEN_FIELDS = frozenset(f.name for f in dataclasses.fields(GenerationParams))
 _LOAD_FIELDS = frozenset(f.name for f in dataclasses.fields(LoadParams))
+_INT_KNOBS = frozenset(
+    f.name for f in dataclasses.fields(GenerationParams) if f.type in (int, "int")
+)
 
 
 def merge_params(base: GenerationParams, overrides: dict[str, Any]) -> GenerationParams:
@@ -105,7 +108,7 @@ class Model:
         if load.check_memory and ref.path is not None and ref.path.is_file():
             ensure_fits_in_ram(ref.path.stat().st_size)
         self.engine: Engine = load_engine(ref, load if options is None else options, backend)
-        self.params = params or GenerationParams()
+        self.params = params or self.default_params()
         self.kind: Kind = self._kind()
         self._template, self._chat_stops = self._choose_template()
 
@@ -164,6 +167,31 @@ class Model:
     def default_system_prompt(self) -> str | None:
         """The catalog's system prompt for this model (None: the chat template's own default)."""
         return getattr(self.entry, "system_prompt", None) or None
+
+    @property
+    def default_sampling(self) -> dict[str, Any]:
+        """The catalog's sampling defaults for this model (``{}``: the library's own)."""
+        sampling = getattr(self.entry, "sampling", None) or {}
+        return {k: int(v) if k in _INT_KNOBS else v for k, v in sampling.items()}
+
+    def default_params(
+        self, base: GenerationParams | None = None, *, library: GenerationParams | None = None
+    ) -> GenerationParams:
+        """``base`` (the library's defaults) with this model's catalog sampling applied.
+
+        The one place where a model's measured sampling defaults meet the others. A
+        knob of ``base`` that differs from ``library`` (the defaults of the API that
+        built it; :class:`GenerationParams`'s own if None) was chosen by someone (a
+        server's ``--min-p``, a caller's keyword) and is kept; the others take the
+        catalog's value. Example: ``min_p=0.3`` in the catalog →
+        ``model.default_params().min_p == 0.3``.
+        """
+        sampling = self.default_sampling
+        if base is None:
+            return GenerationParams(**sampling)
+        library = library or GenerationParams()
+        kept = {k: v for k, v in sampling.items() if getattr(base, k) == getattr(library, k)}
+        return base.replace(**kept) if kept else base
 
     def system_prompt_for(self, given: str | None) -> str | None:
         """The system prompt of an answer: the one place that decides it, for every path.

@@ -9,6 +9,7 @@ Generation streams engine chunks; ``streaming=False`` collects the same stream.
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
@@ -205,6 +206,8 @@ class GPT4All:
             max_tokens=max_tokens, temp=temp, top_k=top_k, top_p=top_p, min_p=min_p,
             repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n, n_predict=n_predict,
         )  # fmt: skip
+        if params is not None:  # knobs left at the original's defaults take the model's own
+            params = self.model.default_params(params, library=_GENERATE_DEFAULTS)
         pieces, answer = self._begin(prompt, params, callback)
         if streaming:
             return pieces
@@ -370,6 +373,7 @@ class GPT4All:
         kwargs = {k: v for k, v in generate_kwargs.items() if k not in LEGACY_KWARGS}
         params = sampling_params(**{**V1_SAMPLING, **kwargs})
         if params is not None:
+            params = self.model.default_params(params, library=_V1_DEFAULTS)
             params = params.replace(stop=params.stop + V1_STOPS)
         session, self._session = self._session, None  # 1.x had no sessions: a plain completion
         try:
@@ -409,6 +413,22 @@ class GPT4All:
         if response.completion is not None:
             self.last_usage = response.completion.usage
         return response.text()
+
+
+def _sampling_defaults(keywords: Mapping[str, Any]) -> GenerationParams:
+    """The sampling that ``keywords`` (an API's default keyword values) stand for."""
+    names = ("max_tokens", "temp", "top_k", "top_p", "min_p", "repeat_penalty", "repeat_last_n")
+    params = sampling_params(**{k: keywords[k] for k in names}, n_predict=None)
+    assert params is not None
+    return params
+
+
+#: The sampling of ``generate``'s and 1.x ``chat_completion``'s defaults: a knob left at
+#: these takes the model's catalog default (:meth:`Model.default_params`).
+_GENERATE_DEFAULTS = _sampling_defaults(
+    {k: p.default for k, p in inspect.signature(GPT4All.generate).parameters.items()}
+)
+_V1_DEFAULTS = _sampling_defaults(V1_SAMPLING)
 
 
 def _echo(token_id: int, response: str) -> bool:

@@ -92,6 +92,10 @@ class ConvertedPypiSource:
 Source = PypiSource | UrlSource | ConvertedPypiSource
 
 
+#: The knobs a catalog entry's ``sampling`` may set (fields of ``GenerationParams``).
+SAMPLING_KNOBS = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "repeat_last_n")
+
+
 @dataclass(frozen=True)
 class CatalogEntry:
     """One model of the catalog."""
@@ -116,6 +120,9 @@ class CatalogEntry:
     prefixes: Mapping[str, str] = field(default_factory=dict, hash=False)
     #: Embedding models trained to be cut to fewer dimensions (Matryoshka).
     matryoshka: bool = False
+    #: Sampling defaults measured for this model (``{"min_p": 0.2}``): they replace the
+    #: library's defaults for the knobs named here; a user's explicit value always wins.
+    sampling: Mapping[str, float] = field(default_factory=dict, hash=False)
 
     @property
     def ram_required_gb(self) -> float:
@@ -144,6 +151,7 @@ class CatalogEntry:
             "url": self.url,
             **({"prefixes": dict(self.prefixes)} if self.prefixes else {}),
             **({"matryoshka": True} if self.matryoshka else {}),
+            **({"sampling": dict(self.sampling)} if self.sampling else {}),
         }
 
 
@@ -267,6 +275,7 @@ def entry_from_json(data: Mapping[str, Any]) -> CatalogEntry:
             url=str(data.get("url", "")),
             prefixes={str(k): str(v) for k, v in data.get("prefixes", {}).items()},
             matryoshka=bool(data.get("matryoshka", False)),
+            sampling={str(k): float(v) for k, v in data.get("sampling", {}).items()},
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CatalogError(f"bad catalog entry {data.get('name')!r}: {exc!r}") from exc
@@ -285,6 +294,11 @@ def _check_entry(e: CatalogEntry) -> None:
         raise CatalogError(f"{e.name}: filename must be a bare *.gguf name")
     if e.size <= 0:
         raise CatalogError(f"{e.name}: size must be positive")
+    unknown = sorted(set(e.sampling) - set(SAMPLING_KNOBS))
+    if unknown:
+        raise CatalogError(
+            f"{e.name}: sampling knob {unknown[0]!r} is not one of {', '.join(SAMPLING_KNOBS)}"
+        )
 
 
 def parse_catalog(text: str) -> Catalog:

@@ -104,7 +104,12 @@ def plan(
     requested = body.max_completion_tokens or knobs.pop("max_tokens", None)
     max_tokens = max_tokens_for(settings, requested)
     choices = choice_params(
-        settings, knobs, body.n or 1, max_tokens=max_tokens, json_schema=forced or schema
+        settings,
+        knobs,
+        body.n or 1,
+        max_tokens=max_tokens,
+        json_schema=forced or schema,
+        model=model,
     )
     prepared = answer.prepare(
         model,

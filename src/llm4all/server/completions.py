@@ -122,7 +122,7 @@ def _plan(
     for ids in prompts:
         if not isinstance(ids, str):
             check_context(model.info.n_ctx, len(ids), requested, "prompt")  # type: ignore[arg-type]
-    return prompts, choice_params(settings, knobs, n, max_tokens=max_tokens)
+    return prompts, choice_params(settings, knobs, n, max_tokens=max_tokens, model=model)
 
 
 def _completion(run: Run, echoes: Sequence[str], logprobs: int | None) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from fastapi import Request
 from starlette.responses import StreamingResponse
 
-from llm4all.api import merge_params
+from llm4all.api import Model, merge_params
 from llm4all.engine.base import Chunk, PromptInput, ScoredChunk, TokenLogprob, Usage
 from llm4all.engine.runner import AsyncStream, Runner
 from llm4all.errors import ContextOverflow
@@ -66,6 +66,7 @@ def choice_params(
     *,
     max_tokens: int | None,
     json_schema: str | None = None,
+    model: Model | None = None,
 ) -> list[GenerationParams]:
     """One :class:`GenerationParams` per choice (validated against ``params.py``'s ranges)."""
     overrides = {**knobs, "max_tokens": max_tokens}
@@ -75,7 +76,8 @@ def choice_params(
                 400, "give either grammar or response_format/tools, not both", param="grammar"
             )
         overrides["json_schema"] = json_schema
-    base = merge_params(settings.defaults, overrides)
+    defaults = settings.defaults if model is None else model.default_params(settings.defaults)
+    base = merge_params(defaults, overrides)
     if n == 1 or base.seed is None:
         return [base] * n
     return [base.replace(seed=(base.seed + i) % 2**32) for i in range(n)]

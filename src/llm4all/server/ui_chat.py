@@ -152,12 +152,18 @@ class Claim:
 
 
 # -- from a stored chat to a prompt -----------------------------------------------------------
-def chat_params(settings: ServerSettings, stored: Mapping[str, Any]) -> GenerationParams:
-    """The server's defaults, then the chat's own parameters (None means "not set")."""
+def chat_params(
+    settings: ServerSettings, stored: Mapping[str, Any], model: Model | None = None
+) -> GenerationParams:
+    """The server's defaults (with ``model``'s catalog sampling), then the chat's own parameters.
+
+    None in ``stored`` means "not set".
+    """
     overrides = {k: v for k, v in stored.items() if k in PARAM_NAMES and v is not None}
     if isinstance(overrides.get("stop"), list):
         overrides["stop"] = tuple(overrides["stop"])
-    params = merge_params(settings.defaults, overrides)
+    defaults = settings.defaults if model is None else model.default_params(settings.defaults)
+    params = merge_params(defaults, overrides)
     return params.replace(max_tokens=max_tokens_for(settings, params.max_tokens))
 
 
@@ -292,7 +298,7 @@ async def answer_events(
 async def _generate(req: AnswerRequest, loaded: Loaded, stop: asyncio.Event) -> AsyncIterator[str]:
     model, runner = loaded.model, loaded.runner
     assert runner is not None
-    params = chat_params(req.settings, req.chat.params)
+    params = chat_params(req.settings, req.chat.params, model)
     history = req.store.messages(req.chat.id)
     if req.collections and req.localdocs is not None:  # searching embeds: off the event loop
         opener = req.localdocs
