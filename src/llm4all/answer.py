@@ -64,9 +64,14 @@ class AnswerStats:
     tokens_per_second: float | None = None
     time_to_first_token: float | None = None
     prompt_seconds: float | None = None
+    #: Speculative decoding: the share of drafted tokens kept, and tokens per pass over
+    #: the target's weights (None when the answer was not speculated).
+    acceptance_rate: float | None = None
+    tokens_per_pass: float | None = None
 
     @classmethod
     def of(cls, finish_reason: str, usage: Usage, timings: Timings) -> AnswerStats:
+        drafted, passes = timings.drafted_tokens, timings.target_passes
         return cls(
             finish_reason,
             usage.prompt_tokens,
@@ -75,6 +80,8 @@ class AnswerStats:
             timings.tokens_per_second or None,
             timings.time_to_first_token or None,
             timings.prompt_seconds or None,
+            timings.accepted_tokens / drafted if drafted else None,
+            timings.completion_tokens / passes if passes else None,
         )
 
     @classmethod
@@ -104,7 +111,16 @@ class AnswerStats:
                 "tokens_per_second": self.tokens_per_second,
                 "prompt_seconds": self.prompt_seconds,
             },
-        }
+        } | (
+            {
+                "speculative": {
+                    "acceptance_rate": self.acceptance_rate,
+                    "tokens_per_pass": self.tokens_per_pass,
+                }
+            }
+            if self.tokens_per_pass is not None
+            else {}
+        )
 
     def line(self) -> str:
         """One line for a terminal. Example: ``"12 prompt + 30 tokens, 41.2 tok/s, ..."``."""
@@ -114,9 +130,13 @@ class AnswerStats:
             if self.time_to_first_token
             else "first token -"
         )
+        spec = ""
+        if self.tokens_per_pass is not None:
+            kept = f"{self.acceptance_rate:.0%}" if self.acceptance_rate is not None else "-"
+            spec = f", {self.tokens_per_pass:.2f} tokens/pass ({kept} of drafts kept)"
         return (
             f"{self.prompt_tokens} prompt + {self.completion_tokens} tokens, {rate}, {first}, "
-            f"finish: {self.finish_reason}"
+            f"finish: {self.finish_reason}{spec}"
         )
 
 

@@ -86,6 +86,10 @@ class LoadParams:
     lora: str | None = _knob(
         None, "a LoRA adapter (GGUF, from `llm4all train export`) applied at load"
     )
+    draft: str | None = _knob(
+        None, "a smaller model with the same vocabulary drafting tokens (speculative decoding)"
+    )
+    lookup: bool = _knob(False, "draft tokens from n-grams of the prompt (speculative decoding)")
 
     def __post_init__(self) -> None:
         validate(self)

@@ -28,7 +28,7 @@ _ALIASES = {
     "n_threads": ["-t", "--threads"],
     "n_gpu_layers": ["--ngl", "--gpu-layers"],
 }
-_LOAD_FLAGS = ("n_ctx", "n_threads", "n_batch", "n_gpu_layers", "check_memory")
+_LOAD_FLAGS = ("n_ctx", "n_threads", "n_batch", "n_gpu_layers", "check_memory", "draft", "lookup")
 _PREFIX = "gen_"
 _LOAD_PREFIX = "load_"
 
@@ -42,6 +42,9 @@ def _field_option(f: dataclasses.Field[Any], prefix: str) -> Callable[[F], F]:
         return click.option(f"{on}/{off}", prefix + f.name, default=None, help=help_text)
     if f.name == "stop":
         return click.option(*names, multiple=True, help=help_text + " (repeatable)")
+    if f.name == "draft":  # a model name or file, "auto": the catalog's suggestion
+        help_text += "; a name, a file, or auto (the catalog's suggested draft)"
+        return click.option(*names, metavar="MODEL", help=help_text)
     if f.name in ("grammar", "json_schema"):
         return click.option(*names, metavar="TEXT|@FILE", help=help_text + "; @path reads a file")
     kind: type = float if isinstance(f.default, float) else int

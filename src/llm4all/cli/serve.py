@@ -113,6 +113,14 @@ from llm4all.params import GenerationParams, LoadParams, help_of
     "--models-dir", type=click.Path(file_okay=False, path_type=Path), help="Model store folder."
 )
 @click.option(
+    "--draft",
+    "drafts",
+    multiple=True,
+    metavar="MODEL=DRAFT",
+    help="Speculative decoding for MODEL: DRAFT is a model, auto (the catalog's) or lookup "
+    "(repeatable; used while the model has one stream).",
+)
+@click.option(
     "--no-preload", is_flag=True, help="Load the model on the first request instead of now."
 )
 @click.option(
@@ -130,6 +138,7 @@ def serve_command(
     no_preload: bool,
     log_level: str,
     max_memory: float | None,
+    drafts: tuple[str, ...],
     **kwargs: Any,
 ) -> None:
     """Serve local models over an OpenAI-compatible HTTP API.
@@ -148,6 +157,7 @@ def serve_command(
         preload=not no_preload,
         max_memory=None if max_memory is None else int(max_memory * 2**30),
         defaults=defaults,
+        drafts=tuple(_draft_pair(d) for d in drafts),
         **kwargs,
     )
     if settings.preload:
@@ -155,6 +165,13 @@ def serve_command(
     where = f"http://{settings.host}:{settings.port}/v1"
     err_console.print(f"llm4all serving on {where} (OpenAPI: {where[:-3]}/docs)", soft_wrap=True)
     serve(settings, log_level=log_level)
+
+
+def _draft_pair(text: str) -> tuple[str, str]:
+    model, sep, draft = text.partition("=")
+    if not sep or not model or not draft:
+        raise click.BadParameter(f"{text!r}: give MODEL=DRAFT", param_hint="--draft")
+    return model, draft
 
 
 def _pull_if_needed(settings: Any) -> None:

@@ -137,6 +137,11 @@ class Timings:
     time_to_first_token: float  # request start to first generated token
     generation_seconds: float  # first token to last token
     completion_tokens: int
+    #: Speculative decoding (``engine/speculative.py``): tokens proposed, of those kept,
+    #: and passes over the target (the prompt's included). All 0 when not speculated.
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
+    target_passes: int = 0
 
     @property
     def tokens_per_second(self) -> float:

@@ -36,12 +36,14 @@ from llm4all.engine.base import (
     Usage,
 )
 from llm4all.engine.probe import check_model_file
+from llm4all.engine.speculative import DraftLength
 from llm4all.engine.textstream import StopMatcher, Utf8Stream
 from llm4all.errors import ContextOverflow, InvalidParameter
 from llm4all.params import GenerationParams, LoadParams
 
 if TYPE_CHECKING:
     from llm4all.engine.runner import Runner
+    from llm4all.engine.speculative import Drafter
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,11 @@ class LlamaCppEngine(Engine):
         gpu.check_offload(self.params.n_gpu_layers)  # a CPU build would ignore the layers
         check_model_file(self.path)  # a corrupt file is an error here, not a dead process
         self.native = NativeModel(self.path, self.params, self._n_threads)
+        try:
+            self.drafter = self._make_drafter()
+        except BaseException:
+            self.native.close()
+            raise
         self.slots: list[list[int]] = [[] for _ in range(self.params.n_seq_max)]
         self.lock = threading.Lock()
         self._closed = False
@@ -100,6 +107,31 @@ class LlamaCppEngine(Engine):
             self.info.n_ctx,
             self._n_threads,
         )
+
+    def _make_drafter(self) -> Drafter | None:
+        """The speculative drafter the load params ask for (``engine/speculative.py``)."""
+        from llm4all.engine.speculative import DraftModel, PromptLookup
+
+        if self.params.draft:
+            path = self._draft_path(self.params.draft)
+            return DraftModel(path, self.native.n_ctx, self._n_threads, self.native)
+        return PromptLookup() if self.params.lookup else None
+
+    def _draft_path(self, draft: str) -> Path:
+        """A draft given as a file, a model name, or ``auto`` (the catalog's suggestion)."""
+        from llm4all.errors import ModelLoadError
+        from llm4all.models import ModelStore
+
+        store = ModelStore()
+        if draft == "auto":
+            entry = store.catalog.by_filename(self.path.name)
+            suggested = getattr(entry, "draft", None)
+            if not suggested:
+                raise ModelLoadError(str(self.path), "the catalog suggests no draft model for it")
+            draft = suggested
+        if Path(draft).expanduser().is_file():
+            return Path(draft).expanduser()
+        return store.resolve(draft, allow_download=False).path
 
     def _read_info(self) -> ModelInfo:
         n = self.native
@@ -195,6 +227,9 @@ class LlamaCppEngine(Engine):
 
     def _stream(self, seq: Generation) -> Iterator[Chunk]:
         """The single-sequence driver: one token per ``llama_decode``, inline."""
+        if self.drafter is not None:
+            yield from self._stream_speculative(seq, self.drafter)
+            return
         with self.lock, seq:
             index = self.evaluate_prompt(seq)
             while True:
@@ -205,6 +240,62 @@ class LlamaCppEngine(Engine):
                     break
                 index = self._decode_one(seq.last_token, seq.slot)
             yield seq.final_chunk()
+
+    def _stream_speculative(self, seq: Generation, drafter: Drafter) -> Iterator[Chunk]:
+        """The single-sequence driver with a drafter: many tokens per ``llama_decode``.
+
+        Each pass decodes the last sampled token and the drafted ones; the
+        generation then steps position by position, exactly as it would one
+        token at a time, while the target's pick equals the draft.
+        """
+        with self.lock, seq:
+            index = self.evaluate_prompt(seq)
+            chunk = seq.step(index)
+            if chunk is not None:
+                yield chunk
+            while not seq.finished:
+                self.native.batch.clear()
+                tokens, indices = self.add_drafted(seq, self.native.n_batch)
+                self.decode_or_rollback(seq.slot)
+                yield from self.verify(seq, tokens, indices)
+            yield seq.final_chunk()
+
+    def add_drafted(self, seq: Generation, budget: int) -> tuple[list[int], list[int]]:
+        """Add ``seq``'s last token and up to k drafted ones (``budget`` in all at most)
+        to the batch; returns the tokens and their batch indices (for :meth:`verify`)."""
+        cache = self.slots[seq.slot]
+        drafts: list[int] = []
+        if self.drafter is not None:
+            room = min(self.info.n_ctx - len(cache) - 2, budget - 1, seq.limit - len(seq.produced))
+            k = min(seq.draft_length.next, room)
+            if k > 0:
+                drafts = self.drafter.propose(seq.prompt + seq.produced, k)[:k]
+        tokens = [seq.last_token, *drafts]
+        batch = self.native.batch
+        indices = [batch.add(t, len(cache) + i, seq.slot, True) for i, t in enumerate(tokens)]
+        return tokens, indices
+
+    def verify(self, seq: Generation, tokens: list[int], indices: list[int]) -> list[Chunk]:
+        """After the decode of :meth:`add_drafted`'s batch: step ``seq`` at each position
+        while its pick equals the draft, keep those KV cells, drop the rest."""
+        cache, chunks, kept = self.slots[seq.slot], [], 0
+        n_drafts = len(tokens) - 1
+        for i, index in enumerate(indices):
+            cache.append(tokens[i])
+            chunk = seq.step(index)
+            if chunk is not None:
+                chunks.append(chunk)
+            if seq.finished or i == n_drafts or seq.last_token != tokens[i + 1]:
+                break
+            kept += 1
+        if kept < n_drafts and not self.native.forget(seq.slot, len(cache)):
+            self.native.forget(seq.slot, 0)  # a model that cannot drop a tail: start over
+            cache.clear()
+        seq.passes += 1
+        seq.drafted += n_drafts
+        seq.accepted += kept
+        seq.draft_length.update(n_drafts, kept)
+        return chunks
 
     def evaluate_prompt(self, seq: Generation) -> int:
         """Bring the slot's KV cache to the prompt, reusing its prefix; returns the logits index."""
@@ -346,6 +437,8 @@ class LlamaCppEngine(Engine):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            if self.drafter is not None:
+                self.drafter.close()
             self.native.close()
 
 
@@ -399,6 +492,10 @@ class Generation:
         self.t0 = time.perf_counter()
         self.t_prompt = 0.0
         self.t_first: float | None = None
+        # Speculative decoding's counts; the prompt's pass gives the first token.
+        self.drafted = self.accepted = 0
+        self.passes = 1 if engine.drafter is not None else 0
+        self.draft_length = DraftLength()
 
     def prompt_done(self, cached: int) -> None:
         self.cached = cached
@@ -441,7 +538,15 @@ class Generation:
             tail,
             finish_reason=self.reason,
             usage=Usage(len(self.prompt), n, self.cached),
-            timings=Timings(self.t_prompt, first - self.t0, t_end - first, n),
+            timings=Timings(
+                self.t_prompt,
+                first - self.t0,
+                t_end - first,
+                n,
+                self.drafted,
+                self.accepted,
+                self.passes,
+            ),
         )
 
     def _chunk(self, text: str, **final: Any) -> Chunk:

@@ -71,6 +71,8 @@ class _Request:
     next_prompt: int = 0  # prompt tokens already in the KV cache
     in_batch: int = 0  # tokens this request put in the current batch
     index: int = -1  # where this request's logits are in the current batch
+    #: Speculative decoding: the last token and the drafts in the current batch, and where
+    drafted: tuple[list[int], list[int]] | None = None
 
 
 class BatchScheduler(Runner):
@@ -227,6 +229,10 @@ class BatchScheduler(Runner):
                     request.index = batch.add(token, len(cache) + offset, slot, last)
                 request.in_batch = take
                 budget -= take
+            elif budget > 0 and self._speculate():
+                request.drafted = self.engine.add_drafted(gen, budget)
+                request.in_batch = len(request.drafted[0])
+                budget -= request.in_batch
             elif budget > 0:
                 request.index = batch.add(gen.last_token, len(cache), slot, True)
                 request.in_batch = 1
@@ -260,6 +266,14 @@ class BatchScheduler(Runner):
             if request.next_prompt < len(request.prompt):
                 return  # the rest of the prompt goes in the next step
             gen.prompt_done(request.cached)
+        elif request.drafted is not None:
+            tokens, indices = request.drafted
+            request.drafted = None
+            for verified in self.engine.verify(gen, tokens, indices):
+                _deliver(request, verified)
+            if gen.finished:
+                self._release(gen.slot, request, send=True)
+            return
         else:
             cache.append(gen.last_token)
         chunk = gen.step(request.index)
@@ -267,6 +281,12 @@ class BatchScheduler(Runner):
             _deliver(request, chunk)
         if gen.finished:
             self._release(gen.slot, request, send=True)
+
+    def _speculate(self) -> bool:
+        """Draft only for a lone stream: with two or more, one batch already carries a
+        token of each over the weights, and drafts would crowd out their tokens (a
+        rejected draft costs every stream in the batch, not only its own)."""
+        return self.engine.drafter is not None and len(self._active) == 1 and not self._pending
 
     def _release(self, slot: int, request: _Request, *, send: bool) -> None:
         gen = request.generation

@@ -195,7 +195,7 @@ class ModelManager:
 
     def _load_params(self, ref: ModelRef, kind: Kind) -> LoadParams:
         if kind == "chat":
-            return self.settings.load_params()
+            return self.settings.load_params(ref.name)
         if ref.path is None:  # a remote embeds on its side
             return LoadParams(embedding=True, check_memory=False)
         return embedding_load_params(

@@ -95,6 +95,9 @@ class ServerSettings:
     #: beyond it unloads idle models first, and is refused if that is not enough
     max_memory: int | None = None
     models_dir: Path | None = None  # None: the user's model store
+    #: Speculative decoding per chat model: (model name, draft) pairs, the draft a model
+    #: name or file, "auto" (the catalog's suggestion) or "lookup" (prompt lookup)
+    drafts: tuple[tuple[str, str], ...] = ()
     defaults: GenerationParams = field(default_factory=GenerationParams)
 
     def __post_init__(self) -> None:
@@ -124,8 +127,9 @@ class ServerSettings:
                 "(--api-key) or the risk is accepted with --insecure",
             )
 
-    def load_params(self) -> LoadParams:
-        """How each chat model is loaded: one KV slot per parallel request.
+    def load_params(self, model: str | None = None) -> LoadParams:
+        """How each chat model is loaded: one KV slot per parallel request (and ``model``'s
+        draft from ``drafts``: the runner speculates while a model has one stream).
 
         Embedding models are loaded as :func:`llm4all.embeddings.embedding_load_params`
         says (bounded by the file's own window), with ``EMBED_SEQS`` texts a decode.
@@ -138,6 +142,8 @@ class ServerSettings:
                 n_batch=self.n_batch,
                 n_gpu_layers=self.n_gpu_layers,
                 check_memory=self.check_memory,
+                draft=next((d for m, d in self.drafts if m == model and d != "lookup"), None),
+                lookup=(model, "lookup") in self.drafts,
             )
         except InvalidParameter as exc:
             renamed = {"n_seq_max": "parallel", "n_ctx": "ctx"}.get(exc.field, exc.field)
