@@ -70,9 +70,13 @@ def answer_with_tools(
     history = [Message("user", messages)] if isinstance(messages, str) else list(messages)
     specs = tools.specs()
     made: list[ToolCall] = []
+    seen: set[str] = set()
+    answer_now = False
     p = params if params is not None else model.params
-    for _ in range(max_rounds + 1):
-        offered = specs if len(made) < max_rounds else []  # out of rounds: answer now
+    for _ in range(max_rounds + 2):
+        # Out of rounds, or the model repeats a call it has the result of (Qwen2.5-Coder-1.5B
+        # does): no tools this time, so it answers from the results it has.
+        offered = [] if answer_now or len(made) >= max_rounds else specs
         prepared = answer.prepare(model, history, params=p, tools=offered)
         response = answer.stream(model, prepared)
         text = response.text()
@@ -80,6 +84,15 @@ def answer_with_tools(
         if not calls:
             history.append(Message("assistant", text))
             return ToolAnswer(text, made, history)
+        keys = {
+            c["function"]["name"]
+            + json.dumps(json.loads(c["function"]["arguments"]), sort_keys=True)
+            for c in calls
+        }
+        if keys <= seen:
+            answer_now = True
+            continue
+        seen |= keys
         parsed = prepared.parse_tools(text)
         content = parsed.content if parsed is not None and parsed.content else ""
         shown = tuple(
@@ -94,7 +107,8 @@ def answer_with_tools(
             call = _run(tools, s["function"]["name"], s["function"]["arguments"], consent, on_call)
             made.append(call)
             history.append(Message("tool", call.result, (), c["id"]))
-    raise AssertionError("unreachable: the last round offers no tools")
+    history.append(Message("assistant", text))
+    return ToolAnswer(text, made, history)  # still calling with no tools offered: its text
 
 
 def _run(
