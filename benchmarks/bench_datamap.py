@@ -11,8 +11,8 @@ dimension), normalised again. Each size runs in its own process, so its peak RSS
 
 - ``embed``: rows/s of ``Embedder`` (MiniLM, 2 threads) on ``--embed-rows`` rows not yet
   cached, through the cache (a fresh file);
-- ``map``: ``layout_map`` (UMAP fitted on every row, or on ``--sample`` rows and
-  ``transform`` for the rest; HDBSCAN; c-TF-IDF) and the HTML written;
+- ``map``: ``layout_map`` (UMAP fitted on every row, or on ``--sample`` rows with the
+  rest placed by their most similar fitted rows; HDBSCAN; c-TF-IDF) and the HTML written;
 - ``browser``: Chromium opens the page offline; seconds until it is drawn and interactive.
 
 Example: ``python benchmarks/bench_datamap.py --quick``;
