@@ -205,7 +205,7 @@ def screenshots(path: Path, folder: Path) -> None:
 
 
 def warm_up() -> None:
-    """UMAP (fit and transform) on a little random data, so numba has compiled it."""
+    """UMAP on a little random data, so numba has compiled it."""
     from llm4all.datamap.layout import project
 
     vectors = np.random.default_rng(0).normal(size=(300, 384)).astype(np.float32)
