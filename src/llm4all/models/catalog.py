@@ -120,6 +120,9 @@ class CatalogEntry:
     prefixes: Mapping[str, str] = field(default_factory=dict, hash=False)
     #: Embedding models trained to be cut to fewer dimensions (Matryoshka).
     matryoshka: bool = False
+    #: A smaller catalog model with the same vocabulary to draft for this one
+    #: (speculative decoding: ``--draft auto``).
+    draft: str | None = None
     #: Sampling defaults measured for this model (``{"min_p": 0.2}``): they replace the
     #: library's defaults for the knobs named here; a user's explicit value always wins.
     sampling: Mapping[str, float] = field(default_factory=dict, hash=False)
@@ -151,6 +154,7 @@ class CatalogEntry:
             "url": self.url,
             **({"prefixes": dict(self.prefixes)} if self.prefixes else {}),
             **({"matryoshka": True} if self.matryoshka else {}),
+            **({"draft": self.draft} if self.draft else {}),
             **({"sampling": dict(self.sampling)} if self.sampling else {}),
         }
 
@@ -275,6 +279,7 @@ def entry_from_json(data: Mapping[str, Any]) -> CatalogEntry:
             url=str(data.get("url", "")),
             prefixes={str(k): str(v) for k, v in data.get("prefixes", {}).items()},
             matryoshka=bool(data.get("matryoshka", False)),
+            draft=str(data["draft"]) if data.get("draft") else None,
             sampling={str(k): float(v) for k, v in data.get("sampling", {}).items()},
         )
     except (KeyError, TypeError, ValueError) as exc:
