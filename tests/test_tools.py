@@ -128,3 +128,13 @@ def test_a_tool_without_parameters_gets_empty_arguments(default_model: Any) -> N
 def test_an_irrelevant_question_gets_an_answer(default_model: Any, question: str) -> None:
     response = _ask(default_model, question, [TIMER])
     assert response.tool_calls == [] and "Shakespeare" in response.text()
+
+
+def test_a_tool_definition_written_back_is_no_call() -> None:
+    # Qwen2.5-Coder-0.5B asked for a haiku with a weather tool offered wrote the tool list back.
+    echo = (
+        '{"type": "function", "function": {"name": "get_weather", "parameters": {"city": "sea"}}}'
+    )
+    assert _one(echo) == (echo, [])
+    header = call_grammar([WEATHER]).partition("\n")[0]
+    assert header.count(r'[^"\s]\s*:') == 1  # the trigger skips a key's value too

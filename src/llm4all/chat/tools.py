@@ -153,7 +153,7 @@ def parse(
     pieces: list[str] = []
     at = 0
     for start in _START.finditer(text):
-        if start.start() < at:
+        if start.start() < at or _a_keys_value(text, start.start()):
             continue
         found = _decode_calls(text, start.start(), known)
         if found is None:
@@ -167,6 +167,16 @@ def parse(
     pieces.append(text[at:])
     content = _WRAP.sub("", "".join(pieces)).strip() or None
     return Parsed(content, calls if parallel else calls[:1])
+
+
+def _a_keys_value(text: str, at: int) -> bool:
+    """Whether ``at`` is where a JSON key's value begins (``"function": {"name": …``).
+
+    Such an object is part of a larger one — a tool's definition written back,
+    say — not a call; the lazy grammar's trigger skips it the same way.
+    """
+    before = text[:at].rstrip()
+    return before.endswith(":") and before[:-1].rstrip().endswith('"')
 
 
 def _decode_calls(
@@ -325,7 +335,8 @@ def call_grammar(tools: Sequence[dict[str, Any]]) -> str:
     rules["call"] = '"{" space "\\"name\\"" space ":" space ( ' + " | ".join(branches) + " )"
     rules["rest"] = "[^\\x00]*"
     trigger = (
-        "[\\s\\S]*?(\\{"
+        # Not where a JSON key's value begins ("function": {"name": …, a tool list echoed back).
+        '(?:|[\\s\\S]*?(?:[^:\\s]|[^"\\s]\\s*:))\\s*(\\{'
         + _SPACE_RE
         + '"name"'
         + _SPACE_RE
