@@ -237,20 +237,21 @@ def test_qwen_coder_pair_matches_the_target_alone() -> None:
     plain = LlamaCppEngine(target, LoadParams(n_ctx=512))
     spec = LlamaCppEngine(target, LoadParams(n_ctx=512, draft="auto"))
     try:
-        params = GenerationParams(temperature=0, max_tokens=24)
+        params = GenerationParams(temperature=0, max_tokens=24, repeat_penalty=1.0)
         for prompt in (PROMPTS[0], PROMPTS[4]):
             want = _run(plain, prompt, params)
             got = _run(spec, prompt, params)
             assert got.timings.accepted_tokens > 0
             # llama.cpp's CPU kernels are not batch-invariant: a verify pass of several
             # tokens can flip a near tie that one-token decoding resolves the other way.
-            # Identical, or the first difference is such a tie (< 0.1 nats apart).
+            # Identical, or the first difference is such a tie (< 0.3 nats apart, as
+            # teacher forcing, itself batched, scores them; a wrong token is nats away).
             n = common_prefix(got.token_ids, want.token_ids)
             if n < len(want.token_ids):
                 head = plain.tokenize(prompt) + list(want.token_ids[:n])
                 a = plain.token_logprobs([*head, want.token_ids[n]], len(head))[0]
                 b = plain.token_logprobs([*head, got.token_ids[n]], len(head))[0]
-                assert abs(a - b) < 0.1, (n, a, b)
+                assert abs(a - b) < 0.3, (n, a, b)
     finally:
         spec.close()
         plain.close()
