@@ -29,6 +29,7 @@ Example: ``python benchmarks/bench_refusals.py --models qwen2.5-coder-0.5b-instr
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from collections.abc import Iterator
@@ -37,6 +38,7 @@ from typing import Any
 
 import _harness as h
 from llm4all.data import find_refusal
+from llm4all.params import GenerationParams
 
 NAME = "refusals"
 DATA = h.REPO.parent / "shared" / "data" / "eval"
@@ -60,11 +62,49 @@ CANDIDATES: dict[str, str | None] = {
         "a story to write or a role to play. Write a response that appropriately "
         "completes the request."
     ),
+    "qwen-writer": (
+        "You are Qwen, created by Alibaba Cloud. You are a helpful assistant. You answer "
+        "questions, write stories and poems, and help with code."
+    ),
+    "persona": (
+        "I am a friendly assistant and writer. I answer questions on any subject, write "
+        "stories, poems and letters, explain things and help with code."
+    ),
+    "kinds": (
+        "You are a helpful assistant. Users ask you questions, ask for stories, poems, "
+        "emails, summaries, advice and code. Complete each request."
+    ),
+    "writer": "You are a helpful assistant and a creative writer.",
+    "helpful-creative": "You are a helpful, creative assistant.",
+    "helpful-roles": (
+        "You are a helpful assistant. You answer questions, write stories and play roles "
+        "when asked."
+    ),
+    "task-answer": (
+        "Below is an instruction that describes a task, such as a question to answer, "
+        "a story to write or a role to play. Write a response that appropriately "
+        "completes the request, starting with the answer itself."
+    ),
     "any-task": (
         "You are a helpful assistant for any task, not only programming. You answer "
         "questions on every subject and write stories, poems, letters and code when asked. "
         "Do what the user asks as well as you can."
     ),
+}
+# Sampling candidates: changes to the library's defaults (temperature 0.7, top_k 40,
+# top_p 0.95, min_p 0.05, repeat_penalty 1.1). "default" changes nothing; "catalog"
+# is what the catalog's ``sampling`` gives the model.
+SAMPLINGS: dict[str, dict[str, float | int]] = {
+    "default": {},
+    "min_p.1": {"min_p": 0.1},
+    "min_p.2": {"min_p": 0.2},
+    "min_p.3": {"min_p": 0.3},
+    "min_p.4": {"min_p": 0.4},
+    "top_k10": {"top_k": 10},
+    "top_k20": {"top_k": 20, "top_p": 0.8},
+    "qwen": {"temperature": 0.7, "top_p": 0.8, "top_k": 20, "repeat_penalty": 1.05},
+    "rp1.0": {"repeat_penalty": 1.0},
+    "t0.5_min_p.2": {"temperature": 0.5, "min_p": 0.2},
 }
 MODELS = ("qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct", "smollm2-135m-instruct")
 
@@ -119,10 +159,23 @@ def measure(
     model = llm4all.Model(model_name, n_ctx=2048, n_threads=args.threads)
     catalog_prompt = model.default_system_prompt
     todo = dict(candidates)
-    if catalog_prompt is not None:  # with none, "catalog" is the same as "template"
+    asked = args.candidates is None or "catalog" in args.candidates.split(",")
+    if catalog_prompt is not None and asked:  # with none, "catalog" is the same as "template"
         todo["catalog"] = catalog_prompt
-    results: dict[str, Any] = {"catalog_system_prompt": catalog_prompt, "candidates": {}}
-    for label, system in todo.items():
+    samplings = {k: SAMPLINGS[k] for k in args.sampling} if args.sampling else {"default": {}}
+    if args.sampling and "catalog" in args.sampling:
+        samplings["catalog"] = model.default_sampling
+    results: dict[str, Any] = {
+        "catalog_system_prompt": catalog_prompt,
+        "catalog_sampling": model.default_sampling,
+        "candidates": {},
+    }
+    base = GenerationParams()
+    for (label, system), (sampling_label, sampling) in itertools.product(
+        todo.items(), samplings.items()
+    ):
+        if sampling_label != "default":
+            label = f"{label} @ {sampling_label}"
         rows = []
         t0 = time.perf_counter()
         for req in requests(args.quick):
@@ -130,7 +183,7 @@ def measure(
                 continue
             messages = [Message("system", system)] if system else []
             messages.append(Message("user", req.text))
-            params = model.params.replace(seed=req.seed, max_tokens=args.max_tokens)
+            params = base.replace(**sampling, seed=req.seed, max_tokens=args.max_tokens)
             answer = model.stream_tokens(model.chat_tokens(messages), params).text()
             found = find_refusal(answer, disclaimers=True)
             rows.append(
@@ -144,6 +197,7 @@ def measure(
             )
         results["candidates"][label] = {
             "system_prompt": system,
+            "sampling": sampling,
             "seconds": round(time.perf_counter() - t0, 1),
             "rows": rows,
         }
@@ -176,9 +230,9 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
     return out
 
 
-def _earlier(quick: bool) -> dict[str, Any]:
+def _earlier(name: str, quick: bool) -> dict[str, Any]:
     """Models measured by earlier runs (one model a run keeps the others' figures)."""
-    path = h.RESULTS / f"{NAME}{'.quick' if quick else ''}.json"
+    path = h.RESULTS / f"{name}{'.quick' if quick else ''}.json"
     if not path.is_file():
         return {}
     return dict(json.loads(path.read_text(encoding="utf-8")).get("results", {}))
@@ -204,14 +258,25 @@ def main() -> None:
         help=f"comma-separated candidate names (default: all of {', '.join(CANDIDATES)})",
     )
     p.add_argument("--sets", help="comma-separated request sets (default: all)")
+    p.add_argument(
+        "--sampling",
+        help=f"comma-separated sampling candidates, each tried with every system prompt "
+        f"(default: the library's defaults; 'catalog' is the catalog's; of {', '.join(SAMPLINGS)})",
+    )
+    p.add_argument("--out", default=NAME, help="results name (benchmarks/results/NAME.json)")
     args = p.parse_args()
     args.sets = args.sets.split(",") if args.sets else None
+    args.sampling = args.sampling.split(",") if args.sampling else None
     names = args.models.split(",") if args.models else [h.FAST_MODEL] if args.quick else MODELS
-    wanted = args.candidates.split(",") if args.candidates else list(CANDIDATES)
+    wanted = (
+        [c for c in args.candidates.split(",") if c != "catalog"]
+        if args.candidates
+        else list(CANDIDATES)
+    )
     candidates = {k: CANDIDATES[k] for k in wanted}
     load_before = h.load_average()
     results = {name: measure(name, candidates, args) for name in names}
-    results = _merged(_earlier(args.quick), results)
+    results = _merged(_earlier(args.out, args.quick), results)
     h.print_table(
         "Refusals (declining answers) per model and system prompt",
         [
@@ -227,13 +292,14 @@ def main() -> None:
         table_rows(results),
     )
     h.write_json(
-        NAME,
+        args.out,
         args.quick,
         {
             "benchmark": NAME,
             "machine": h.machine_info(),
-            "settings": {"max_tokens": args.max_tokens, "threads": args.threads},
+            "settings": {"max_tokens": args.max_tokens, "threads": args.threads, "sets": args.sets},
             "candidates": CANDIDATES,
+            "samplings": SAMPLINGS,
             "load_before": load_before,
             "load_after": h.load_average(),
             "results": results,

@@ -158,9 +158,13 @@ def server_paths(base: str, model_name: str, max_tokens: int) -> dict[str, Calla
     return {"/v1/chat/completions": openai, "web chat /api/chats": web_ui}
 
 
-def measure(paths: dict[str, Callable[[int], str]], runs: int) -> dict[str, Any]:
+def measure(
+    paths: dict[str, Callable[[int], str]], runs: int, only: list[str] | None = None
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, answer_with in paths.items():
+        if only is not None and name not in only:
+            continue
         answers = [answer_with(seed) for seed in range(runs)]
         refusals = [a for a in answers if is_refusal(a)]
         out[name] = {"runs": runs, "refusals": len(refusals), "answers": answers}
@@ -174,13 +178,19 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=24)
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--quick", action="store_true", help="3 runs a path")
+    p.add_argument(
+        "--paths", help="comma-separated path names to run (default: all nine), e.g. 'llm4all run'"
+    )
+    p.add_argument("--out", default="refusals_paths", help="results name")
     args = p.parse_args()
+    only = args.paths.split(",") if args.paths else None
     runs = 3 if args.quick else args.runs
     load_before = h.load_average()
-    results = measure(python_paths(args.model, args.max_tokens), runs)
-    results |= measure(cli_paths(args.model, args.max_tokens), runs)
-    with server(args.model) as base:
-        results |= measure(server_paths(base, args.model, args.max_tokens), runs)
+    results = measure(python_paths(args.model, args.max_tokens), runs, only)
+    results |= measure(cli_paths(args.model, args.max_tokens), runs, only)
+    if only is None or any(name.startswith(("/v1", "web")) for name in only):
+        with server(args.model) as base:
+            results |= measure(server_paths(base, args.model, args.max_tokens), runs, only)
     h.print_table(
         f"'{STORY}' through every path ({args.model}, no system prompt given)",
         ["path", "refusals"],
@@ -195,7 +205,7 @@ def main() -> None:
         "load_after": h.load_average(),
         "results": results,
     }
-    h.write_json("refusals_paths", args.quick, payload)
+    h.write_json(args.out, args.quick, payload)
 
 
 if __name__ == "__main__":
