@@ -14,6 +14,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,41 @@ def test_stream_is_shaped_like_openais(client: httpx.Client) -> None:
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     whole = client.post(CHAT, json={**body, "stream": False}).json()
     assert whole["choices"][0]["message"]["content"] == text
+
+
+def test_four_concurrent_streams_share_the_batched_steps(fast_model_path: Path) -> None:
+    """Four streams sent at once reach the scheduler together and share its decode steps.
+
+    Issue 10's 4-stream check: if the route serialized requests (a lock, a blocking
+    call on the event loop, a one-at-a-time runner) each token would cost its own
+    decode step; batched, four streams need far fewer steps than tokens. No clock.
+    """
+    settings = fast_settings(fast_model_path.parent, parallel=4)
+    with running(settings) as live, httpx.Client(base_url=live.url, timeout=300) as c:
+        c.post(CHAT, json={"messages": HI, "max_tokens": 1, "temperature": 0})  # loaded
+
+        def steps() -> int:
+            return int(c.get("/health").json()["models"][0]["steps"])
+
+        def one(topic: str) -> int:
+            body = {
+                "messages": [{"role": "user", "content": f"Write a long essay about {topic}."}],
+                "max_tokens": 32,
+                "temperature": 0,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
+            with httpx.Client(base_url=live.url, timeout=300) as own:
+                events = _events(own.post(CHAT, json=body))
+            return int(events[-2]["usage"]["completion_tokens"])
+
+        before = steps()
+        with ThreadPoolExecutor(4) as pool:
+            tokens = list(pool.map(one, ["the ocean", "trains", "bread", "the moon"]))
+        taken = steps() - before
+    assert sum(tokens) >= 64, tokens
+    # One at a time would take at least sum(tokens) steps; four in one batch about a quarter.
+    assert taken < 0.75 * sum(tokens), (taken, tokens)
 
 
 def test_stop_seed_n_and_penalties(client: httpx.Client) -> None:
