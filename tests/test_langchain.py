@@ -152,7 +152,12 @@ def test_fenced_calls_are_calls() -> None:
     assert "".join(splitter.feed(t) for t in ["``", "`json\n", text[8:]]) == ""
     assert splitter.held == text
     plain = ContentSplitter(forced=False)
-    assert plain.feed("Use ```print```") == "Use ```print```"
+    # A short inline fence is held until its first line shows what it is, never lost.
+    shown = plain.feed("Use ```print```") + plain.feed(" to show it, then more words.")
+    assert shown.startswith("Use ```print")
+    assert shown + plain.flush() == "Use ```print``` to show it, then more words."
+    short = ContentSplitter(forced=False)
+    assert short.feed("Use ```print```") + short.flush() == "Use ```print```"
 
 
 # -- completion model and compat ------------------------------------------------------------
