@@ -265,6 +265,18 @@ class Engine(ABC):
         prompt or a parameter the capabilities do not cover.
         """
 
+    def prompt_tokens(self, prompt: PromptInput) -> list[int]:
+        """Token ids of a prompt: ids as given, text tokenized (BOS added where wanted).
+
+        A :class:`ChatInput` needs an engine that renders chats itself; it overrides this.
+        """
+        if isinstance(prompt, ChatInput):
+            self.capabilities.require("chat", "a chat prompt (render it first)")
+            raise AssertionError  # pragma: no cover - require raised
+        if isinstance(prompt, str):
+            return list(self.tokenize(prompt))
+        return list(prompt)
+
     def check_fits(self, prompt_tokens: int) -> None:
         """Raise :class:`~llm4all.errors.ContextOverflow` if a prompt cannot fit."""
         if self.info.n_ctx and prompt_tokens >= self.info.n_ctx:

@@ -23,7 +23,6 @@ from llm4all.engine import gpu
 from llm4all.engine._native import NativeModel, Sampler, common_prefix, supports_gpu_offload
 from llm4all.engine.base import (
     Capabilities,
-    ChatInput,
     Chunk,
     Engine,
     FinishReason,
@@ -181,15 +180,6 @@ class LlamaCppEngine(Engine):
         return BatchScheduler(self, max_queue=max_queue)
 
     # -- generation -------------------------------------------------------------
-    def prompt_tokens(self, prompt: PromptInput) -> list[int]:
-        """Token ids of a prompt: ids as given, text tokenized (BOS added where wanted)."""
-        if isinstance(prompt, ChatInput):
-            self.capabilities.require("chat", "a chat prompt (render it first)")
-            raise AssertionError  # pragma: no cover - require raised
-        if isinstance(prompt, str):
-            return self.tokenize(prompt)
-        return list(prompt)
-
     def generate(
         self,
         prompt: PromptInput,

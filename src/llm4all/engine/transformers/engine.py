@@ -232,9 +232,7 @@ class TransformersEngine(Engine):
                 tokenize=False,
             )
             return self.tokenize(str(text), add_special=False)
-        if isinstance(prompt, str):
-            return self.tokenize(prompt)
-        return list(prompt)
+        return super().prompt_tokens(prompt)
 
     # -- generation ----------------------------------------------------------------------
     def generate(
