@@ -53,6 +53,7 @@ import _harness as h
 import _localdocs_corpus as corpus_mod
 from _embedding_cache import CachedEmbedder
 from bench_localdocs_quality import scores
+from llm4all.evaluate.docs import copied_share
 
 NAME = "localdocs_answers"
 TOP = 20
@@ -60,10 +61,8 @@ FOLLOWUPS = h.BENCH_DIR / "data" / "manpages_followups.jsonl"
 ANSWERS = h.BENCH_DIR / "data" / "manpages_answers.jsonl"
 #: Unrelated pages added to the labelled ones.
 DISTRACTORS = 30
-#: The length of a copied run, in words, and the share of an excerpt that makes a copy.
-COPY_RUN = 12
+#: The share of an excerpt that makes a copy (runs of COPY_RUN words, llm4all.evaluate.docs).
 COPY_SHARE = 0.4
-_WORDS = re.compile(r"\S+")
 _CITE = re.compile(r"\[(\d+)\]")
 
 
@@ -72,23 +71,6 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 # -- judging an answer (pure) ------------------------------------------------------------------
-def copied_share(answer: str, excerpt: str, run: int = COPY_RUN) -> float:
-    """The share of ``excerpt``'s words that ``answer`` repeats in runs of ``run`` words or more.
-
-    Example: an answer that pastes the whole excerpt scores 1.0; one in its own words 0.0.
-    """
-    a = [w.lower() for w in _WORDS.findall(answer)]
-    e = [w.lower() for w in _WORDS.findall(excerpt)]
-    if len(e) < run or len(a) < run:
-        return 0.0
-    grams = {tuple(a[i : i + run]) for i in range(len(a) - run + 1)}
-    covered = [False] * len(e)
-    for i in range(len(e) - run + 1):
-        if tuple(e[i : i + run]) in grams:
-            covered[i : i + run] = [True] * run
-    return sum(covered) / len(e)
-
-
 def judge(answer: str, refs: Sequence[dict[str, Any]], item: dict[str, Any]) -> dict[str, Any]:
     """Right, cited, copied and good for one answer (see the module docstring)."""
     right = any(key.lower() in answer.lower() for key in item["answer"])
