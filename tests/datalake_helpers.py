@@ -7,18 +7,15 @@ payload. Helper modules of the sharing tests may use both.
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI
 
 from llm4all.datalake.service import ServiceSettings, create_app
+from server_helpers import serving
 
 TOKEN = "test-admin-token"
 
@@ -61,24 +58,8 @@ class LiveDatalake:
 @contextmanager
 def running_datalake(settings: ServiceSettings) -> Iterator[LiveDatalake]:
     app = create_app(settings)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the datalake test server did not start")
-        time.sleep(0.01)
-    try:
-        yield LiveDatalake(f"http://127.0.0.1:{port}", app)
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
+    with serving(app, timeout=30) as url:
+        yield LiveDatalake(url, app)
 
 
 def chat_payload(

@@ -61,8 +61,8 @@ def fast_settings(models_dir: Path, **changes: Any) -> ServerSettings:
 
 
 @contextmanager
-def running(settings: ServerSettings) -> Iterator[LiveServer]:
-    app = create_app(settings)
+def serving(app: Any, timeout: float = 60) -> Iterator[str]:
+    """Any ASGI app under uvicorn on a free 127.0.0.1 port, in a thread; yields its base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -70,14 +70,21 @@ def running(settings: ServerSettings) -> Iterator[LiveServer]:
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("the test server did not start")
         time.sleep(0.01)
     try:
-        yield LiveServer(f"http://127.0.0.1:{port}", app, settings)
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(15)
         sock.close()
+
+
+@contextmanager
+def running(settings: ServerSettings) -> Iterator[LiveServer]:
+    app = create_app(settings)
+    with serving(app) as url:
+        yield LiveServer(url, app, settings)
