@@ -90,3 +90,44 @@ def test_serve_answers_with_a_hugging_face_folder(smol_folder: Path, fast_model_
         assert answer["usage"]["completion_tokens"] >= 1
         models = live.health()["models"]
         assert [m["backend"] for m in models] == ["transformers"]
+
+
+def test_serve_runs_a_gguf_through_transformers_with_its_flags(fast_model_path: Path) -> None:
+    """``llm4all serve --backend transformers --gen-config …``: the catalog GGUF, dequantized."""
+    from server_helpers import fast_settings, running
+
+    settings = fast_settings(fast_model_path.parent, model=fast_model_path.name).replace(
+        backend="transformers",
+        backend_flags={"gen_config": ("repetition_penalty=1.3",), "device": "cpu"},
+    )
+    with running(settings) as live:
+        body = {
+            "model": fast_model_path.name,
+            "messages": [{"role": "user", "content": "Name a colour."}],
+            "temperature": 0,
+            "max_tokens": 8,
+        }
+        r = httpx.post(live.base_url + "/chat/completions", json=body, timeout=300)
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["message"]["content"].strip()
+        assert [m["backend"] for m in live.health()["models"]] == ["transformers"]
+
+
+def test_serve_refuses_an_unknown_backend_or_a_bad_gen_config_before_serving(
+    fast_model_path: Path,
+) -> None:
+    from llm4all.errors import InvalidParameter
+    from llm4all.server import ServerSettings
+
+    with pytest.raises(InvalidParameter, match="backend"):
+        ServerSettings(backend="nope")
+    with pytest.raises(Exception, match="num_beam"):
+        ServerSettings(backend="transformers", backend_flags={"gen_config": ("num_beam=2",)})
+    cli = Path(sys.executable).with_name("llm4all")
+    done = subprocess.run(
+        [str(cli), "serve", "--backend", "llamacpp", "--device", "cpu", "--no-preload"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "only with --backend transformers" in done.stderr

@@ -15,7 +15,12 @@ from typing import Any
 import click
 
 from llm4all.cli._common import err_console
-from llm4all.cli.options import generation_options, generation_overrides
+from llm4all.cli.options import (
+    backend_flags,
+    backend_options,
+    generation_options,
+    generation_overrides,
+)
 from llm4all.params import GenerationParams, LoadParams, help_of
 
 
@@ -129,6 +134,7 @@ from llm4all.params import GenerationParams, LoadParams, help_of
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
 )
+@backend_options
 @generation_options
 def serve_command(
     model_name: str | None,
@@ -149,6 +155,7 @@ def serve_command(
     from llm4all.server import ServerSettings, serve
 
     defaults = GenerationParams(**generation_overrides(kwargs))
+    backend, flags = backend_flags(kwargs)
     settings = ServerSettings(
         model=model_name,
         keep_alive=None if keep_alive < 0 else keep_alive,
@@ -158,6 +165,8 @@ def serve_command(
         max_memory=None if max_memory is None else int(max_memory * 2**30),
         defaults=defaults,
         drafts=tuple(_draft_pair(d) for d in drafts),
+        backend=backend,
+        backend_flags=flags,
         **kwargs,
     )
     if settings.preload:

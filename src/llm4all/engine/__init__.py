@@ -30,6 +30,7 @@ from llm4all.engine.refs import ModelRef
 from llm4all.engine.registry import (
     Backend,
     backend_for,
+    backend_options,
     backends,
     get_backend,
     load_engine,
@@ -54,6 +55,7 @@ __all__ = [
     "TokenLogprob",
     "Usage",
     "backend_for",
+    "backend_options",
     "backends",
     "collect",
     "get_backend",

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -126,6 +126,19 @@ def get_backend(name: str) -> Backend:
         return _BACKENDS[name]
     except KeyError:
         raise InvalidParameter("backend", name, f"one of {', '.join(backends())}") from None
+
+
+def backend_options(name: str, load: Mapping[str, Any], **flags: Any) -> Any:
+    """Backend ``name``'s own load options from llama.cpp's ``load`` fields and its flags
+    (``gen_config=…``, ``device=…``, ``dtype=…`` for transformers), checked before a load.
+
+    Raises :class:`InvalidParameter` naming the first flag when the backend takes none.
+    """
+    from_cli = getattr(get_backend(name).options, "from_cli", None)
+    if from_cli is None:
+        first = next(iter(flags))
+        raise InvalidParameter(first, flags[first], f"none: the {name} backend has no such option")
+    return from_cli(load, **flags)
 
 
 def backends() -> list[str]:

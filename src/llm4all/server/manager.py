@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -231,7 +232,13 @@ class ModelManager:
     def _load_now(self, ref: ModelRef, kind: Kind, load: LoadParams) -> Loaded:
         t0 = time.perf_counter()
         # The estimate above checked RAM; Model's own check would count the file alone.
-        model = Model(ref, allow_download=False, **(vars(load) | {"check_memory": False}))
+        load = dataclasses.replace(load, check_memory=False)
+        backend = self.settings.backend if kind == "chat" else None
+        options = self.settings.backend_options(ref.name) if backend is not None else None
+        if options is not None:
+            model = Model(ref, allow_download=False, backend=backend, options=options)
+        else:
+            model = Model(ref, allow_download=False, backend=backend, **vars(load))
         model.name = ref.name
         runner = embedder = None
         if kind == "chat":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,10 @@ class ServerSettings:
     #: Speculative decoding per chat model: (model name, draft) pairs, the draft a model
     #: name or file, "auto" (the catalog's suggestion) or "lookup" (prompt lookup)
     drafts: tuple[tuple[str, str], ...] = ()
+    #: The backend every chat model loads with (None: the one that claims it), and that
+    #: backend's own flags (transformers: ``gen_config``, ``device``, ``dtype``)
+    backend: str | None = None
+    backend_flags: Mapping[str, Any] = field(default_factory=dict)
     defaults: GenerationParams = field(default_factory=GenerationParams)
 
     def __post_init__(self) -> None:
@@ -112,6 +117,7 @@ class ServerSettings:
         object.__setattr__(self, "docs_roots", _folders(self.docs_roots))
         object.__setattr__(self, "allowed_hosts", _host_names(self.allowed_hosts))
         self.load_params()  # range-checks parallel, ctx, threads, batch
+        self.backend_options()  # an unknown backend or a bad --gen-config fails before serving
         for name in ("max_loaded", "max_body", "max_queue", "max_n", "port"):
             if getattr(self, name) < (0 if name == "port" else 1):
                 raise InvalidParameter(name, getattr(self, name), "a positive number")
@@ -148,6 +154,17 @@ class ServerSettings:
         except InvalidParameter as exc:
             renamed = {"n_seq_max": "parallel", "n_ctx": "ctx"}.get(exc.field, exc.field)
             raise InvalidParameter(renamed, exc.value, exc.expected) from None
+
+    def backend_options(self, model: str | None = None) -> Any:
+        """The backend's own load options for ``model`` (None when it has no flags)."""
+        if self.backend is None:
+            return None
+        from llm4all.engine import backend_options, get_backend
+
+        get_backend(self.backend)  # an unknown name: InvalidParameter listing the known ones
+        if not self.backend_flags:
+            return None
+        return backend_options(self.backend, vars(self.load_params(model)), **self.backend_flags)
 
     def replace(self, **changes: Any) -> ServerSettings:
         return dataclasses.replace(self, **changes)
