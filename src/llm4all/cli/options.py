@@ -137,26 +137,35 @@ def backend_options(func: F) -> F:
     return func
 
 
-def backend_overrides(kwargs: dict[str, Any], load: dict[str, Any]) -> tuple[str | None, Any]:
-    """Pop the backend flags; ``(backend name, that backend's load options or None)``.
-
-    The backend's options class builds itself from the flags (``from_cli``);
-    a bad field fails here, before the model loads.
-    """
+def backend_flags(kwargs: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """Pop the backend flags: ``(backend name, the flags given)``; flags imply transformers."""
     values = {
         k[len(_BACKEND_PREFIX) :]: kwargs.pop(k)
         for k in list(kwargs)
         if k.startswith(_BACKEND_PREFIX)
     }
     backend: str | None = values.pop("name", None)
-    extra = {k: v for k, v in values.items() if v not in (None, ())}
-    if not extra:
-        return backend, None
-    backend = backend or "transformers"
-    from llm4all.engine import get_backend
+    given = {k: v for k, v in values.items() if v not in (None, ())}
+    if given and backend is None:
+        backend = "transformers"
+    if given and backend is not None:
+        from llm4all.engine import get_backend
 
-    from_cli = getattr(get_backend(backend).options, "from_cli", None)
-    if from_cli is None:
-        flags = ", ".join("--" + k.replace("_", "-") for k in extra)
-        raise click.UsageError(f"{flags}: only with --backend transformers, not {backend}")
-    return backend, from_cli(load, **extra)
+        if not hasattr(get_backend(backend).options, "from_cli"):
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise click.UsageError(f"{flags}: only with --backend transformers, not {backend}")
+    return backend, given
+
+
+def backend_overrides(kwargs: dict[str, Any], load: dict[str, Any]) -> tuple[str | None, Any]:
+    """Pop the backend flags; ``(backend name, that backend's load options or None)``.
+
+    The backend's options class builds itself from the flags (``from_cli``);
+    a bad field fails here, before the model loads.
+    """
+    backend, given = backend_flags(kwargs)
+    if not given or backend is None:
+        return backend, None
+    from llm4all.engine import backend_options
+
+    return backend, backend_options(backend, load, **given)
