@@ -8,11 +8,11 @@ questions are then asked against each size, the sizes taking turns, several
 rounds:
 
 - **search** — ``LocalDocs.search`` with the query vector already computed:
-  FTS5 BM25 + exact vector search + reciprocal-rank fusion + fetching the hits;
+  FTS5 BM25 + exact vector search + score fusion + fetching the hits;
 - **with query embedding** — the same plus embedding the question (what a
   chat turn pays);
-- **keyword**, **vector**, **query embedding** — each part on its own, to see
-  where the time goes.
+- **keyword**, **vector**, **fusion** (score and, as before, RRF), **query embedding** —
+  each part on its own, to see where the time goes.
 
 The first query after opening pays for loading the vectors into memory; it is
 reported apart ("cold load").
@@ -115,14 +115,25 @@ def ask(run: Callable[[str], object], questions: list[str]) -> list[float]:
 
 
 def parts(docs: Any, vectors: dict[str, Any]) -> dict[str, Callable[[str], object]]:
-    """The two retrievers of ``LocalDocs.search`` on their own (where the time goes)."""
+    """The two retrievers of ``LocalDocs.search`` on their own, and the fusion (where the time goes).
+
+    The fusion runs on each question's real candidate lists, computed beforehand:
+    score fusion (shipped) and reciprocal rank fusion (before) side by side.
+    """
     from llm4all.localdocs.collections import CANDIDATES
-    from llm4all.localdocs.search import keyword_search
+    from llm4all.localdocs.search import keyword_scored, keyword_search, rrf, score_fusion
 
     cid = docs._id("bench")
+    lists = {
+        q: (keyword_scored(docs._conn, [cid], q, CANDIDATES),
+            docs._vectors.scored(docs._conn, [cid], v, CANDIDATES))
+        for q, v in vectors.items()
+    }  # fmt: skip
     return {
         "keyword (FTS5 BM25)": lambda q: keyword_search(docs._conn, [cid], q, CANDIDATES),
         "vector (exact)": lambda q: docs._vectors.search(docs._conn, [cid], vectors[q], CANDIDATES),
+        "fusion: score (shipped)": lambda q: score_fusion(lists[q][0], [lists[q][1]]),
+        "fusion: RRF (before)": lambda q: rrf([[i for i, _ in lst] for lst in lists[q]]),
     }
 
 

