@@ -20,7 +20,13 @@ from llm4all.api import ChatSession, Model
 from llm4all.chat.template import Message
 from llm4all.embeddings import Embedder
 from llm4all.localdocs import LocalDocs, documents_turn, with_excerpts
-from llm4all.localdocs.context import INSTRUCTION, search_text
+from llm4all.localdocs.context import (
+    INSTRUCTION,
+    PROMPT,
+    DocumentsPrompt,
+    attribute,
+    search_text,
+)
 from llm4all.store import ChatStore
 
 
@@ -68,7 +74,17 @@ def test_chat_session_puts_numbered_excerpts_in_the_turn(
     # The history keeps the plain question; the stored answer keeps the references.
     assert session.messages[0].content == "Where is the Zorblax conference?"
     stored = store.messages(session.chat_id or "")
-    assert stored[0].sources is None and stored[1].sources == refs
+    unchecked = [{k: v for k, v in r.items() if k != "citations"} for r in refs]
+    assert stored[0].sources is None
+    assert [{k: v for k, v in r.items() if k != "citations"} for r in stored[1].sources or []] == (
+        unchecked
+    )
+    # The answer's citations were checked once it finished: on the response and each reference.
+    assert response.citations == attribute(response.text(), refs)
+    assert all(r["citations"] == [
+        {k: v for k, v in c.items() if k != "index"}
+        for c in response.citations if c["index"] == r["index"]
+    ] for r in refs)  # fmt: skip
     # The next turn searches again, for its own question.
     second = session.send("What is the cat called?", max_tokens=4)
     second.text()
@@ -91,11 +107,21 @@ def test_model_stream_with_collections(
         INSTRUCTION + "\n\n[1] The office cat is called Biscuit.\n(from pets.txt, line 1)"
     )
     plain = fast_model.stream("office cat name?", max_tokens=4)
-    assert plain.sources == []
+    assert plain.sources == [] and plain.citations == []
 
 
 def test_with_excerpts_without_excerpts_is_the_question() -> None:
     assert with_excerpts("hi", "") == "hi"
+
+
+def test_a_documents_prompt_can_remind_after_the_question() -> None:
+    wording = DocumentsPrompt("Use the excerpts.", 3, "End with the [n] you used.")
+    assert with_excerpts("Why?", "[1] x", wording) == (
+        "Use the excerpts.\n\n[1] x\n\nQuestion: Why?\nEnd with the [n] you used."
+    )
+    assert with_excerpts("Why?", "[1] x") == f"{PROMPT.instruction}\n\n[1] x\n\nQuestion: Why?" + (
+        f"\n{PROMPT.reminder}" if PROMPT.reminder else ""
+    )
 
 
 def test_cli_docs_and_run_with_docs(

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from conftest import FACT
 from llm4all.errors import Llm4allError
 from llm4all.evaluate import docs as judge_docs
-from llm4all.localdocs.context import check_citations
+from llm4all.localdocs.context import annotate, attribute, check_citations, source_lines
 from llm4all.localdocs.search import rrf, weighted_rrf
 
 
@@ -45,6 +45,48 @@ def test_check_citations_flags_a_citation_its_excerpt_does_not_support() -> None
     assert [(c["index"], c["supported"]) for c in after] == [(1, True)]
 
 
+REFS = [
+    {"index": 1, "path": "/d/pkg.html", "excerpt": "Use apt-mark hold to keep a package at its version."},
+    {"index": 2, "path": "/d/kernel.html", "excerpt": "The kernel image can be removed with apt purge."},
+]  # fmt: skip
+
+
+def test_attribute_keeps_the_models_supported_markers() -> None:
+    found = attribute("Run apt-mark hold on the package [1]. Reinstall the kernel [1].", REFS)
+    assert [(c["index"], c["supported"], c["by"]) for c in found] == [
+        (1, True, "model"),
+        (1, False, "model"),
+    ]  # a supported marker: nothing is attributed
+
+
+def test_attribute_finds_the_source_of_an_answer_without_markers() -> None:
+    found = attribute("Run apt-mark hold on the package. It is a good idea.", REFS)
+    assert [(c["index"], c["sentence"], c["by"]) for c in found] == [
+        (1, "Run apt-mark hold on the package.", "attribution")
+    ]  # the second sentence is in no excerpt: no source
+    wrong = attribute("Purge the kernel image with apt [1].", REFS)  # cites 1, excerpt 2 says it
+    assert [(c["index"], c["supported"], c["by"]) for c in wrong] == [
+        (1, False, "model"),
+        (2, True, "attribution"),
+    ]
+    assert attribute("Maybe a package.", REFS) == []  # one word in common is not enough
+
+
+def test_annotate_marks_the_references_and_their_source_lines() -> None:
+    refs = [dict(r) for r in REFS]
+    text = "Purge the kernel image with apt [1]."
+    found = annotate(text, refs)
+    assert found == attribute(text, refs)
+    assert [c["by"] for c in refs[0]["citations"]] == ["model"]
+    assert refs[1]["citations"][0]["sentence"] == text
+    assert source_lines(refs) == [
+        "[1] /d/pkg.html (cited, but it does not say: “Purge the kernel image with apt.”)",
+        "[2] /d/kernel.html (not cited; it supports: “Purge the kernel image with apt.”)",
+    ]
+    annotate("Run apt-mark hold on it [1].", refs)  # again: the marks are replaced
+    assert source_lines(refs) == ["[1] /d/pkg.html (cited)", "[2] /d/kernel.html"]
+
+
 def test_judge_right_cited_copied() -> None:
     excerpt = " ".join(f"word{i}" for i in range(40)) + " apt-mark hold keeps a package."
     refs = [{"index": 1, "path": "/docs/faq/pkg-basics.html", "excerpt": excerpt},
@@ -54,6 +96,15 @@ def test_judge_right_cited_copied() -> None:
     assert (good["right"], good["cited"], good["copied"], good["good"]) == (True, True, False, True)
     wrong_file = judge_docs.judge("Use apt-mark hold [2].", refs, item)
     assert (wrong_file["right"], wrong_file["cited"], wrong_file["good"]) == (True, False, False)
+    unmarked = judge_docs.judge("Use apt-mark hold: it keeps a package.", refs, item)
+    assert (unmarked["cited"], unmarked["sourced"], unmarked["good"], unmarked["good_sourced"]) == (
+        False,
+        True,
+        False,
+        True,
+    )  # the answer pipeline attributes the sentence to excerpt 1, of the labelled file
+    counts = judge_docs.summarise_answers([good | {"tokens": 9}, unmarked | {"tokens": 7}])
+    assert (counts["good"], counts["good_sourced"], counts["good_sourced_share"]) == (1, 2, 1.0)
     pasted = judge_docs.judge(excerpt + " [1]", refs, item)
     assert pasted["copied"] and pasted["copied_share"] == 1.0 and not pasted["good"]
     by_evidence = {"documents": ["a"], "evidence": ["dpkg --search finds the owning package"]}

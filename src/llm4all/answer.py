@@ -370,7 +370,9 @@ class Response:
     """A streamed answer: iterate for text pieces; ``completion`` and ``stats`` once done.
 
     Also ``references`` (the LocalDocs excerpts behind it, numbered as the
-    model was asked to cite them; ``sources`` is the same list) and
+    model was asked to cite them; ``sources`` is the same list; once the answer
+    is done each carries ``"citations"``, the sentences it supports),
+    ``citations`` (the answer's markers checked, or sentences attributed) and
     ``tool_calls`` (parsed out of the answer when tools were offered).
     """
 
@@ -394,10 +396,25 @@ class Response:
         self.completion: Completion | None = None
         #: LocalDocs references behind the answer, numbered as the model was asked to cite them.
         self.sources: list[dict[str, Any]] = list(prepared.references) if prepared else []
+        self._citations: list[dict[str, Any]] = []
 
     @property
     def references(self) -> list[dict[str, Any]]:
         return self.sources
+
+    @property
+    def citations(self) -> list[dict[str, Any]]:
+        """Which excerpt supports which sentence (runs the stream to the end if needed).
+
+        :func:`llm4all.localdocs.context.attribute` of the answer: its ``[n]``
+        markers checked (``"by": "model"``, ``supported`` true or false) and, when
+        none is supported, sentences matched to the excerpt that holds them
+        (``"by": "attribution"``). Each reference in :attr:`sources` carries its
+        own entries as ``"citations"``. Empty without LocalDocs. The text is as
+        the model wrote it: an unsupported marker is flagged here, not removed.
+        """
+        self._done()
+        return self._citations
 
     def cancel(self) -> None:
         """Stop generating before the next token; the text so far is kept."""
@@ -446,6 +463,10 @@ class Response:
             usage = Usage(self._prompt_tokens, n_tokens)
             timings = Timings(0.0, 0.0, 0.0, n_tokens)
         self.completion = Completion("".join(self._pieces), reason, usage, timings)
+        if self.sources:  # before on_done, so the stored answer's sources carry the check
+            from llm4all.localdocs.context import annotate
+
+            self._citations = annotate(self.completion.text, self.sources)
         if self._on_done is not None:
             self._on_done(self.completion)
 

@@ -4,7 +4,9 @@ Retrieval figures (R@1, R@5, MRR over the top 10, passage R@5) always; with
 ``--answers N``, the first N questions are also answered by a model (any one
 ``llm4all`` can load, temperature 0) and each answer judged: right, cited (a
 citation of an excerpt from a labelled file that supports its sentence), copied
-(verbatim runs over ``--copy-limit`` of an excerpt). The file format is in
+(verbatim runs over ``--copy-limit`` of an excerpt); *sourced* also counts the
+sentence the answer pipeline attributes to an excerpt of a labelled file when the
+model cited none (what the user sees under the answer). The file format is in
 :mod:`llm4all.evaluate.docs` and docs/localdocs.md.
 """
 
@@ -73,7 +75,9 @@ def docs_command(
                          "tokens": done.usage.completion_tokens if done else 0,
                          "seconds": round(time.perf_counter() - t0, 1), **verdict})  # fmt: skip
             if not as_json:
-                marks = " ".join(k for k in ("right", "cited", "copied", "good") if verdict[k])
+                marks = " ".join(
+                    k for k in ("right", "cited", "sourced", "copied", "good") if verdict[k]
+                )
                 err_console.print(
                     f"[dim]{len(rows)}/{n_answers}[/] {item['question'][:60]!r}: {marks or '-'}"
                 )
@@ -95,5 +99,6 @@ def docs_command(
         click.echo(
             f"answers by {result['answers']['model']} ({a['questions']}): good {a['good']}, "
             f"right {a['right']}, cited the right file {a['cited']}, copied {a['copied']}; "
-            f"median {a['median_tokens']} tokens"
+            f"with the sources found after the answer: sourced {a['sourced']}, "
+            f"good {a['good_sourced']}; median {a['median_tokens']} tokens"
         )

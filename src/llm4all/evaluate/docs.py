@@ -15,7 +15,9 @@ evidence string), *cited* when one of its ``[n]`` markers points at an excerpt
 of a labelled file and that excerpt supports its sentence
 (:func:`llm4all.localdocs.context.check_citations`), and *copied* when its runs of
 12 words or more taken verbatim from one excerpt cover more than ``copy_limit``
-of that excerpt. *Good* is right, cited and not copied.
+of that excerpt. *Good* is right, cited and not copied; *sourced* and
+*good_sourced* also count the sentence the answer pipeline attributes to an
+excerpt of a labelled file when the model cited none.
 
 Example::
 
@@ -177,20 +179,36 @@ def judge(
     item: dict[str, Any],
     copy_limit: float = COPY_LIMIT,
 ) -> dict[str, Any]:
-    """Right, cited (a supported citation of a labelled file), copied, good; and the citations."""
-    from llm4all.localdocs.context import check_citations
+    """Right, cited, copied, good; the same with post-hoc attribution; and the citations.
 
-    citations = check_citations(answer, refs)
+    *cited* counts the model's own markers only (a supported ``[n]`` of an
+    excerpt from a labelled file); *sourced* also counts a sentence the answer
+    pipeline attributes to such an excerpt when the model cited none
+    (:func:`llm4all.localdocs.context.attribute`), as the user sees it under the
+    answer. *good* uses *cited*, *good_sourced* uses *sourced*.
+    """
+    from llm4all.localdocs.context import attribute
+
+    citations = attribute(answer, refs)
     by_index = {r["index"]: r for r in refs}
-    cited = any(
-        c["supported"] and from_labelled(by_index[c["index"]]["path"], item["documents"])
-        for c in citations
-        if c["index"] in by_index
-    )
+
+    def labelled(by: str) -> bool:
+        return any(
+            c["supported"]
+            and c["by"] == by
+            and from_labelled(by_index[c["index"]]["path"], item["documents"])
+            for c in citations
+            if c["index"] in by_index
+        )
+
+    cited = labelled("model")
+    sourced = cited or labelled("attribution")
     copied = max((copied_share(answer, r["excerpt"]) for r in refs), default=0.0)
     right = is_right(answer, item)
-    return {"right": right, "cited": cited, "copied": copied > copy_limit, "copied_share": round(copied, 3),
-            "good": right and cited and copied <= copy_limit, "citations": citations}  # fmt: skip
+    kept = copied <= copy_limit
+    return {"right": right, "cited": cited, "sourced": sourced, "copied": not kept,
+            "copied_share": round(copied, 3), "good": right and cited and kept,
+            "good_sourced": right and sourced and kept, "citations": citations}  # fmt: skip
 
 
 def summarise_answers(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -199,7 +217,11 @@ def summarise_answers(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     tokens = sorted(r.get("tokens", 0) for r in rows)
     return {
         "questions": n,
-        **{key: sum(bool(r[key]) for r in rows) for key in ("right", "cited", "copied", "good")},
+        **{
+            key: sum(bool(r.get(key)) for r in rows)
+            for key in ("right", "cited", "sourced", "copied", "good", "good_sourced")
+        },
         "good_share": sum(bool(r["good"]) for r in rows) / max(1, n),
+        "good_sourced_share": sum(bool(r.get("good_sourced")) for r in rows) / max(1, n),
         "median_tokens": tokens[n // 2] if n else 0,
     }

@@ -48,6 +48,34 @@ INSTRUCTION = (
     "and cite the excerpts you use by their number, like [1]."
 )
 
+
+@dataclasses.dataclass(frozen=True)
+class DocumentsPrompt:
+    """How a question from documents is worded: the instruction, how many excerpts, a reminder.
+
+    The user turn is ``instruction``, the ``k`` numbered excerpts, ``Question: …``,
+    then ``reminder`` on its own line when there is one.
+    """
+
+    instruction: str = INSTRUCTION
+    k: int = TOP_K
+    reminder: str = ""
+
+
+_END_CITE = (
+    "Answer the question in one or two sentences using the excerpts from the user's documents "
+    "below, and end your answer with the number of the excerpt you used, like [1]."
+)
+_END_REMINDER = "Answer in one or two sentences and end with the [n] of the excerpt you used."
+#: The wordings measured by ``benchmarks/bench_localdocs_sets_answers.py --prompt`` (docs/localdocs.md).
+PROMPTS = {
+    "shipped": DocumentsPrompt(),
+    "end-cite": DocumentsPrompt(_END_CITE, TOP_K, _END_REMINDER),
+    "end-cite-3": DocumentsPrompt(_END_CITE, 3, _END_REMINDER),
+}
+#: The wording every front end uses.
+PROMPT = PROMPTS["shipped"]
+
 _shared: dict[str, LocalDocs] = {}
 _shared_lock = threading.Lock()
 
@@ -86,20 +114,27 @@ def references(hits: Sequence[Hit]) -> list[dict[str, Any]]:
     ]
 
 
-def with_excerpts(question: str, excerpts: str) -> str:
+def with_excerpts(question: str, excerpts: str, prompt: DocumentsPrompt | None = None) -> str:
     """The user turn with excerpts before the question (the question alone when there are none)."""
     if not excerpts:
         return question
-    return f"{INSTRUCTION}\n\n{excerpts}\n\nQuestion: {question}"
+    p = prompt or PROMPT
+    reminder = f"\n{p.reminder}" if p.reminder else ""
+    return f"{p.instruction}\n\n{excerpts}\n\nQuestion: {question}{reminder}"
 
 
 def source_lines(refs: Sequence[dict[str, Any]]) -> list[str]:
-    """One line per reference for a terminal: ``[1] /path/notes.md, lines 3–4 — Setup``."""
+    """One line per reference for a terminal: ``[1] /path/notes.md, lines 3–4 — Setup (cited)``.
+
+    After an answer (references marked by :func:`annotate`) each line says how the
+    answer used that excerpt (:func:`citation_note`).
+    """
     lines = []
     for ref in refs:
         place = ", ".join(p for p in (str(ref["path"]), str(ref.get("location") or "")) if p)
         heading = f" — {ref['heading']}" if ref.get("heading") else ""
-        lines.append(f"[{ref['index']}] {place}{heading}")
+        note = citation_note(ref)
+        lines.append(f"[{ref['index']}] {place}{heading}" + (f" ({note})" if note else ""))
     return lines
 
 
@@ -185,8 +220,11 @@ def documents_turn(
     """
     if not collections:
         return question, []
-    excerpts, refs = build_context(collections, question, earlier=earlier, localdocs=localdocs)
-    return with_excerpts(question, excerpts), refs
+    p = PROMPT
+    excerpts, refs = build_context(
+        collections, question, earlier=earlier, k=p.k, localdocs=localdocs
+    )
+    return with_excerpts(question, excerpts, p), refs
 
 
 def answer_tokens(max_tokens: int | None) -> int:
@@ -237,3 +275,94 @@ def check_citations(answer: str, refs: Sequence[dict[str, Any]]) -> list[dict[st
             found.append({"index": number, "sentence": sentence.strip(), "support": round(support, 3),
                           "supported": support >= SUPPORT})  # fmt: skip
     return found
+
+
+#: A sentence is attributed to an excerpt (when the model cited none that supports it) at
+#: this share of its significant words, and at least :data:`ATTRIBUTE_WORDS` of them: a
+#: stricter bar than :data:`SUPPORT`, since no marker says the model used that excerpt.
+ATTRIBUTE_SUPPORT = 0.5
+ATTRIBUTE_WORDS = 2
+
+
+def _support(words: Sequence[str], excerpt: str) -> tuple[float, int]:
+    have = set(query_terms(excerpt))
+    matched = sum(w in have for w in words)
+    return (matched / len(words) if words else 0.0), matched
+
+
+def attribute(answer: str, refs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Which excerpt supports which sentence of an answer: the checked markers, else a match.
+
+    The model's own ``[n]`` markers come first, each checked against its excerpt
+    (:func:`check_citations`; ``"by": "model"``, ``supported`` true or false).
+    When none of them is supported (the model cited nothing, or only excerpts
+    that do not say what it wrote), each sentence of the answer is matched to
+    the excerpt holding the largest share of its significant words, at least
+    :data:`ATTRIBUTE_SUPPORT` and :data:`ATTRIBUTE_WORDS` of them (the
+    better-ranked excerpt on a tie): ``"by": "attribution"``, always supported.
+    Sentences no excerpt supports get no entry. Example: with excerpt 1
+    ``"Use apt-mark hold to keep a package"``, the answer ``"Run apt-mark hold."``
+    gives ``[{"index": 1, "sentence": "Run apt-mark hold.", "support": 0.667,
+    "supported": True, "by": "attribution"}]``.
+    """
+    found = [c | {"by": "model"} for c in check_citations(answer, refs)]
+    if any(c["supported"] for c in found):
+        return found
+    attributed = []
+    for sentence in _SENTENCE_END.split(answer):
+        text = sentence.strip()
+        words = [w for w in query_terms(_CITATION.sub(" ", text)) if len(w) >= 3]
+        if not words:
+            continue
+        best: tuple[float, int, int] | None = None  # (support, matched words, excerpt number)
+        for ref in refs:
+            support, matched = _support(words, str(ref.get("excerpt", "")))
+            enough = support >= ATTRIBUTE_SUPPORT and matched >= ATTRIBUTE_WORDS
+            if enough and (best is None or support > best[0]):
+                best = (support, matched, int(ref["index"]))
+        if best is not None:
+            attributed.append({"index": best[2], "sentence": text, "support": round(best[0], 3),
+                               "supported": True, "by": "attribution"})  # fmt: skip
+    return found + attributed
+
+
+def annotate(answer: str, refs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Check an answer's citations and mark each reference with the sentences it supports.
+
+    Each reference (changed in place, so every holder of the list sees it: the
+    stored answer's sources, the server's references) gets ``"citations"``: its
+    entries of :func:`attribute` without the index (empty when the answer does
+    not use it). The answer's text is not touched: an unsupported ``[n]`` stays
+    in it, marked ``"supported": false`` here. Returns :func:`attribute`'s list.
+    """
+    found = attribute(answer, refs)
+    for ref in refs:
+        number = int(ref["index"])
+        ref["citations"] = [
+            {k: v for k, v in c.items() if k != "index"} for c in found if c["index"] == number
+        ]
+    return found
+
+
+def _short(sentence: str, limit: int = 70) -> str:
+    one = re.sub(r"\s+(?=[.,;:!?])", "", " ".join(_CITATION.sub("", sentence).split()))
+    return one if len(one) <= limit else one[: limit - 1].rstrip() + "…"
+
+
+def citation_note(ref: dict[str, Any]) -> str:
+    """How an answer used a reference, for its source line ("" when not checked or not used).
+
+    Examples: ``"cited"``; ``"cited, but it does not say: “Reinstall the kernel.”"``;
+    ``"not cited; it supports: “Run apt-mark hold.”"``.
+    """
+    notes = []
+    by_model = [c for c in ref.get("citations") or () if c.get("by") == "model"]
+    if any(c["supported"] for c in by_model):
+        notes.append("cited")
+    unsupported = [c for c in by_model if not c["supported"]]
+    if unsupported:
+        notes.append(f"cited, but it does not say: “{_short(unsupported[0]['sentence'])}”")
+    matched = [c for c in ref.get("citations") or () if c.get("by") == "attribution"]
+    if matched:
+        notes.append(f"not cited; it supports: “{_short(matched[0]['sentence'])}”")
+    return "; ".join(notes)
