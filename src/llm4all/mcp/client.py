@@ -57,9 +57,16 @@ class McpTool:
 
 
 class McpTools:
-    """The tools of every server in ``config``, connected until :meth:`close`."""
+    """The tools of every server in ``config``, connected until :meth:`close`.
 
-    def __init__(self, config: McpConfig, *, servers: list[str] | None = None) -> None:
+    ``servers``: only these (by name). ``skip_failed=True``: a server that cannot
+    be started or reached is left out, its one-line reason in :attr:`failed`
+    (a chat goes on without it); otherwise its :class:`McpError` is raised.
+    """
+
+    def __init__(
+        self, config: McpConfig, *, servers: list[str] | None = None, skip_failed: bool = False
+    ) -> None:
         chosen = [s for s in config.servers if servers is None or s.name in servers]
         missing = set(servers or ()) - {s.name for s in chosen}
         if missing:
@@ -71,10 +78,16 @@ class McpTools:
         self._clients: dict[str, Any] = {}
         self._tasks: list[concurrent.futures.Future[None]] = []
         self.tools: list[McpTool] = []
+        self.failed: dict[str, str] = {}  # server -> why it is left out (skip_failed)
         try:
             for server in chosen:
-                self._connect(server)
-            self.tools = self._list(chosen)
+                try:
+                    self._connect(server)
+                except McpError as exc:
+                    if not skip_failed:
+                        raise
+                    self.failed[server.name] = str(exc)
+            self.tools = self._list([s for s in chosen if s.name in self._clients], skip_failed)
         except BaseException:
             self.close()
             raise
@@ -126,11 +139,19 @@ class McpTools:
             elif not isinstance(exc, (Exception, asyncio.CancelledError)):
                 raise
 
-    def _list(self, servers: list[ServerConfig]) -> list[McpTool]:
+    def _list(self, servers: list[ServerConfig], skip_failed: bool) -> list[McpTool]:
         found: list[tuple[ServerConfig, Any]] = []
         for server in servers:
             client = self._clients[server.name]
-            result = self._run(client.list_tools(), CALL_SECONDS, f"MCP server {server.name!r}")
+            what = f"MCP server {server.name!r}"
+            try:
+                result = self._run(client.list_tools(), CALL_SECONDS, what)
+            except Exception as exc:
+                error = exc if isinstance(exc, McpError) else McpError(f"{what}: {_reason(exc)}")
+                if not skip_failed:
+                    raise error from exc
+                self.failed[server.name] = str(error)
+                continue
             found += [(server, t) for t in result.tools]
         counts: dict[str, int] = {}
         for _, t in found:
