@@ -8,6 +8,12 @@ streams (see :mod:`llm4all.store.answers`), so ``kill -9`` loses at most its
 last half second, and ``--continue`` picks the chat up again, showing its
 last turns.
 
+MCP tools (see :mod:`llm4all.cli.mcp_tools`): with servers configured, their
+tools are offered; each call is shown as it happens, a ``confirm`` tool is
+asked about first, and the calls and results are saved with the chat (as
+:mod:`llm4all.mcp.history` records) so ``--continue`` shows them and the model
+sees them again. ``/tools`` lists the tools and what each may do.
+
 Signals stop an answer cooperatively: the handler only asks the answer to
 stop before its next token (no exception lands in the middle of a decode or
 of a screen update), the answer is saved with its real stats, and SIGTERM or
@@ -28,7 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -40,6 +46,16 @@ from llm4all.api import ChatSession, Model, Response, merge_params
 from llm4all.chat.template import Message
 from llm4all.cli._common import err_console, load_model
 from llm4all.cli.docs import docs_option, print_sources
+from llm4all.cli.mcp_tools import (
+    LiveText,
+    ToolConsole,
+    call_line,
+    describe_tools,
+    mcp_options,
+    open_tools,
+    shorten,
+    tool_flags,
+)
 from llm4all.cli.models import print_startup_tip
 from llm4all.cli.options import (
     backend_options,
@@ -48,10 +64,16 @@ from llm4all.cli.options import (
     generation_overrides,
     load_options,
     load_overrides,
+    lora_option,
 )
 from llm4all.errors import InvalidParameter, Llm4allError
+from llm4all.mcp.history import restore, tool_record
 from llm4all.params import GenerationParams, LoadParams
 from llm4all.store import ChatStore, export_chat
+
+if TYPE_CHECKING:
+    from llm4all.mcp.client import McpTools
+    from llm4all.mcp.loop import ToolCall
 
 #: How many earlier messages ``--continue`` shows before the prompt.
 RECAP_MESSAGES = 6
@@ -69,6 +91,7 @@ HELP = """\
   /model [NAME]      show the model or switch to another (the history stays)
   /params \\[k=v ...]  show or set sampling parameters, e.g. /params temperature=0.2 max_tokens=200
   /history           show the conversation so far
+  /tools             list the MCP tools offered and what each may do
   /save [FILE]       save the chat as Markdown
   /exit              leave (or Ctrl-D)
 [bold]Keys[/bold]  Enter sends · Alt+Enter or a trailing \\ adds a line · Ctrl-C stops an answer"""
@@ -93,7 +116,9 @@ HELP = """\
 )
 @click.option("--no-save", is_flag=True, help="Do not save this chat.")
 @click.option("--plain", is_flag=True, help="Print answers as plain text (no Markdown rendering).")
+@lora_option
 @docs_option
+@mcp_options
 @generation_options
 @load_options
 @backend_options
@@ -110,6 +135,7 @@ def chat_command(
     """Chat with a model in the terminal."""
     overrides = generation_overrides(kwargs)
     load = load_overrides(kwargs)
+    mcp_config, no_tools, servers, yes = tool_flags(kwargs)
     merge_params(GenerationParams(), overrides)  # a bad value fails before the model loads
     LoadParams(**load)
     backend, backend_load = backend_overrides(kwargs, load)
@@ -123,11 +149,7 @@ def chat_command(
             model_name = model_name or chat.model
             system = system if system is not None else chat.system_prompt
             stored_params = {k: v for k, v in chat.params.items() if k in _GEN_FIELDS}
-            history = [
-                Message("user" if m.role == "user" else "assistant", m.content)
-                for m in store.messages(chat.id)
-                if m.role in ("user", "assistant")
-            ]
+            history = restore((m.role, m.content) for m in store.messages(chat.id))
     elif chat_id:
         raise click.UsageError("--chat needs the chat store (drop --no-save)")
     model = load_model(model_name, load, backend, backend_load)
@@ -149,7 +171,13 @@ def chat_command(
         chat_id=chat_id if history or chat_id else None,
         collections=collections,
     )
-    status = TerminalChat(session, render_markdown=not plain and sys.stdout.isatty()).run()
+    tools = None if no_tools or not model.has_chat_template else open_tools(mcp_config, servers)
+    try:
+        markdown = not plain and sys.stdout.isatty()
+        status = TerminalChat(session, render_markdown=markdown, tools=tools, yes=yes).run()
+    finally:
+        if tools is not None:
+            tools.close()  # stdio servers end with the chat
     if status:
         sys.exit(status)  # 128 + the signal, as a shell reports a program it ended
 
@@ -164,9 +192,18 @@ def _tuple_stops(params: dict[str, Any]) -> dict[str, Any]:
 class TerminalChat:
     """The read-answer loop, its slash commands and its signal handling."""
 
-    def __init__(self, session: ChatSession, render_markdown: bool) -> None:
+    def __init__(
+        self,
+        session: ChatSession,
+        render_markdown: bool,
+        tools: McpTools | None = None,
+        yes: bool = False,
+    ) -> None:
         self.session = session
         self.render_markdown = render_markdown
+        self.tools = tools
+        self.yes = yes  # run 'confirm' tools without asking
+        self._said = ""  # what the model wrote beside its calls, saved with the first one
         self.out = Console(highlight=False)
         self.read = _line_reader()
         self.answering = False  # between the question and the saved answer
@@ -179,6 +216,7 @@ class TerminalChat:
             "model": self.cmd_model,
             "params": self.cmd_params,
             "history": self.cmd_history,
+            "tools": self.cmd_tools,
             "save": self.cmd_save,
             "exit": lambda _: False,
             "quit": lambda _: False,
@@ -255,10 +293,13 @@ class TerminalChat:
         self.answering = True
         previous = signal.signal(signal.SIGINT, self._on_signal)
         try:
-            self.response = self.session.send(text)
-            if self.leaving is None:  # a signal while the question was prepared
-                with _keys_not_echoed():
-                    self._stream(self.response)
+            if self.tools is not None and self.tools.specs():
+                self.answer_with_tools(text)
+            else:
+                self.response = self.session.send(text)
+                if self.leaving is None:  # a signal while the question was prepared
+                    with _keys_not_echoed():
+                        self._stream(self.response)
         except KeyboardInterrupt:  # a second Ctrl-C: the stream is closed, the text saved
             if self.response is not None:
                 self.response.cancel()
@@ -287,6 +328,78 @@ class TerminalChat:
             for piece in response:
                 shown += piece
                 live.update(Markdown(shown))
+
+    def answer_with_tools(self, text: str) -> None:
+        """The tool loop: each call shown and saved as it happens, the answer streamed."""
+        from llm4all.mcp.loop import answer_with_tools
+
+        assert self.tools is not None
+        s = self.session
+        user = Message("user", text)
+        history = [*s.history, user]
+        s.messages.append(user)
+        self._save("user", text)
+        view = LiveText(self.out, self.render_markdown)
+        shown = ToolConsole(ask=True, yes=self.yes, before=view.end)
+
+        def start(call: ToolCall) -> None:
+            self.response = None  # Ctrl-C while a tool is asked about or runs: stop at once
+            shown.started(call)
+
+        def set_response(response: Response) -> None:
+            self.response = response
+
+        try:
+            answer_with_tools(
+                s.model,
+                history,
+                self.tools,
+                consent=shown.consent,
+                on_start=start,
+                on_call=self._tool_done(shown),
+                on_token=view.add,
+                on_message=self._added,
+                on_response=set_response,
+                params=s.params,
+                collections=s.collections,
+            )
+        finally:
+            view.end()
+
+    def _tool_done(self, shown: ToolConsole) -> Callable[[ToolCall], None]:
+        def done(call: ToolCall) -> None:
+            shown.done(call)
+            self._save("tool", tool_record(call, self._said))
+            self._said = ""
+
+        return done
+
+    def _added(self, message: Message) -> None:
+        """A message of the tool loop: kept in the history; saved unless a call (see history.py)."""
+        response = self.response
+        if message.role == "assistant" and not message.tool_calls:
+            if response is not None and response.cancelled and not message.content:
+                return  # stopped before its first word: nothing to keep
+            stats = response.stats if response is not None else None
+            fields = stats.store_fields() if stats is not None else {}
+            reason = stats.finish_reason if stats is not None else None
+            self._save("assistant", message.content, finish_reason=reason, **fields)
+        elif message.tool_calls:
+            self._said = message.content
+        self.session.messages.append(message)
+
+    def _save(self, role: str, content: str, **fields: Any) -> None:
+        s = self.session
+        if s.store is None:
+            return
+        if s.chat_id is None:
+            chat = s.store.create_chat(
+                model=s.model.name,
+                system_prompt=s.system_prompt,
+                params=dataclasses.asdict(s.params),
+            )
+            s.chat_id = chat.id
+        s.store.add_message(s.chat_id, role, content, model=s.model.name, **fields)
 
     def recap(self) -> None:
         """The last turns of a continued chat, so the user sees where it stands."""
@@ -358,6 +471,11 @@ class TerminalChat:
         _show_messages(self.session.history)
         return True
 
+    def cmd_tools(self, _: str) -> bool:
+        for line in describe_tools(self.tools):
+            err_console.print(Text(f"  {line}"), soft_wrap=True)
+        return True
+
     def cmd_save(self, arg: str) -> bool:
         s = self.session
         if s.store is None or s.chat_id is None:
@@ -381,7 +499,13 @@ def _error(text: str) -> None:
 
 def _show_messages(messages: Sequence[Message]) -> None:
     for m in messages:
-        err_console.print(Text.assemble((m.role, "bold"), ": ", m.content))
+        if m.role == "tool":
+            err_console.print(Text(f"  → {shorten(m.content)}", style="dim"), soft_wrap=True)
+            continue
+        if m.content or not m.tool_calls:
+            err_console.print(Text.assemble((m.role, "bold"), ": ", m.content))
+        for call in m.tool_calls:
+            err_console.print(Text.assemble(("tool", "bold"), " ", call_line(call)))
 
 
 @contextmanager

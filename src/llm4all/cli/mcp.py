@@ -2,7 +2,8 @@
 
 - ``llm4all mcp serve`` — LocalDocs search as MCP tools (stdio; ``--port`` for HTTP).
 - ``llm4all mcp tools`` — the configured servers (``$LLM4ALL_HOME/mcp.toml``) and their tools.
-- ``llm4all mcp ask "question"`` — answer with those tools: every call shown, a
+- ``llm4all mcp ask "question"`` — answer with those tools (as ``llm4all run`` does, see
+  :mod:`llm4all.cli.mcp_tools`): every call shown, a
   ``confirm`` tool asked about first (``--yes`` allows them all for this run).
 """
 
@@ -12,8 +13,6 @@ import json
 from pathlib import Path
 
 import click
-
-from llm4all.cli._common import err_console
 
 
 @click.group("mcp")
@@ -52,9 +51,8 @@ def tools(config_path: Path | None) -> None:
         return
     with McpTools(config) as connected:
         for t in connected.tools:
-            click.echo(
-                f"{t.server}\t{t.name}\t{t.permission}\t{t.description.splitlines()[0] if t.description else ''}"
-            )
+            about = t.description.splitlines()[0] if t.description else ""
+            click.echo(f"{t.server}\t{t.name}\t{t.permission}\t{about}")
 
 
 @mcp_command.command("ask")
@@ -78,32 +76,25 @@ def ask(
 ) -> None:
     """Answer QUESTION with the MCP servers' tools; each call is shown, and asked about first."""
     from llm4all.cli._common import load_model
+    from llm4all.cli.mcp_tools import ToolConsole
     from llm4all.mcp.client import McpTools
     from llm4all.mcp.config import load_config
-    from llm4all.mcp.loop import ToolCall, answer_with_tools
+    from llm4all.mcp.loop import answer_with_tools
 
     config = load_config(config_path)
     params_model = load_model(model)
     params = params_model.params.replace(temperature=temp)
 
-    def consent(call: ToolCall) -> bool:
-        if yes:
-            return True
-        return click.confirm(f"Run {call.line()}?", default=False, err=True)
-
-    def shown(call: ToolCall) -> None:
-        state = "ran" if call.ran else "not run"
-        err_console.print(f"[bold]tool[/bold] {call.line()} ({call.permission}, {state})")
-        if call.ran:
-            err_console.print(f"  → {call.result[:500]}", markup=False, highlight=False)
+    shown = ToolConsole(ask=True, yes=yes)
 
     with McpTools(config, servers=list(servers) or None) as connected:
         result = answer_with_tools(
             params_model,
             question,
             connected,
-            consent=consent,
-            on_call=shown,
+            consent=shown.consent,
+            on_start=shown.started,
+            on_call=shown.done,
             params=params,
             max_rounds=max_rounds,
         )

@@ -66,6 +66,18 @@ def load_options(func: F) -> F:
     return func
 
 
+def lora_option(func: F) -> F:
+    """Add ``--lora ADAPTER`` (given to the load as ``lora``; see :func:`load_overrides`)."""
+    return click.option(
+        "--lora",
+        _LOAD_PREFIX + "lora",
+        type=click.Path(exists=True),
+        metavar="ADAPTER",
+        help="Apply a LoRA adapter at load: a GGUF (from `llm4all train export`) for llama.cpp, "
+        "a PEFT adapter folder for --backend transformers.",
+    )(func)
+
+
 def _read_at_file(value: str) -> str:
     if value.startswith("@"):
         path = Path(value[1:]).expanduser()
