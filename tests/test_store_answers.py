@@ -135,3 +135,24 @@ def test_chat_session_abandoned_answer_keeps_its_text_and_real_rate(
     [saved] = [m for m in store.messages(chat.chat_id) if m.role == "assistant"]
     assert saved.content == said and saved.finish_reason == "cancelled"
     assert saved.tokens_per_second is not None and saved.tokens_per_second > 0
+
+
+def test_the_finished_answer_keeps_sources_changed_while_it_ran(store: ChatStore) -> None:
+    """Citations are checked into the references when the answer ends: the store keeps that."""
+    chat = store.create_chat()
+    sources = [{"index": 1, "file": "a.md"}]
+    rec = AnswerRecorder(store, chat.id, model="m", sources=sources, every=0.0)
+    rec.add("It is in a.md [1].", 5)
+    sources[0]["citations"] = [{"sentence": "It is in a.md [1].", "supported": True}]
+    rec.finish("stop")
+    saved = store.messages(chat.id)[-1].sources
+    assert saved and saved[0]["citations"][0]["supported"] is True
+
+
+def test_an_answer_saved_first_when_it_finishes_keeps_its_sources(store: ChatStore) -> None:
+    chat = store.create_chat()
+    sources = [{"index": 1, "file": "a.md"}]
+    rec = AnswerRecorder(store, chat.id, model="m", sources=sources)
+    rec.pieces.append("Short.")  # text that no add() saved yet
+    assert rec.finish("stop") is not None
+    assert store.messages(chat.id)[-1].sources == sources

@@ -87,7 +87,9 @@ class AnswerRecorder:
             "tokens_per_second": self.tokens_per_second(),
             "time_to_first_token": self.first_token - self.started if self.first_token else None,
         }
-        return self._save(self.text, finish_reason=finish_reason, **(measured | given))
+        # The sources again: by now the answer's citations were checked into them.
+        sources = {"sources": self.sources} if self.sources else {}
+        return self._save(self.text, finish_reason=finish_reason, **(measured | given | sources))
 
     def tokens_per_second(self) -> float | None:
         """The decode rate so far (the first token excluded, as the engine counts it)."""
@@ -104,8 +106,7 @@ class AnswerRecorder:
                 "assistant",
                 text,
                 model=self.model,
-                sources=self.sources or None,
-                **stats,
+                **({"sources": self.sources or None} | stats),
             )
         elif stats or text != self._saved_text:
             self.message = self.store.update_message(
