@@ -23,7 +23,13 @@ default): models decline in their first sentence, and the detector reads only
 the first 240 characters. ``catalog`` is the prompt a user gets today
 (whatever the catalog says, or the template's default if it says nothing).
 
+``--screen`` ranks candidates without sampling any answer: from the model's
+own probabilities of a refusal's first tokens (:mod:`_refusal_screen`), the
+expected number of refusals per set under each system prompt and sampling
+candidate, in a fraction of a full run's time. Screen many, then run the best.
+
 Example: ``python benchmarks/bench_refusals.py --models qwen2.5-coder-0.5b-instruct``
+Example: ``python benchmarks/bench_refusals.py --screen --sets vicuna --sampling default,catalog``
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import _harness as h
+from _refusal_screen import Screen
 from llm4all.data import find_refusal
 from llm4all.params import GenerationParams
 
@@ -46,6 +53,11 @@ STORY = "write me a story about a lonely computer"
 STORY_SEEDS = 24
 SELF_INSTRUCT = 40
 
+_TASK_ANSWER = (
+    "Below is an instruction that describes a task, such as a question to answer, "
+    "a story to write or a role to play. Write a response that appropriately "
+    "completes the request, starting with the answer itself."
+)
 # The candidates. "template" sends no system message; "catalog" sends what the
 # catalog says for the model (the template's default where it says nothing).
 CANDIDATES: dict[str, str | None] = {
@@ -80,10 +92,31 @@ CANDIDATES: dict[str, str | None] = {
         "You are a helpful assistant. You answer questions, write stories and play roles "
         "when asked."
     ),
-    "task-answer": (
-        "Below is an instruction that describes a task, such as a question to answer, "
-        "a story to write or a role to play. Write a response that appropriately "
+    "task-answer": _TASK_ANSWER,
+    # Role-play variants of the catalog's prompt (vicuna's role-play questions, issue 21).
+    "ta-character": f"{_TASK_ANSWER} When asked to play a role, answer in character.",
+    "ta-pretend": f"{_TASK_ANSWER} Pretending and role-play are welcome: answer as the character would.",
+    "ta-fiction": f"{_TASK_ANSWER} Role-play is fiction: stay in character.",
+    "ta-opinion": f"{_TASK_ANSWER} When asked for an opinion or to play a role, give one.",
+    "task-first-person": (
+        "Below is an instruction that describes a task, such as a question to answer, a story "
+        "to write or a role to play in the first person. Write a response that appropriately "
         "completes the request, starting with the answer itself."
+    ),
+    "task-imaginary": (
+        "Below is an instruction that describes a task, such as a question to answer, a story "
+        "to write or an imaginary role to play. Write a response that appropriately completes "
+        "the request, starting with the answer itself."
+    ),
+    "task-character": (
+        "Below is an instruction that describes a task, such as a question to answer, a story "
+        "to write or a character to play for fun. Write a response that appropriately completes "
+        "the request, starting with the answer itself."
+    ),
+    "task-speech": (
+        "Below is an instruction that describes a task, such as a question to answer, a story "
+        "to write or a role to play (write the character's words). Write a response that "
+        "appropriately completes the request, starting with the answer itself."
     ),
     "any-task": (
         "You are a helpful assistant for any task, not only programming. You answer "
@@ -149,6 +182,15 @@ def requests(quick: bool) -> list[Request]:
     return out
 
 
+def chosen(args: argparse.Namespace) -> list[Request]:
+    """The requests of ``--sets`` and ``--ids`` (all by default)."""
+    return [
+        r
+        for r in requests(args.quick)
+        if (not args.sets or r.set in args.sets) and (not args.ids or r.id in args.ids)
+    ]
+
+
 def measure(
     model_name: str, candidates: dict[str, str | None], args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -178,9 +220,7 @@ def measure(
             label = f"{label} @ {sampling_label}"
         rows = []
         t0 = time.perf_counter()
-        for req in requests(args.quick):
-            if args.sets and req.set not in args.sets:
-                continue
+        for req in chosen(args):
             messages = [Message("system", system)] if system else []
             messages.append(Message("user", req.text))
             params = base.replace(**sampling, seed=req.seed, max_tokens=args.max_tokens)
@@ -204,6 +244,93 @@ def measure(
         h.note(f"{model_name} / {label}: {_summary(rows)}")
     model.close()
     return results
+
+
+def screen(
+    model_name: str, candidates: dict[str, str | None], args: argparse.Namespace
+) -> dict[str, Any]:
+    """Expected refusals per set for every candidate and sampling, from first-token probabilities.
+
+    The story prompt is one request here (the screen draws no seeds): its
+    probability is what each of the 24 seeded runs faces.
+    """
+    import llm4all
+    from llm4all import Message
+
+    model = llm4all.Model(model_name, n_ctx=2048, n_threads=args.threads)
+    todo = dict(candidates)
+    if model.default_system_prompt is not None and (
+        args.candidates is None or "catalog" in args.candidates.split(",")
+    ):
+        todo["catalog"] = model.default_system_prompt
+    labels = args.sampling or ["default", "catalog"]
+    base = GenerationParams()
+    samplings = {
+        k: base.replace(**(model.default_sampling if k == "catalog" else SAMPLINGS[k]))
+        for k in labels
+    }
+    walker = Screen(model, samplings)
+    unique = {(r.set, r.text): r for r in chosen(args)}
+    results: dict[str, Any] = {"catalog_sampling": model.default_sampling, "candidates": {}}
+    for label, system in todo.items():
+        t0 = time.perf_counter()
+        rows = []
+        for req in unique.values():
+            messages = [Message("system", system)] if system else []
+            tree = walker.tree(model.chat_tokens([*messages, Message("user", req.text)]))
+            rows.append(
+                {
+                    "set": req.set,
+                    "id": req.id,
+                    "p": {k: round(tree.refusal_probability(v), 4) for k, v in samplings.items()},
+                    "opening": tree.worst(),
+                }
+            )
+        results["candidates"][label] = {
+            "system_prompt": system,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "rows": rows,
+        }
+        h.note(f"{model_name} / {label}: {_expected(rows, labels[0])}")
+    model.close()
+    return {"samplings": {k: SAMPLINGS.get(k, model.default_sampling) for k in labels}, **results}
+
+
+def _expected(rows: list[dict[str, Any]], sampling: str) -> str:
+    """Expected refusals per set (the story's probability times its 24 seeds)."""
+    parts = []
+    for name in dict.fromkeys(r["set"] for r in rows):
+        total = sum(r["p"][sampling] for r in rows if r["set"] == name)
+        n = sum(1 for r in rows if r["set"] == name)
+        parts.append(
+            f"story p={total:.2f} ({total * STORY_SEEDS:.1f}/{STORY_SEEDS})"
+            if name == "story"
+            else f"{name} {total:.1f}/{n}"
+        )
+    return ", ".join(parts)
+
+
+def screen_rows(results: dict[str, Any]) -> list[list[str]]:
+    out = []
+    for model_name, per_model in results.items():
+        for label, cand in per_model["candidates"].items():
+            rows = cand["rows"]
+            for sampling in rows[0]["p"] if rows else ():
+                risky = sorted(rows, key=lambda r: -float(r["p"][sampling]))[:3]
+                out.append(
+                    [
+                        model_name,
+                        label,
+                        sampling,
+                        _expected(rows, sampling),
+                        ", ".join(
+                            f"{r['id']} {r['p'][sampling]:.2f}"
+                            for r in risky
+                            if r["p"][sampling] >= 0.05
+                        ),
+                    ]
+                )
+    return out
 
 
 def _summary(rows: list[dict[str, Any]]) -> str:
@@ -259,13 +386,24 @@ def main() -> None:
     )
     p.add_argument("--sets", help="comma-separated request sets (default: all)")
     p.add_argument(
+        "--ids", help="comma-separated request ids, e.g. vicuna-21,vicuna-27 (default: all)"
+    )
+    p.add_argument(
         "--sampling",
         help=f"comma-separated sampling candidates, each tried with every system prompt "
         f"(default: the library's defaults; 'catalog' is the catalog's; of {', '.join(SAMPLINGS)})",
     )
-    p.add_argument("--out", default=NAME, help="results name (benchmarks/results/NAME.json)")
+    p.add_argument(
+        "--screen",
+        action="store_true",
+        help="expected refusals from first-token probabilities instead of sampled answers "
+        "(default sampling candidates: default,catalog)",
+    )
+    p.add_argument("--out", help=f"results name (default: {NAME}, or {NAME}_first_tokens)")
     args = p.parse_args()
+    args.out = args.out or (f"{NAME}_first_tokens" if args.screen else NAME)
     args.sets = args.sets.split(",") if args.sets else None
+    args.ids = args.ids.split(",") if args.ids else None
     args.sampling = args.sampling.split(",") if args.sampling else None
     names = args.models.split(",") if args.models else [h.FAST_MODEL] if args.quick else MODELS
     wanted = (
@@ -275,6 +413,9 @@ def main() -> None:
     )
     candidates = {k: CANDIDATES[k] for k in wanted}
     load_before = h.load_average()
+    if args.screen:
+        run_screen(names, candidates, args, load_before)
+        return
     results = {name: measure(name, candidates, args) for name in names}
     results = _merged(_earlier(args.out, args.quick), results)
     h.print_table(
@@ -301,6 +442,31 @@ def main() -> None:
             "candidates": CANDIDATES,
             "samplings": SAMPLINGS,
             "load_before": load_before,
+            "load_after": h.load_average(),
+            "results": results,
+        },
+    )
+
+
+def run_screen(
+    names: list[str], candidates: dict[str, str | None], args: argparse.Namespace, load: float
+) -> None:
+    results = {name: screen(name, candidates, args) for name in names}
+    results = _merged(_earlier(args.out, args.quick), results)
+    h.print_table(
+        "Expected refusals (first-token screen) per model, system prompt and sampling",
+        ["model", "system prompt", "sampling", "expected refusals", "most likely refused"],
+        screen_rows(results),
+    )
+    h.write_json(
+        args.out,
+        args.quick,
+        {
+            "benchmark": f"{NAME}_first_tokens",
+            "machine": h.machine_info(),
+            "settings": {"threads": args.threads, "sets": args.sets},
+            "candidates": CANDIDATES,
+            "load_before": load,
             "load_after": h.load_average(),
             "results": results,
         },
