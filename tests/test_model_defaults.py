@@ -424,3 +424,34 @@ def test_run_samples_with_the_catalogs_defaults(
     assert greedy.returncode == 0, greedy.stderr
     assert llm4all(*common, "--seed", "3").stdout == greedy.stdout
     assert llm4all(*common, "--seed", "3", "--temp", "1.5", "--top-k", "0").stdout != greedy.stdout
+
+
+# -- the web UI's settings form -----------------------------------------------------------------
+def test_the_settings_forms_defaults_are_the_chat_models(
+    catalog_sampling: dict[str, float], fast_model_path: Path
+) -> None:
+    """The form's placeholders ("Reset to defaults") show what an answer of that model uses."""
+    from llm4all.server.manager import ModelManager
+    from llm4all.server.ui_models import model_param_specs
+
+    def defaults(settings: ServerSettings, name: str | None) -> dict[str, Any]:
+        specs = model_param_specs(ModelManager(settings), name)
+        return {s["name"]: s["default"] for s in specs if s["name"] in SAMPLING}
+
+    settings = ServerSettings(model=FAST, preload=False, models_dir=fast_model_path.parent)
+    assert defaults(settings, FAST) == SAMPLING
+    assert defaults(settings, None) == SAMPLING  # the server's model
+    generic = _knobs(GenerationParams())
+    assert defaults(settings, "not-in-the-catalog") == generic
+    admin = settings.replace(defaults=GenerationParams(min_p=0.2))  # serve --min-p 0.2 keeps it
+    assert defaults(admin, FAST) == {**SAMPLING, "min_p": 0.2}
+
+
+def test_the_settings_form_asks_the_server_for_the_chat_models_defaults(
+    catalog_sampling: dict[str, float], fast_model_path: Path
+) -> None:
+    """web/settings.js asks GET /api/params?model=NAME when the settings panel opens."""
+    settings = ServerSettings(model=FAST, preload=False, models_dir=fast_model_path.parent)
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:4891") as client:
+        specs = client.get("/api/params", params={"model": FAST}).json()
+        assert {s["name"]: s["default"] for s in specs if s["name"] in SAMPLING} == SAMPLING

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +41,15 @@ if TYPE_CHECKING:
     from llm4all.store import ChatStore
     from llm4all.store.answers import AnswerRecorder
 
-__all__ = ["AnswerStats", "ChatSession", "Model", "Response", "merge_params"]
+__all__ = [
+    "AnswerStats",
+    "ChatSession",
+    "Model",
+    "Response",
+    "catalog_sampling",
+    "merge_params",
+    "with_catalog_sampling",
+]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +68,34 @@ def merge_params(base: GenerationParams, overrides: dict[str, Any]) -> Generatio
             unknown[0], overrides[unknown[0]], f"one of {', '.join(sorted(_GEN_FIELDS))}"
         )
     return base.replace(**overrides) if overrides else base
+
+
+def catalog_sampling(sampling: Mapping[str, Any]) -> dict[str, Any]:
+    """A catalog entry's ``sampling`` as knob values (whole numbers for the int knobs)."""
+    return {k: int(v) if k in _INT_KNOBS else v for k, v in sampling.items()}
+
+
+def with_catalog_sampling(
+    sampling: Mapping[str, Any],
+    base: GenerationParams | None = None,
+    *,
+    library: GenerationParams | None = None,
+) -> GenerationParams:
+    """``base`` (the library's defaults) with a model's catalog ``sampling`` applied.
+
+    The one place where a model's measured sampling defaults meet the others. A
+    knob of ``base`` that differs from ``library`` (the defaults of the API that
+    built it; :class:`GenerationParams`'s own if None) was chosen by someone (a
+    server's ``--min-p``, a caller's keyword) and is kept; the others take the
+    catalog's value.
+    Example: ``with_catalog_sampling({"min_p": 0.4}).min_p == 0.4``.
+    """
+    sampling = catalog_sampling(sampling)
+    if base is None:
+        return GenerationParams(**sampling)
+    library = library or GenerationParams()
+    kept = {k: v for k, v in sampling.items() if getattr(base, k) == getattr(library, k)}
+    return base.replace(**kept) if kept else base
 
 
 class Model:
@@ -171,27 +207,18 @@ class Model:
     @property
     def default_sampling(self) -> dict[str, Any]:
         """The catalog's sampling defaults for this model (``{}``: the library's own)."""
-        sampling = getattr(self.entry, "sampling", None) or {}
-        return {k: int(v) if k in _INT_KNOBS else v for k, v in sampling.items()}
+        return catalog_sampling(getattr(self.entry, "sampling", None) or {})
 
     def default_params(
         self, base: GenerationParams | None = None, *, library: GenerationParams | None = None
     ) -> GenerationParams:
         """``base`` (the library's defaults) with this model's catalog sampling applied.
 
-        The one place where a model's measured sampling defaults meet the others. A
-        knob of ``base`` that differs from ``library`` (the defaults of the API that
-        built it; :class:`GenerationParams`'s own if None) was chosen by someone (a
-        server's ``--min-p``, a caller's keyword) and is kept; the others take the
-        catalog's value. Example: ``min_p=0.3`` in the catalog →
-        ``model.default_params().min_p == 0.3``.
+        See :func:`with_catalog_sampling`, which a front end that has not loaded
+        the model (the web UI's settings form) calls with the catalog entry's.
+        Example: ``min_p=0.3`` in the catalog → ``model.default_params().min_p == 0.3``.
         """
-        sampling = self.default_sampling
-        if base is None:
-            return GenerationParams(**sampling)
-        library = library or GenerationParams()
-        kept = {k: v for k, v in sampling.items() if getattr(base, k) == getattr(library, k)}
-        return base.replace(**kept) if kept else base
+        return with_catalog_sampling(self.default_sampling, base, library=library)
 
     def system_prompt_for(self, given: str | None) -> str | None:
         """The system prompt of an answer: the one place that decides it, for every path.

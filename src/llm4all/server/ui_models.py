@@ -12,6 +12,11 @@ way Ctrl-C does in the terminal. What was downloaded stays on disk for the
 next pull to resume: a URL source keeps ``FILE.part`` and goes on with a Range
 request; a PyPI source keeps the packages it finished and fetches the one it
 was in again (pip cannot resume a wheel).
+
+The settings form shows, for the chat's model, the defaults an answer will
+really use: the server's, with the model's catalog sampling on top
+(:func:`model_defaults`, the same rule as ``Model.default_params``), without
+loading the model.
 """
 
 from __future__ import annotations
@@ -22,10 +27,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from llm4all.api import with_catalog_sampling
 from llm4all.errors import Llm4allError
 from llm4all.models import CatalogEntry, InstalledModel, ModelStore
 from llm4all.models.remotes import Remote
+from llm4all.params import GenerationParams
 from llm4all.server.manager import ModelManager
+from llm4all.server.ui_schemas import param_specs
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +85,37 @@ def catalog_model(entry: CatalogEntry, *, installed: bool = False) -> dict[str, 
         "description": entry.description,
         "url": entry.url or None,
     }
+
+
+def entry_of(manager: ModelManager, name: str | None) -> CatalogEntry | None:
+    """The catalog entry of the model a chat with ``name`` uses (None: the server's default).
+
+    An installed file carries its entry (a catalog file under another name too); a
+    name the store does not hold may still be a catalog name; anything else (a
+    remote, a file outside the catalog) has none.
+    """
+    store = manager.store
+    name = name or manager.settings.model or store.catalog.default().name
+    installed = store.find_installed(name)
+    if installed is not None:
+        return installed.entry
+    return store.catalog.get(name)
+
+
+def model_defaults(manager: ModelManager, name: str | None) -> GenerationParams:
+    """The sampling an answer of model ``name`` gets for the knobs a chat leaves unset.
+
+    Example: the default model's catalog ``min_p`` 0.4 → ``model_defaults(m, None).min_p == 0.4``
+    (unless the server was started with its own ``--min-p``, which it keeps).
+    """
+    entry = entry_of(manager, name)
+    defaults = manager.settings.defaults
+    return with_catalog_sampling(entry.sampling, defaults) if entry is not None else defaults
+
+
+def model_param_specs(manager: ModelManager, name: str | None) -> list[dict[str, Any]]:
+    """``GET /api/params?model=NAME``: the form's knobs with that model's real defaults."""
+    return param_specs(model_defaults(manager, name))
 
 
 class PullCancelled(Exception):

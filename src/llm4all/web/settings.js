@@ -3,8 +3,11 @@
 //
 // The form is built from GET /api/params, which the server derives from
 // GenerationParams (llm4all/params.py): names, types, ranges, help and defaults
-// are declared there once. An empty field means "the default".
+// are declared there once. An empty field means "the default", and its placeholder
+// shows that default for the chat's model (GET /api/params?model=NAME: the server's
+// defaults with the model's catalog sampling, e.g. min_p 0.4 for the default model).
 
+import { api } from "./api.js";
 import { fill, h, iconButton } from "./dom.js";
 import { LocalDocsField } from "./localdocs.js";
 
@@ -12,6 +15,10 @@ const LABELS = { max_tokens: "Max tokens", top_k: "Top-k", top_p: "Top-p", min_p
 
 function label(name) {
   return LABELS[name] || name.charAt(0).toUpperCase() + name.slice(1).replaceAll("_", " ");
+}
+
+function placeholder(spec) {
+  return spec.default === null ? "default" : String(spec.default);
 }
 
 function shown(value) {
@@ -43,7 +50,7 @@ export class SettingsPanel {
         step: spec.type === "int" ? 1 : "any",
         min: spec.min ?? null,
         max: spec.max ?? null,
-        placeholder: spec.default === null ? "default" : String(spec.default),
+        placeholder: placeholder(spec),
       });
     } else {
       input = h("textarea", {
@@ -119,6 +126,24 @@ export class SettingsPanel {
       form,
     );
     this.root.hidden = false;
+    this.showDefaults(chat?.model ?? uiSettings?.default_model ?? null);
+  }
+
+  /** Placeholders with the defaults of model `name` (null: the server's default model). */
+  async showDefaults(name) {
+    const asked = (this.asked = (this.asked ?? 0) + 1);
+    let specs;
+    try {
+      specs = await api.get(name ? `/params?model=${encodeURIComponent(name)}` : "/params");
+    } catch {
+      return; // the generic defaults stay shown
+    }
+    if (asked !== this.asked) return; // the panel was shown again meanwhile
+    for (const spec of specs) {
+      const input = this.inputs.get(spec.name);
+      if (input && (spec.type === "int" || spec.type === "float")) input.placeholder = placeholder(spec);
+    }
+    this.root.dataset.defaultsFor = name ?? "";
   }
 
   hide() {
