@@ -60,6 +60,8 @@ from llm4all.server.ui_schemas import (
     clean_params,
     param_specs,
 )
+from llm4all.server.ui_tools import ChatTools
+from llm4all.server.ui_tools import router as tools_router
 from llm4all.store import Chat, ChatStore, StoredMessage
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
@@ -142,6 +144,7 @@ def _chat_out(chat: Chat, answering: Answering, store: ChatStore) -> dict[str, A
     return chat.as_dict() | {
         "generating": answering.busy(chat.id),
         "collections": _collections_of(store, chat.id),
+        "tools": _tools_on(store, chat.id),
     }
 
 
@@ -153,6 +156,19 @@ def _collections_key(chat_id: str) -> str:
 def _collections_of(store: ChatStore, chat_id: str) -> list[str]:
     names = store.get_setting(_collections_key(chat_id))
     return [str(n) for n in names] if isinstance(names, list) else []
+
+
+# -- whether a chat offers the MCP tools (on unless turned off; kept like the collections) -------
+def _tools_key(chat_id: str) -> str:
+    return f"chat-tools:{chat_id}"
+
+
+def _tools_on(store: ChatStore, chat_id: str) -> bool:
+    return store.get_setting(_tools_key(chat_id)) is not False
+
+
+def _set_tools(store: ChatStore, chat_id: str, on: bool) -> None:
+    store.set_setting(_tools_key(chat_id), None if on else False)
 
 
 def _check_model(manager: ModelManager, name: str | None) -> None:
@@ -203,6 +219,8 @@ def create_chat(
     )
     if collections:
         store.set_setting(_collections_key(chat.id), collections)
+    if not body.tools:
+        _set_tools(store, chat.id, False)
     return _chat_out(chat, answering, store)
 
 
@@ -246,6 +264,8 @@ def update_chat(
         store.set_setting(
             _collections_key(chat.id), check_collections(request, body.collections or [])
         )
+    if body.tools is not None:
+        _set_tools(store, chat.id, body.tools)
     return _chat_out(chat, answering, store)
 
 
@@ -260,6 +280,7 @@ def delete_chat(
     answering.stop(chat.id)
     store.delete_chat(chat.id)
     store.set_setting(_collections_key(chat.id), None)
+    store.set_setting(_tools_key(chat.id), None)
     return Response(status_code=204)
 
 
@@ -284,6 +305,7 @@ def _answer(
             user_text=user_text,
             collections=_collections_of(store, chat.id),
             localdocs=lambda: localdocs_of(request),
+            tools=state.chat_tools if _tools_on(store, chat.id) else None,
         ),
         prepare,
     )
@@ -488,8 +510,10 @@ async def code_colours() -> PlainTextResponse:
 
 
 def close(app: FastAPI) -> None:
-    """Cancel running pulls, then close the chat store and LocalDocs (at the app's shutdown)."""
+    """Cancel running pulls, stop the MCP servers, then close the chat store and LocalDocs
+    (at the app's shutdown)."""
     state = app.state
+    state.chat_tools.close()
     state.pulls.cancel_all(wait=CANCEL_WAIT)
     state.indexing.wait(CANCEL_WAIT)  # an unfinished run resumes at the next indexing
     with state.ui_lock:
@@ -506,7 +530,9 @@ def install(app: FastAPI) -> None:
     app.state.answering = Answering()
     app.state.pulls = Pulls()
     app.state.indexing = Indexing()
+    app.state.chat_tools = ChatTools()
     app.include_router(router)
+    app.include_router(tools_router, dependencies=[Depends(same_origin)])
     app.include_router(docs_router, dependencies=[Depends(same_origin)])
     from llm4all.server import ui_share  # it imports this module's guards
 

@@ -17,6 +17,22 @@ prompt on the model's runner, exactly like ``/v1/chat/completions``. Events
 - ``done``: the saved answer with its stats (and final HTML);
 - ``error``: an OpenAI-style error object.
 
+With MCP tools (:mod:`ui_tools`; the chat's switch on and servers configured)
+an answer is tool rounds, as in :func:`llm4all.mcp.loop.answer_with_tools`:
+the model is offered the tools; a call it writes is held back from the text
+(the splitter of the OpenAI route), then
+
+- ``reset``: what was shown of that turn is not the answer (clear it);
+- ``tool_call``: a call, ``asking`` (a ``confirm`` tool: the page shows Allow /
+  Deny and the call waits for it) or ``running``;
+- ``tool_result``: its result (or why it did not run), and the saved ``tool``
+  message that holds it;
+- ``notice``: one line about a server that could not start;
+
+and the model is asked again with the results, until it answers in text (at
+most :data:`~llm4all.server.ui_tools.MAX_ROUNDS` calls; a call it repeats ends
+the calling). The final answer streams and is saved like any other.
+
 When the chat has LocalDocs collections, the question is searched in them and
 the numbered excerpts go into that turn of the prompt (as with ``ChatSession``);
 the answer keeps their references as its ``sources``.
@@ -45,20 +61,31 @@ from starlette.types import Receive, Scope, Send
 from llm4all import answer
 from llm4all.answer import AnswerStats, Prepared
 from llm4all.api import Model, merge_params
-from llm4all.chat.template import Message
 from llm4all.engine.base import Chunk
 from llm4all.engine.runner import AsyncStream
+from llm4all.localdocs.context import annotate
 from llm4all.params import GenerationParams
 from llm4all.server.errors import ApiError, translate
 from llm4all.server.generation import SSE_HEADERS, max_tokens_for
 from llm4all.server.manager import Loaded, ModelManager
 from llm4all.server.markdown import render_markdown
 from llm4all.server.settings import ServerSettings
+from llm4all.server.tool_stream import ContentSplitter
+from llm4all.server.tools import new_call_id
+from llm4all.server.ui_tools import (
+    MAX_ROUNDS,
+    RESULT_CHARS,
+    ChatTools,
+    call_of,
+    prompt_messages,
+)
 from llm4all.store import Chat, ChatStore, StoredMessage
 from llm4all.store.answers import AnswerRecorder
 
 if TYPE_CHECKING:
     from llm4all.localdocs import LocalDocs
+    from llm4all.mcp.client import McpTools
+    from llm4all.mcp.loop import ToolCall
 
 HTML_EVERY = 0.15  # seconds between rendered snapshots of a growing answer
 SAVE_EVERY = 2.0  # seconds between saves of a growing answer
@@ -69,6 +96,7 @@ def message_out(message: StoredMessage) -> dict[str, Any]:
     """A stored message as the page wants it: answers carry their sanitized HTML."""
     out = message.as_dict()
     out["html"] = render_markdown(message.content) if message.role == "assistant" else None
+    out["call"] = call_of(message)
     return out
 
 
@@ -174,17 +202,17 @@ def chat_prompt(
     params: GenerationParams,
     collections: list[str] | None = None,
     localdocs: LocalDocs | None = None,
+    tools: list[dict[str, Any]] | None = None,
+    calls: bool = False,
 ) -> Prepared:
     """The stored chat through the answer pipeline (the oldest turns dropped if they do not fit).
 
     With ``collections`` the last question is searched in them and its turn
     carries the excerpts in the prompt (not in the store), as ``ChatSession`` does.
+    ``tools`` are offered to the model; ``calls``: the stored tool calls and
+    their results are in the prompt (else left out, as for a chat without tools).
     """
-    messages = [
-        Message("user" if m.role == "user" else "assistant", m.content)
-        for m in history
-        if m.role in ("user", "assistant")
-    ]
+    messages = prompt_messages(history, with_tools=calls)
     asks = bool(collections) and bool(messages) and messages[-1].role == "user"
     return answer.prepare(
         model,
@@ -193,6 +221,7 @@ def chat_prompt(
         system_prompt=chat.system_prompt,
         collections=collections if asks and collections else (),
         localdocs=localdocs if asks else None,
+        tools=tools or (),
     )
 
 
@@ -234,6 +263,7 @@ class AnswerRequest:
     user_text: str | None  # None: answer the history as it is (regenerate)
     collections: list[str] = field(default_factory=list)  # LocalDocs, searched for the question
     localdocs: Callable[[], LocalDocs] | None = None  # opens them (only when there are some)
+    tools: ChatTools | None = None  # the MCP servers, when the chat offers their tools
 
 
 def answer_response(req: AnswerRequest, prepare: Callable[[], object] | None = None) -> Response:
@@ -295,48 +325,200 @@ async def answer_events(
         claim.release()
 
 
+@dataclass
+class _Round:
+    """One model turn of an answer: its prompt, what it wrote, and the answer it may become."""
+
+    prompt: Prepared
+    recorder: AnswerRecorder
+    text: str = ""  # everything the model wrote (a call included)
+    final: Chunk | None = None
+    finished: bool = False
+
+    def calls(self) -> list[dict[str, Any]]:
+        """The tool calls it made (none when it was stopped or offered no tools)."""
+        parsed = self.prompt.parse_tools(self.text) if self.final is not None else None
+        return parsed.calls if parsed is not None else []
+
+    def finish(self) -> StoredMessage | None:
+        """Save the answer with its stats (or as stopped), its LocalDocs sources checked."""
+        self.finished = True
+        recorder, final = self.recorder, self.final
+        if self.prompt.references:
+            annotate(recorder.text, self.prompt.references)
+        if final is not None and final.usage is not None and final.timings is not None:
+            stats = AnswerStats.of(final.finish_reason or "stop", final.usage, final.timings)
+            return recorder.finish(stats.finish_reason, **stats.store_fields())
+        return recorder.finish("cancelled")  # stopped: the recorder measured what it saw
+
+
 async def _generate(req: AnswerRequest, loaded: Loaded, stop: asyncio.Event) -> AsyncIterator[str]:
-    model, runner = loaded.model, loaded.runner
-    assert runner is not None
+    """The answer: one model turn, or tool rounds when the chat offers MCP tools."""
+    model = loaded.model
     params = chat_params(req.settings, req.chat.params, model)
+    tools = None
+    if req.tools is not None:
+        tools = await asyncio.to_thread(req.tools.start)  # the servers start on first use
+        for line in req.tools.problems():
+            yield event("notice", text=line)
+    if req.chat.model != loaded.name:
+        req.store.set_model(req.chat.id, loaded.name)  # the chat remembers who answered
+    yield event("start", model=loaded.name)
+    specs = tools.specs() if tools is not None else []
+    rounds = 0
+    seen: set[str] = set()
+    answer_now = False
+    rnd: _Round | None = None
+    try:
+        while True:
+            # Out of rounds, or a call it has the result of repeated: no tools this time.
+            offered = [] if answer_now or rounds >= MAX_ROUNDS else specs
+            rnd = await _round(req, loaded.name, model, params, offered, tools is not None)
+            async for item in _stream_round(loaded, rnd, stop):
+                yield item
+            calls = rnd.calls()
+            if not calls:
+                break
+            rounds += 1
+            if rnd.recorder.message is not None:  # words before a call are not the answer
+                req.store.truncate_from(rnd.recorder.message.id)
+            rnd.finished = True
+            yield event("reset")
+            keys = {_call_key(c) for c in calls}
+            answer_now = keys <= seen
+            seen |= keys
+            assert tools is not None and req.tools is not None
+            said = rnd.recorder.text  # words beside the calls: kept with the first one
+            for c in [] if answer_now else calls:
+                async for item in _call(req, req.tools, tools, c, stop, said):
+                    yield item
+                said = ""
+    finally:  # also when the client went away: cancel the request, keep what was said
+        saved = rnd.finish() if rnd is not None and not rnd.finished else None
+    yield event("done", message=message_out(saved) if saved else None)
+
+
+async def _round(
+    req: AnswerRequest,
+    name: str,
+    model: Model,
+    params: GenerationParams,
+    offered: list[dict[str, Any]],
+    with_calls: bool,
+) -> _Round:
+    """The next model turn, from the chat as stored now (calls and results included)."""
     history = req.store.messages(req.chat.id)
     if req.collections and req.localdocs is not None:  # searching embeds: off the event loop
         opener = req.localdocs
         prompt = await asyncio.to_thread(
-            lambda: chat_prompt(model, req.chat, history, params, req.collections, opener())
+            lambda: chat_prompt(
+                model, req.chat, history, params, req.collections, opener(), offered, with_calls
+            )
         )
     else:
-        prompt = chat_prompt(model, req.chat, history, params)
-    sources = prompt.references
-    if req.chat.model != loaded.name:
-        req.store.set_model(req.chat.id, loaded.name)  # the chat remembers who answered
-    yield event("start", model=loaded.name)
+        prompt = chat_prompt(model, req.chat, history, params, tools=offered, calls=with_calls)
     recorder = AnswerRecorder(
         req.store,
         req.chat.id,
-        model=loaded.name,
+        model=name,
         prompt_tokens=prompt.prompt_tokens or None,
-        sources=sources,
+        sources=prompt.references,
         every=SAVE_EVERY,
     )
-    final: Chunk | None = None
+    return _Round(prompt, recorder)
+
+
+async def _stream_round(loaded: Loaded, rnd: _Round, stop: asyncio.Event) -> AsyncIterator[str]:
+    """Stream one model turn's text to the page; a call it writes is held back, not shown."""
+    runner = loaded.runner
+    assert runner is not None
+    splitter = ContentSplitter(rnd.prompt.forced) if rnd.prompt.tools else None
+    recorder = rnd.recorder
     shown_at = 0.0
-    stream = runner.stream(prompt.prompt, prompt.params)
+    stream = runner.stream(rnd.prompt.prompt, rnd.prompt.params)
     try:
         async with contextlib.aclosing(_until_stopped(stream, stop)) as chunks:
             async for chunk in chunks:
-                recorder.add(chunk.text, len(chunk.token_ids))  # saved every SAVE_EVERY s
-                final = chunk if chunk.finish_reason is not None else None
-                if chunk.text:
-                    yield event("delta", text=chunk.text)
-                if time.perf_counter() - shown_at >= HTML_EVERY and final is None:
+                rnd.text += chunk.text
+                shown = splitter.feed(chunk.text) if splitter is not None else chunk.text
+                recorder.add(shown, len(chunk.token_ids))  # saved every SAVE_EVERY s
+                rnd.final = chunk if chunk.finish_reason is not None else None
+                if shown:
+                    yield event("delta", text=shown)
+                due = time.perf_counter() - shown_at >= HTML_EVERY
+                if due and shown and rnd.final is None:
                     shown_at = time.perf_counter()
                     yield event("html", html=render_markdown(recorder.text))
-    finally:  # also when the client went away: cancel the request, keep what was said
+    finally:
         stream.close()
-        if final is not None and final.usage is not None and final.timings is not None:
-            stats = AnswerStats.of(final.finish_reason or "stop", final.usage, final.timings)
-            saved = recorder.finish(stats.finish_reason, **stats.store_fields())
-        else:  # stopped: the recorder measured what it saw
-            saved = recorder.finish("cancelled")
-    yield event("done", message=message_out(saved) if saved else None)
+    if splitter is not None:  # what was held back and is no call is the answer's too
+        rest = splitter.flush() + ("" if rnd.calls() else splitter.held)
+        if rest:
+            recorder.add(rest)
+            yield event("delta", text=rest)
+
+
+async def _call(
+    req: AnswerRequest,
+    chat_tools: ChatTools,
+    tools: McpTools,
+    request: dict[str, Any],
+    stop: asyncio.Event,
+    said: str = "",
+) -> AsyncIterator[str]:
+    """One tool call: shown, run as its permission says (asking the page for ``confirm``), saved."""
+    from llm4all.mcp.client import McpError
+    from llm4all.mcp.history import tool_record
+    from llm4all.mcp.loop import DECLINED, DENIED, ToolCall
+
+    name = request["function"]["name"]
+    try:
+        arguments = json.loads(request["function"]["arguments"])
+    except ValueError:
+        arguments = {}
+    tool = tools.find(name)
+    call_id = str(request.get("id") or new_call_id())
+    call = ToolCall(
+        tool.server if tool else "?",
+        name,
+        arguments if isinstance(arguments, dict) else {},
+        tool.permission if tool else "deny",
+        id=call_id,
+    )
+    asking = call.permission == "confirm"
+    yield event("tool_call", call=call_out(call, call_id, "asking" if asking else "running"))
+    if tool is None or call.permission == "deny":
+        call.result = DENIED
+    elif asking and not await chat_tools.consents.ask(
+        req.chat.id, call_id, stop, chat_tools.consent_seconds
+    ):
+        call.result = DECLINED
+    else:
+        if asking:
+            yield event("tool_call", call=call_out(call, call_id, "running"))
+        try:
+            call.result = await asyncio.to_thread(tools.call, name, call.arguments)
+        except McpError as exc:
+            call.result = f"error: {exc}"
+        call.ran = True
+    saved = req.store.add_message(req.chat.id, "tool", tool_record(call, said))
+    yield event("tool_result", call=call_out(call, call_id, "done"), message=message_out(saved))
+
+
+def _call_key(call: dict[str, Any]) -> str:
+    function = call["function"]
+    return str(function["name"]) + json.dumps(json.loads(function["arguments"]), sort_keys=True)
+
+
+def call_out(call: ToolCall, call_id: str | None = None, status: str = "done") -> dict[str, Any]:
+    """A call as the page shows it (see ``ToolCallOut``)."""
+    return {
+        "id": call_id,
+        "server": call.server,
+        "name": call.name,
+        "arguments": call.arguments,
+        "permission": call.permission,
+        "status": status,
+        "ran": call.ran,
+        "result": call.result[:RESULT_CHARS] if status == "done" else None,
+    }

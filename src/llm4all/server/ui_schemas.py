@@ -41,6 +41,20 @@ class ChatOut(BaseModel):
     collections: list[str] = Field(
         default_factory=list, description="LocalDocs collections searched for each question"
     )
+    tools: bool = Field(True, description="the MCP servers' tools are offered in this chat")
+
+
+class ToolCallOut(BaseModel):
+    """One MCP tool call of an answer: asked for, run (or not), and what came back."""
+
+    id: str | None = Field(None, description="in a stream: the id to allow or deny it by")
+    server: str
+    name: str
+    arguments: dict[str, Any]
+    permission: str = Field(description="allow, confirm or deny")
+    status: Literal["asking", "running", "done"] = "done"
+    ran: bool = False
+    result: str | None = Field(None, description="the tool's text, or why it did not run")
 
 
 class MessageOut(BaseModel):
@@ -64,6 +78,7 @@ class MessageOut(BaseModel):
         None, description="a better answer the user suggested (the answer itself is kept)"
     )
     html: str | None = Field(None, description="the answer rendered as sanitized HTML")
+    call: ToolCallOut | None = Field(None, description="a tool message: the call it holds")
 
 
 class ChatDetail(ChatOut):
@@ -76,6 +91,7 @@ class ChatCreate(Strict):
     system_prompt: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     collections: list[str] = Field(default_factory=list)
+    tools: bool = True
 
 
 class ChatPatch(Strict):
@@ -86,6 +102,7 @@ class ChatPatch(Strict):
     system_prompt: str | None = None
     params: dict[str, Any] | None = None
     collections: list[str] | None = None
+    tools: bool | None = Field(None, description="offer the MCP servers' tools in this chat")
 
 
 class SendBody(Strict):
@@ -109,14 +126,57 @@ class StopOut(BaseModel):
 class StreamEvent(BaseModel):
     """One server-sent event of an answer stream (``data: {json}``)."""
 
-    type: Literal["user", "start", "delta", "html", "done", "error"]
+    type: Literal[
+        "user",
+        "start",
+        "delta",
+        "html",
+        "reset",
+        "tool_call",
+        "tool_result",
+        "notice",
+        "done",
+        "error",
+    ]
     message: MessageOut | None = Field(
         None, description="user: the saved message; done: the answer"
     )
     model: str | None = Field(None, description="start: the model answering")
-    text: str | None = Field(None, description="delta: new text (plain, untrusted)")
+    text: str | None = Field(
+        None, description="delta: new text (plain, untrusted); notice: a line for the user"
+    )
+    call: ToolCallOut | None = Field(
+        None, description="tool_call: a call asked for or running; tool_result: with its result"
+    )
     html: str | None = Field(None, description="html: the whole answer so far, sanitized")
     error: dict[str, Any] | None = Field(None, description="error: OpenAI-style error object")
+
+
+class ConsentBody(Strict):
+    allow: bool = Field(description="true: run the call; false: do not")
+
+
+class ConsentOut(BaseModel):
+    allowed: bool
+
+
+class ToolOut(BaseModel):
+    name: str = Field(description="as the model sees it")
+    description: str
+    permission: Literal["allow", "confirm", "deny"]
+
+
+class ToolServerOut(BaseModel):
+    name: str
+    error: str | None = Field(None, description="why this server is left out (one line)")
+    tools: list[ToolOut]
+
+
+class ToolsOut(BaseModel):
+    """The MCP servers of ``mcp.toml`` / ``mcp.json`` and their tools."""
+
+    servers: list[ToolServerOut]
+    error: str | None = Field(None, description="why no tool can run (one line)")
 
 
 # -- settings and parameters ---------------------------------------------------------------

@@ -11,6 +11,7 @@ import { messageView, renderMessages, StreamingAnswer } from "./messages.js";
 import { Models } from "./models.js";
 import { SettingsPanel } from "./settings.js";
 import { editSuggestion, ShareDialog } from "./share.js";
+import { ToolsDialog } from "./tools.js";
 
 const $ = (id) => document.getElementById(id);
 const el = {
@@ -30,7 +31,7 @@ const SUGGESTIONS = [
   "Give me three ideas for a rainy Sunday.",
 ];
 
-const state = { chats: [], chat: null, query: "", ui: {}, answering: null };
+const state = { chats: [], chat: null, query: "", ui: {}, answering: null, toolsOn: true };
 
 const chatList = new ChatList($("chat-list"), {
   open: (id) => { location.hash = `#/chat/${id}`; closeSidebar(); },
@@ -48,6 +49,7 @@ const actions = {
   rate: (message, rating) => guard(rate(message, rating)),
   suggest: (message, article) => editSuggestion(article, message, (text) => guard(suggest(message, text))),
 };
+const tools = new ToolsDialog($("open-tools"), $("tools-dialog"), { setOn: (on) => guard(setTools(on)) });
 const sharing = new ShareDialog($("share-dialog"), { chat: () => state.chat });
 
 /** Run a promise, turning a failure into a toast. */
@@ -100,6 +102,7 @@ function showChat() {
   el.docs.hidden = !docs.length;
   fill(el.docs, icon("book"), docs.join(", "));
   el.docs.title = `Answers use LocalDocs: ${docs.join(", ")}`;
+  tools.show(chat ? chat.tools !== false : state.toolsOn);
   setBusy();
   scrollToEnd(true);
 }
@@ -128,7 +131,7 @@ function showWelcome() {
 async function ensureChat() {
   if (state.chat) return state.chat;
   const model = models.select.value || null;
-  const chat = await api.post("/chats", model ? { model } : {});
+  const chat = await api.post("/chats", { ...(model ? { model } : {}), tools: state.toolsOn });
   state.chat = { ...chat, messages: [] };
   history.replaceState(null, "", `#/chat/${chat.id}`);
   return state.chat;
@@ -214,6 +217,9 @@ async function answer(chat, path, body, pending = null) {
     else if (event.type === "start") view.started(event.model);
     else if (event.type === "delta") view.delta(event.text);
     else if (event.type === "html") view.html(event.html);
+    else if (event.type === "reset") view.reset();
+    else if (event.type === "tool_call" || event.type === "tool_result") view.toolCall(event.call, (allow) => guard(consent(chat, event.call, allow)));
+    else if (event.type === "notice") toast(event.text, "error");
     else if (event.type === "error") failure = event.error.message;
     scrollToEnd();
   };
@@ -237,6 +243,22 @@ async function answer(chat, path, body, pending = null) {
   }
   if (failure) toast(failure, "error");
   await loadChats();
+}
+
+/** The user's Allow or Deny for a call that waits (the server runs it, or tells the model no). */
+async function consent(chat, call, allow) {
+  await api.post(`/chats/${chat.id}/tool-calls/${encodeURIComponent(call.id)}`, { allow });
+}
+
+/** Turn the MCP tools on or off for the open chat (or for the next new one). */
+async function setTools(on) {
+  state.toolsOn = on;
+  if (state.chat) {
+    const chat = await api.patch(`/chats/${state.chat.id}`, { tools: on });
+    state.chat = { ...state.chat, ...chat };
+  }
+  tools.show(on);
+  toast(on ? "Tools on in this chat" : "Tools off in this chat");
 }
 
 async function stop() {
@@ -378,6 +400,7 @@ function decorate() {
   $("open-sharing").prepend(icon("share"));
   $("share-chat").prepend(icon("share"));
   $("open-settings").prepend(icon("sliders"));
+  $("open-tools").prepend(icon("tool"));
   fill($("toggle-sidebar"), icon("menu"));
   fill(el.send, icon("send"));
   fill(el.stop, icon("stop"));
@@ -394,6 +417,8 @@ async function init() {
   await openChat(chatIdFromHash());
   el.input.focus();
   document.body.dataset.ready = "true";
+  // The MCP servers start on this first ask (it may take seconds): not before the page is ready.
+  await guard(tools.refresh());
 }
 
 guard(init());

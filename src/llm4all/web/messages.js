@@ -7,6 +7,7 @@
 import { copyText, fill, h, icon, iconButton, toast } from "./dom.js";
 import { safeFragment } from "./sanitize.js";
 import { suggestionView } from "./share.js";
+import { toolCallView, toolMessageView } from "./tools.js";
 
 /** Copy buttons and language labels on the code blocks of a rendered answer. */
 function decorateCode(root) {
@@ -160,6 +161,7 @@ function userView(message, actions, last) {
 export function messageView(message, actions, last = false) {
   if (message.role === "assistant") return assistantView(message, actions, last);
   if (message.role === "user") return userView(message, actions, last);
+  if (message.role === "tool") return toolMessageView(message);
   return h("article", { class: "msg system" }, h("div", { class: "body" }, message.content));
 }
 
@@ -172,6 +174,7 @@ export function renderMessages(container, messages, actions) {
 /** The answer being written: plain text as it arrives, the server's HTML as it comes. */
 export class StreamingAnswer {
   constructor() {
+    this.calls = h("div", { class: "tool-calls" });
     this.md = h("div", { class: "md" });
     this.tail = h("div", { class: "tail" });
     this.status = h("span", { class: "stats" }, "Loading the model…");
@@ -182,6 +185,7 @@ export class StreamingAnswer {
       h(
         "div",
         { class: "body" },
+        this.calls,
         this.md,
         this.tail,
         h("div", { class: "typing", "aria-label": "writing" }, h("i"), h("i"), h("i")),
@@ -203,6 +207,21 @@ export class StreamingAnswer {
   html(html) {
     this.md.replaceChildren(safeFragment(html));
     decorateCode(this.md);
+    this.text = "";
+    this.tail.textContent = "";
+  }
+
+  /** A tool call, shown or updated in place (by its id); answer(allow) for Allow / Deny. */
+  toolCall(call, answer) {
+    const view = toolCallView(call, answer);
+    const old = [...this.calls.children].find((c) => c.dataset.callId === (call.id || ""));
+    if (old) old.replaceWith(view);
+    else this.calls.append(view);
+  }
+
+  /** What was shown of this turn was a tool call, not the answer: clear it. */
+  reset() {
+    this.md.replaceChildren();
     this.text = "";
     this.tail.textContent = "";
   }
