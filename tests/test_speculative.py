@@ -11,7 +11,13 @@ import pytest
 from llm4all.engine._native import common_prefix
 from llm4all.engine.base import Completion, collect
 from llm4all.engine.llamacpp import LlamaCppEngine
-from llm4all.engine.speculative import DraftLength, PromptLookup, speculative_sample
+from llm4all.engine.speculative import (
+    STALE_PASSES,
+    DraftLength,
+    PassCosts,
+    PromptLookup,
+    speculative_sample,
+)
 from llm4all.errors import ModelLoadError
 from llm4all.params import GenerationParams, LoadParams
 
@@ -39,6 +45,10 @@ def engines(fast_model_path: Path) -> Iterator[dict[str, LlamaCppEngine]]:
         "draft": LlamaCppEngine(path, LoadParams(n_ctx=1024, draft=path)),
         "lookup": LlamaCppEngine(path, LoadParams(n_ctx=1024, lookup=True)),
     }
+    for name in ("draft", "lookup"):  # as if verifying were free: every chance to draft is taken
+        drafter = made[name].drafter
+        assert drafter is not None
+        drafter.costs = PassCosts.pinned_to(1.0, 0.0, 0.0)
     yield made
     for engine in made.values():
         engine.close()
@@ -117,31 +127,74 @@ def test_missing_draft_file_is_a_load_error(fast_model_path: Path, tmp_path: Pat
 
 
 def test_prompt_lookup_proposes_what_followed() -> None:
-    lookup = PromptLookup()
+    lookup = PromptLookup(min_ngram=2)
     context = [5, 6, 7, 8, 9, 1, 5, 6]
     assert lookup.propose(context, 3) == [7, 8, 9]
     assert lookup.propose([*context, 7], 2) == [8, 9]  # incremental: the index grew
     assert lookup.propose([1, 2, 3, 4], 3) == []  # a new text, nothing repeats
     assert lookup.propose([3, 4, 3, 4, 3], 5) == [4, 3]  # only what exists so far
+    assert PromptLookup().propose(context, 3) == []  # by default a match is 3 tokens or more
 
 
-def test_draft_length_adapts() -> None:
-    length = DraftLength(start=4, low=1, high=8)
-    length.update(4, 4)
-    assert length.k == 6
-    length.update(6, 1)
-    assert length.k == 5
-    while length.next:
-        length.update(length.next, 0)
-    assert length.k == 1 and length.next == 0  # drafts keep failing: a pause
+def test_pass_costs_are_measured_and_modelled() -> None:
+    costs = PassCosts(draft=0.0)
+    assert not costs.measured
+    costs.record_pass(1, 0.10)
+    costs.record_pass(9, 0.74)  # a pass of 9 tokens costs 7.4 of one: busy CPU cores
+    assert not costs.measured  # one sample of a multi-token pass is not enough
+    costs.record_pass(9, 0.74)
+    assert costs.measured
+    assert costs.extra == pytest.approx(0.08)
+    costs.record_pass(1, 10.0)  # descheduled: counted as 4x the average at most
+    assert costs.t1 == pytest.approx(0.10 + 0.2 * (0.40 - 0.10))
+    # a = 0.8, k = 4, extra = t1 / 2, free drafts: 3.36 tokens in 3 passes' time.
+    half = PassCosts.pinned_to(1.0, 0.5, 0.0)
+    assert half.speedup(4, 0.8) == pytest.approx(3.3616 / 3)
+    assert half.speedup(0, 0.8) == 1.0
+    for _ in range(STALE_PASSES):  # only plain passes: the multi-token cost gets old
+        costs.record_pass(1, 0.1)
+    assert not costs.measured
+
+
+def test_draft_length_drafts_only_what_pays() -> None:
+    gpu = PassCosts.pinned_to(1.0, 0.02, 0.1)  # verifying is nearly free, drafts cheap
+    busy_lookup = PassCosts.pinned_to(1.0, 0.8, 0.0)  # two busy CPU cores, prompt lookup
+    busy_draft = PassCosts.pinned_to(1.0, 0.8, 0.7)  # ... and a 0.5B draft for a 1.5B
+    assert gpu.best(0.5, 16)[0] > 0
+    assert busy_lookup.best(0.5, 16)[0] == 0
+    assert busy_lookup.best(0.98, 16)[0] >= 4
+    assert busy_draft.best(1.0, 16)[0] == 0  # not even all-kept drafts would pay
+    assert DraftLength(busy_draft).next == 0
+    assert DraftLength(gpu, start=4).next == 2  # from the last length (4): at most +2
+    length = DraftLength(busy_lookup)
+    assert length.next == 1  # nothing pays yet, and no pause: one proposal is tried
+    length.update(1, 0)
+    assert length.next == 0  # rejected: a pause of 1 pass, then 2, 4 ...
     length.update(0, 0)
-    assert length.next == 1  # the first pause is one pass; the next is longer
+    assert length.next == 1
     length.update(1, 0)
     assert length.next == 0
     length.update(0, 0)
     assert length.next == 0
     length.update(0, 0)
-    assert length.next == 1
+    for _ in range(16):  # the answer starts quoting: every proposal is kept
+        k = length.next
+        length.update(k, k)
+    assert length.acceptance > 0.9 and length.next > 4
+
+
+def test_costs_are_measured_before_they_are_used() -> None:
+    length = DraftLength(PassCosts(), start=4)
+    assert length.next == 0  # a plain pass first: its time is the baseline
+    length.decoding()
+    length.update(0, 0)
+    assert length.costs.t1 is not None and length.next == 4  # then a pass that drafts
+    length.decoding()
+    length.update(4, 4)
+    assert length.next == 4  # a second sample
+    length.decoding()
+    length.update(4, 4)
+    assert length.costs.extra >= 0 and length.costs.draft is None  # no draft timed yet
 
 
 def test_rejection_rule_keeps_the_target_distribution() -> None:

@@ -259,10 +259,11 @@ class LlamaCppEngine(Engine):
             room = min(self.info.n_ctx - len(cache) - 2, budget - 1, seq.limit - len(seq.produced))
             k = min(seq.draft_length.next, room)
             if k > 0:
-                drafts = self.drafter.propose(seq.prompt + seq.produced, k)[:k]
+                drafts = seq.draft_length.propose(self.drafter, seq.prompt + seq.produced, k)
         tokens = [seq.last_token, *drafts]
         batch = self.native.batch
         indices = [batch.add(t, len(cache) + i, seq.slot, True) for i, t in enumerate(tokens)]
+        seq.draft_length.decoding()  # the pass's time, measured up to verify, is a cost
         return tokens, indices
 
     def verify(self, seq: Generation, tokens: list[int], indices: list[int]) -> list[Chunk]:
@@ -485,7 +486,7 @@ class Generation:
         # Speculative decoding's counts; the prompt's pass gives the first token.
         self.drafted = self.accepted = 0
         self.passes = 1 if engine.drafter is not None else 0
-        self.draft_length = DraftLength()
+        self.draft_length = DraftLength(engine.drafter.costs if engine.drafter else None)
 
     def prompt_done(self, cached: int) -> None:
         self.cached = cached

@@ -32,6 +32,7 @@ and comparing does exactly.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 
 #: Longest and shortest n-gram prompt lookup matches on.
 LOOKUP_MAX_NGRAM = 4
-LOOKUP_MIN_NGRAM = 2
+LOOKUP_MIN_NGRAM = 3
 
 
 @dataclass(frozen=True)
@@ -73,42 +74,197 @@ class SpeculationStats:
         return self.tokens / self.passes if self.passes else None
 
 
-class DraftLength:
-    """How many tokens to draft next: grows while all are accepted, shrinks when few are.
+#: A draft length is chosen only if it promises this much more speed than plain decoding.
+MARGIN = 0.05
+#: Passes after which the measured costs are old enough to be measured again.
+STALE_PASSES = 512
 
-    Where drafts keep failing (k at its floor and none kept) drafting pauses for a
-    number of passes that doubles each time (1, 2, 4 … up to 64), so a drafter
-    that finds nothing costs almost nothing. Example: k=4, all 4 kept → 6; then
-    1 of 6 kept → 5.
+
+class PassCosts:
+    """What a target pass and a drafted token cost on this machine, measured as decoding runs.
+
+    One per drafter (so per engine), shared by its generations. A target pass of
+    ``n`` tokens is modelled as ``t1 + extra * (n - 1)`` seconds: ``t1`` from the
+    passes of one token, ``extra`` from the others; ``draft`` is the drafter's time
+    per proposed token. Each is a moving average; a sample more than 4x the
+    average (the process descheduled on a busy machine) counts as 4x. Example: on
+    two busy CPU cores ``extra`` is about 0.8 ``t1`` (a pass of 9 tokens costs
+    ~7.5 of one); on a GPU it is a few percent.
     """
 
-    def __init__(self, start: int = 4, low: int = 1, high: int = 16) -> None:
-        self.k, self.low, self.high = start, low, high
+    def __init__(self, draft: float | None = None) -> None:
+        self.t1: float | None = None
+        self.draft = draft  # None until measured; 0.0 for a drafter that costs nothing
+        self._multi_t: float | None = None  # average seconds of a pass of several tokens
+        self._multi_n = 0.0  # and its average number of tokens beyond the first
+        self.age = 0  # passes since a pass of several tokens was measured
+        self._multi_samples = 0
+        self.pinned = False
+
+    @classmethod
+    def pinned_to(cls, t1: float, extra: float, draft: float) -> PassCosts:
+        """Costs given, not measured (a machine measured before; tests that must draft).
+
+        Example: ``PassCosts.pinned_to(1.0, 0.0, 0.0)``: verifying is free, so drafting
+        always pays.
+        """
+        costs = cls(draft)
+        costs.t1, costs._multi_t, costs._multi_n = t1, t1 + extra, 1.0
+        costs.pinned = True
+        return costs
+
+    @property
+    def measured(self) -> bool:
+        """Whether every cost is known and recent enough to plan with."""
+        return (
+            self.t1 is not None
+            and self._multi_t is not None
+            and (self.pinned or self._multi_samples >= 2)  # one sample is noise on a busy box
+            and self.draft is not None
+            and self.age < STALE_PASSES
+        )
+
+    @property
+    def extra(self) -> float:
+        """Seconds each token beyond the first adds to a target pass."""
+        if self.t1 is None or self._multi_t is None or self._multi_n <= 0:
+            return 0.0
+        return max(0.0, (self._multi_t - self.t1) / self._multi_n)
+
+    def record_pass(self, n_tokens: int, seconds: float) -> None:
+        if self.pinned:
+            return
+        if n_tokens <= 1:
+            self.t1 = _average(self.t1, seconds)
+            self.age += 1
+            return
+        self._multi_n = _average(self._multi_n or None, float(n_tokens - 1), clip=False)
+        self._multi_t = _average(self._multi_t, seconds)
+        self._multi_samples += 1
+        self.age = 0
+
+    def record_draft(self, n_tokens: int, seconds: float) -> None:
+        if n_tokens > 0 and not self.pinned:
+            self.draft = _average(self.draft, seconds / n_tokens)
+
+    def speedup(self, k: int, acceptance: float) -> float:
+        """Expected tokens per second drafting ``k`` tokens, relative to plain decoding.
+
+        Each proposal is kept with probability ``acceptance`` if those before it were, so
+        a pass yields 1 + a + a² + … + a^k tokens in ``k * draft + t1 + k * extra`` seconds.
+        Example: a = 0.8, k = 4, draft = 0, extra = t1 / 2 → 3.36 tokens in 3 t1: 1.12.
+        """
+        if k <= 0 or self.t1 is None or self.t1 <= 0:
+            return 1.0
+        tokens = sum(acceptance**i for i in range(k + 1))
+        seconds = k * (self.draft or 0.0) + self.t1 + k * self.extra
+        return tokens * self.t1 / seconds
+
+    def best(self, acceptance: float, high: int) -> tuple[int, float]:
+        """The draft length in ``0..high`` with the highest :meth:`speedup`, and that speed-up."""
+        gains = [(self.speedup(k, acceptance), k) for k in range(1, high + 1)]
+        gain, k = max(gains, default=(1.0, 0))
+        return (k, gain) if gain > 1.0 + MARGIN else (0, 1.0)
+
+
+def _average(old: float | None, new: float, weight: float = 0.2, clip: bool = True) -> float:
+    if old is None:
+        return new
+    if clip:
+        new = min(new, 4 * old)
+    return old + weight * (new - old)
+
+
+class DraftLength:
+    """How many tokens to draft in the next pass: the number that pays most, or none.
+
+    From the measured costs (:class:`PassCosts`) and this answer's acceptance rate,
+    ``k`` is the draft length with the most expected tokens per second, at most 2
+    more than the last one; 0 (a plain decoding step, nothing proposed or
+    verified) when no length promises :data:`MARGIN` over plain decoding. The
+    acceptance rate is estimated per proposal, weighting recent passes more
+    (a 0.8 decay), starting from one kept and one rejected proposal.
+    While no length pays, a single proposal is tried after a pause of 1, 2, 4 … 64
+    passes (doubling with each rejected try), so that an answer that starts quoting
+    its input is noticed. If even proposals that are always kept could not pay
+    (a draft model on busy CPU cores), it does not draft at all.
+    Before the costs are measured it drafts ``start`` tokens to measure them.
+    Example: on two busy cores (extra ≈ 0.8 t1) lookup drafts only while its
+    proposals are kept about 90 % of the time; on a GPU from about 30 %.
+    """
+
+    def __init__(self, costs: PassCosts | None = None, start: int = 4, high: int = 16) -> None:
+        self.costs = costs if costs is not None else PassCosts(draft=0.0)
+        self.start, self.high = start, high
+        self.k = start  # the last draft length chosen (bounds the next one's growth)
+        self._kept, self._rejected = 1.0, 1.0
         self._pause, self._wait = 0, 0
+        self._clock = 0.0
+
+    @property
+    def acceptance(self) -> float:
+        """The estimated probability that a proposal is kept (given those before it were)."""
+        return self._kept / (self._kept + self._rejected)
 
     @property
     def next(self) -> int:
-        """How many tokens to draft in this pass (0 while paused)."""
-        return 0 if self._wait > 0 else self.k
+        """How many tokens to draft in this pass (0: a plain decoding step)."""
+        costs = self.costs
+        if costs.t1 is None:
+            return 0  # measure a plain step first
+        if not costs.measured:
+            return self.start
+        if self._wait > 0:
+            return 0
+        if costs.best(1.0, self.high)[0] == 0:
+            return 0  # not even proposals that are always kept would pay
+        k, _gain = costs.best(self.acceptance, min(self.high, self.k + 2))
+        return k if k > 0 else 1  # a try: the pause before it has passed
+
+    def propose(self, drafter: Drafter, context: Sequence[int], k: int) -> list[int]:
+        """The drafter's proposal, timed (its cost per token feeds :class:`PassCosts`)."""
+        t0 = time.perf_counter()
+        drafts = drafter.propose(context, k)[:k]
+        seconds = time.perf_counter() - t0 - drafter.prefill_seconds
+        self.costs.record_draft(len(drafts), seconds)
+        return drafts
+
+    def decoding(self) -> None:
+        """The target's pass starts now (it ends at :meth:`update`)."""
+        self._clock = time.perf_counter()
 
     def update(self, drafted: int, accepted: int) -> None:
+        """After a pass that verified ``drafted`` proposals and kept ``accepted``."""
+        if self._clock:
+            self.costs.record_pass(drafted + 1, time.perf_counter() - self._clock)
+            self._clock = 0.0
         if drafted == 0:
             self._wait = max(0, self._wait - 1)
             return
-        if accepted == drafted:
-            self.k = min(self.high, self.k + 2)
+        self.k = drafted
+        rejected = 1.0 if accepted < drafted else 0.0
+        self._kept = 0.8 * self._kept + accepted
+        self._rejected = 0.8 * self._rejected + rejected
+        if not self.costs.measured:
+            return
+        if self.costs.best(self.acceptance, self.high)[0] > 0:
             self._pause = 0
-        elif accepted == 0 and self.k == self.low:
+        elif rejected:  # no length pays now: wait before the next try, longer each time
             self._pause = min(64, max(1, self._pause * 2))
             self._wait = self._pause
-        elif accepted * 2 < drafted:
-            self.k = max(self.low, self.k - 1)
 
 
 class Drafter:
-    """Proposes tokens that continue ``context`` (all tokens so far, the last one included)."""
+    """Proposes tokens that continue ``context`` (all tokens so far, the last one included).
+
+    ``costs`` holds what its passes cost here (one per engine); ``prefill_seconds``
+    is the part of the last :meth:`propose` spent catching up on a new text (a
+    prompt), paid once per answer and so not counted as a cost per drafted token.
+    """
 
     method = ""
+    costs: PassCosts
+    prefill_seconds = 0.0
 
     def propose(self, context: Sequence[int], k: int) -> list[int]:
         raise NotImplementedError
@@ -120,7 +276,7 @@ class Drafter:
 class PromptLookup(Drafter):
     """Drafts by finding the latest earlier occurrence of the context's last n tokens.
 
-    Keeps an index from each n-gram (n = 2..4) to the position after its latest
+    Keeps an index from each n-gram (n = 3..4 by default) to the position after its latest
     occurrence, updated incrementally as the context grows, so a proposal costs a
     few dictionary look-ups. Example: context ``a b c x a b`` → proposes ``c x a …``.
     """
@@ -129,6 +285,7 @@ class PromptLookup(Drafter):
 
     def __init__(self, max_ngram: int = LOOKUP_MAX_NGRAM, min_ngram: int = LOOKUP_MIN_NGRAM):
         self.max_ngram, self.min_ngram = max_ngram, min_ngram
+        self.costs = PassCosts(draft=0.0)  # a proposal is a few dictionary look-ups
         self._tokens: list[int] = []
         self._index: dict[tuple[int, ...], int] = {}
         self._indexed = 0  # n-grams ending before this position are in the index
@@ -180,11 +337,13 @@ class DraftModel(Drafter):
             self.native.close()
             raise
         self.cache: list[int] = []
+        self.costs = PassCosts()
 
     def propose(self, context: Sequence[int], k: int) -> list[int]:
         from llm4all.engine._native import common_prefix
 
         native = self.native
+        self.prefill_seconds = 0.0
         if k <= 0 or len(context) + k >= native.n_ctx:
             return []
         keep = min(common_prefix(self.cache, context), len(context) - 1)
@@ -193,6 +352,7 @@ class DraftModel(Drafter):
             native.forget(0, 0)
         del self.cache[keep:]
         index = 0
+        t0 = time.perf_counter()
         for start in range(keep, len(context), native.n_batch):
             part = context[start : start + native.n_batch]
             native.batch.clear()
@@ -200,6 +360,8 @@ class DraftModel(Drafter):
                 pos = start + offset
                 index = native.batch.add(token, pos, 0, pos == len(context) - 1)
             self._decode(len(part))
+        # Between passes it catches up on one or two tokens; more is a new text's prompt.
+        self.prefill_seconds = time.perf_counter() - t0 if len(context) - keep > 2 else 0.0
         out: list[int] = []
         while True:
             token = int(native.logits(index).argmax())
