@@ -2,10 +2,16 @@
 
 Tasks in the spirit of the Berkeley function-calling leaderboard: *simple*
 (one tool offered, one call), *multiple* (several tools, the right one
-chosen), *irrelevance* (no tool fits: an answer, not a call), and an agent
-loop (call → result → answer). A call counts as valid when it names the
-right tool, its arguments parse and follow the schema, and they hold the
-expected values (strings compared case-insensitively). Temperature 0.
+chosen), *irrelevance* (no tool fits: an answer, not a call), *multi-call*
+(two calls in one answer: weather in two cities, a sum and a product), and
+an agent loop (call → result → answer). A call counts as valid when it names
+the right tool, its arguments parse and follow the schema, and they hold the
+expected values (strings compared case-insensitively); a multi-call task
+needs every expected call, valid, and no other. Temperature 0.
+
+``--llm-cli`` also runs simonw's ``llm`` CLI (``llm -m … --functions``, when
+it is installed) against the same server: the agent loop as that client runs
+it.
 
 Usage::
 
@@ -124,6 +130,31 @@ TASKS: list[tuple[str, str, list[dict[str, Any]], str | None, dict[str, Any]]] =
 ]
 
 
+# multi-call: two calls in one answer (every expected call, in any order, and no other)
+MULTI: list[tuple[str, list[dict[str, Any]], list[tuple[str, dict[str, Any]]]]] = [
+    (
+        "What's the weather in Paris and in London?",
+        [WEATHER],
+        [("get_weather", {"city": "paris"}), ("get_weather", {"city": "london"})],
+    ),
+    (
+        "What is the weather like in Tokyo and in Madrid right now?",
+        [WEATHER],
+        [("get_weather", {"city": "tokyo"}), ("get_weather", {"city": "madrid"})],
+    ),
+    (
+        "What is 3 plus 4, and what is 5 times 6?",
+        [ADD, MULTIPLY],
+        [("add", {"a": 3, "b": 4}), ("multiply", {"a": 5, "b": 6})],
+    ),
+    (
+        "Set a timer for 5 minutes and another one for 10 minutes.",
+        [TIMER],
+        [("set_timer", {"minutes": 5}), ("set_timer", {"minutes": 10})],
+    ),
+]
+
+
 def _schema_ok(args: Any, schema: dict[str, Any]) -> bool:
     from llm4all.chat.tools import valid_arguments
 
@@ -141,6 +172,61 @@ def _values_ok(args: dict[str, Any], want: dict[str, Any]) -> bool:
     return True
 
 
+def _invalid(calls: list[Any], tools: list[dict[str, Any]]) -> int:
+    """How many calls carry arguments that do not parse or follow their tool's schema."""
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
+    invalid = 0
+    for c in calls:
+        try:
+            args = json.loads(c.function.arguments)
+        except ValueError:
+            args = None
+        if not _schema_ok(args, schemas.get(c.function.name, {})):
+            invalid += 1
+    return invalid
+
+
+def _multi_row(
+    client: Any, model: str, question: str, tools: list[dict[str, Any]], want: Any
+) -> dict[str, Any]:
+    resp = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": question}],
+        tools=tools,
+        temperature=0,
+        max_tokens=200,
+    )
+    msg = resp.choices[0].message
+    calls = msg.tool_calls or []
+    invalid = _invalid(calls, tools)
+    left = list(want)
+    for c in calls:
+        try:
+            args = json.loads(c.function.arguments)
+        except ValueError:
+            continue
+        hit = next(
+            (
+                w
+                for w in left
+                if w[0] == c.function.name and isinstance(args, dict) and _values_ok(args, w[1])
+            ),
+            None,
+        )
+        if hit is not None:
+            left.remove(hit)
+    ok = not left and len(calls) == len(want) and not invalid
+    got = "; ".join(f"{c.function.name}({c.function.arguments})" for c in calls)
+    return {
+        "category": "multi-call",
+        "question": question,
+        "ok": ok,
+        "invalid": invalid,
+        "calls": len(calls),
+        "got": got or f"no call: {(msg.content or '')[:60]!r}",
+    }
+
+
 def score(client: Any, model: str) -> dict[str, Any]:
     rows = []
     for category, question, tools, want_tool, want_args in TASKS:
@@ -153,15 +239,7 @@ def score(client: Any, model: str) -> dict[str, Any]:
         )
         msg = resp.choices[0].message
         calls = msg.tool_calls or []
-        schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
-        invalid = 0
-        for c in calls:
-            try:
-                args = json.loads(c.function.arguments)
-            except ValueError:
-                args = None
-            if not _schema_ok(args, schemas.get(c.function.name, {})):
-                invalid += 1
+        invalid = _invalid(calls, tools)
         if want_tool is None:
             ok = not calls and bool((msg.content or "").strip())
             what = "answer" if ok else f"call {calls[0].function.name}"
@@ -175,7 +253,8 @@ def score(client: Any, model: str) -> dict[str, Any]:
         rows.append(
             {"category": category, "question": question, "ok": ok, "invalid": invalid, "got": what}
         )
-    agent = agent_loop(client, model)
+    rows += [_multi_row(client, model, q, tools, want) for q, tools, want in MULTI]
+    agent, transcript = agent_loop(client, model)
     by: dict[str, list[int]] = {}
     for r in rows:
         by.setdefault(r["category"], [0, 0])
@@ -186,12 +265,16 @@ def score(client: Any, model: str) -> dict[str, Any]:
         "by_category": {k: f"{a}/{b}" for k, (a, b) in by.items()},
         "schema_invalid_calls": sum(r["invalid"] for r in rows),
         "agent_loop": agent,
+        "agent_transcript": transcript,
         "rows": rows,
     }
 
 
-def agent_loop(client: Any, model: str) -> str:
-    """Ask, run the called tool here, send the result back, expect an answer mentioning it."""
+def agent_loop(client: Any, model: str) -> tuple[str, list[dict[str, Any]]]:
+    """Ask, run the called tool here, send the result back, expect an answer mentioning it.
+
+    Returns the outcome and the conversation (what the model said at each turn).
+    """
     messages: list[dict[str, Any]] = [{"role": "user", "content": "What's the weather in Oslo?"}]
     for _ in range(3):
         resp = client.chat.completions.create(
@@ -200,14 +283,67 @@ def agent_loop(client: Any, model: str) -> str:
         msg = resp.choices[0].message
         if not msg.tool_calls:
             text = msg.content or ""
-            return (
-                "completed" if "12" in text or "rain" in text.lower() else f"answer: {text[:60]!r}"
-            )
+            messages.append({"role": "assistant", "content": text})
+            done = "12" in text or "rain" in text.lower()
+            return ("completed" if done else f"answer: {text[:60]!r}"), messages
         messages.append(msg.model_dump(exclude_none=True))
         for c in msg.tool_calls:
             result = {"city": "Oslo", "temperature_c": 12, "sky": "rain"}
             messages.append({"role": "tool", "tool_call_id": c.id, "content": json.dumps(result)})
-    return "did not finish in 3 turns"
+    return "did not finish in 3 turns", messages
+
+
+LLM_FUNCTIONS = """
+def get_weather(city: str) -> str:
+    "Current weather in a city"
+    return f"{city}: 12 C, rain"
+"""
+
+
+def llm_cli_loop(port: int, model: str) -> dict[str, Any]:
+    """simonw's ``llm`` with ``--functions`` against the server: does its tool loop finish?
+
+    ``llm`` reaches the server through an ``extra-openai-models.yaml`` in a
+    temporary ``LLM_USER_PATH``; ``--td`` prints each call and its result.
+    """
+    import shutil
+    import tempfile
+
+    exe = shutil.which("llm", path=os.path.dirname(sys.executable)) or shutil.which("llm")
+    if exe is None:
+        return {"outcome": "llm is not installed"}
+    with tempfile.TemporaryDirectory() as home:
+        with open(os.path.join(home, "extra-openai-models.yaml"), "w") as f:
+            f.write(
+                f"- model_id: local\n  model_name: {model}\n"
+                f"  api_base: http://127.0.0.1:{port}/v1\n  supports_tools: true\n"
+            )
+        env = {**os.environ, "LLM_USER_PATH": home, "OPENAI_API_KEY": "x"}
+        run = subprocess.run(
+            [
+                exe,
+                "-m",
+                "local",
+                "-n",
+                "--td",
+                "--functions",
+                LLM_FUNCTIONS,
+                "-o",
+                "temperature",
+                "0",
+                "What's the weather in Oslo?",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+    out = run.stdout + run.stderr
+    calls = out.count("Tool call: get_weather")
+    answer = out.rsplit("\n\n", 1)[-1].strip()
+    done = run.returncode == 0 and calls >= 1 and ("12" in answer or "rain" in answer.lower())
+    outcome = "completed" if done else f"did not complete (rc {run.returncode}, {calls} calls)"
+    return {"outcome": outcome, "calls": calls, "output": out[-2000:]}
 
 
 def _free_port() -> int:
@@ -222,6 +358,7 @@ def main() -> None:
     ap.add_argument("--llm4all", default=os.path.join(os.path.dirname(sys.executable), "llm4all"))
     ap.add_argument("--src", help="run the server from this src/ (a worktree's: 'before')")
     ap.add_argument("--json")
+    ap.add_argument("--llm-cli", action="store_true", help="also run simonw's llm --functions")
     args = ap.parse_args()
     import openai
 
@@ -245,13 +382,19 @@ def main() -> None:
                 time.sleep(1)
         started = time.time()
         result = score(client, args.model)
+        if args.llm_cli:
+            result["llm_cli"] = llm_cli_loop(port, args.model)
         result["seconds"] = round(time.time() - started, 1)
         result["load"] = os.getloadavg()[0]
         result["src"] = args.src or "this checkout"
     finally:
         server.terminate()
         server.wait(30)
-    print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))
+    print(
+        json.dumps(
+            {k: v for k, v in result.items() if k not in ("rows", "agent_transcript")}, indent=1
+        )
+    )
     for r in result["rows"]:
         print(
             ("ok " if r["ok"] else "-- ")

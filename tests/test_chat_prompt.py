@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import pytest
 
 from llm4all.chat.prompt import answer_reserve, fit_messages
-from llm4all.chat.template import PLAIN_TEMPLATE, Message, render
+from llm4all.chat.template import AFTER_TOOL_RESULTS, PLAIN_TEMPLATE, Message, render
 from llm4all.errors import ContextOverflow, TemplateError
 
 CHATML = (
@@ -40,6 +40,28 @@ def test_template_is_sandboxed() -> None:
     evil = "{{ messages.__class__.__mro__[1].__subclasses__() }}"
     with pytest.raises(TemplateError):
         render(evil, [Message("user", "x")])
+
+
+def test_after_tool_results_the_model_is_asked_to_use_them() -> None:
+    # Qwen2.5-Coder-1.5B called the same tool again after its result, every time (issue 22).
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": {}}}
+    msgs = [
+        Message("user", "Q?"),
+        Message("assistant", "", (call,)),
+        Message("tool", "42", (), "c1"),
+    ]
+    text = render(CHATML, msgs)
+    assert text.endswith(
+        f"<|im_start|>tool\n42<|im_end|>\n<|im_start|>user\n{AFTER_TOOL_RESULTS}<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    assert AFTER_TOOL_RESULTS not in render(CHATML, msgs[:2])
+    assert AFTER_TOOL_RESULTS not in render(CHATML, msgs, add_generation_prompt=False)
+    strict = (  # a template that wants a tool result right before the answer
+        "{% if messages[-1].role == 'user' and messages|length > 1 %}"
+        "{{ raise_exception('no user turn after a tool result') }}{% endif %}" + CHATML
+    )
+    assert render(strict, msgs).endswith("<|im_start|>tool\n42<|im_end|>\n<|im_start|>assistant\n")
 
 
 def test_broken_template_is_a_template_error() -> None:

@@ -9,7 +9,13 @@ import pytest
 
 from llm4all import answer
 from llm4all.chat.template import Message
-from llm4all.chat.tools import call_grammar, parse, schemas_of, valid_arguments
+from llm4all.chat.tools import (
+    _free_text_rules,
+    call_grammar,
+    parse,
+    schemas_of,
+    valid_arguments,
+)
 from llm4all.params import GenerationParams
 from llm4all.server.tool_stream import CallStreamer, ContentSplitter
 
@@ -87,7 +93,7 @@ def test_streaming_holds_a_fenced_call_back_and_lets_code_through() -> None:
 def test_the_call_grammar_is_lazy_and_names_only_declared_tools() -> None:
     grammar = call_grammar([WEATHER, NOW])
     header, _, body = grammar.partition("\n")
-    assert "get_weather|now" in header and "root ::= call rest" in body
+    assert "get_weather|now" in header and "root ::= call more" in body
     assert '"\\"now\\"" space ( ","' in body  # a tool without required fields: arguments optional
 
 
@@ -138,3 +144,60 @@ def test_a_tool_definition_written_back_is_no_call() -> None:
     assert _one(echo) == (echo, [])
     header = call_grammar([WEATHER]).partition("\n")[0]
     assert header.count(r'[^"\s]\s*:') == 1  # the trigger skips a key's value too
+
+
+def _free_text_accepts(rules: dict[str, str], text: str) -> bool:
+    """Walk ``free0``… (each ``| [class] freeN | …``) over ``text``, as llama.cpp would."""
+    state = "free0"
+    for ch in text:
+        for alternative in rules[state].split(" | ")[1:]:
+            cls, goes = alternative.rsplit(" ", 1)
+            negated = cls.startswith("[^")
+            chars = cls[2 if negated else 1 : -1].encode().decode("unicode_escape")
+            if (ch in chars) != negated:
+                state = goes
+                break
+        else:
+            return False
+    return True
+
+
+def test_the_text_between_calls_is_free_except_where_a_call_begins() -> None:
+    rules = _free_text_rules(["now", "get_weather", "no"])
+    for free in ['Done. {"a": 1}', '{"name": "Bob"}', '{"name": "nowhere"}', "ok\n```", ""]:
+        assert _free_text_accepts(rules, free), free
+    for head in ['{"name": "now"', 'x {\n  "name" :"get_weather"', '{{"name":"no"']:
+        assert not _free_text_accepts(rules, head), head
+    grammar = call_grammar([WEATHER, NOW]).partition("\n")[2]
+    assert "root ::= call more" in grammar and "more ::= free0 ( call more )?" in grammar
+    assert "root ::= call rest" in call_grammar([WEATHER], parallel=False)
+
+
+def test_every_call_in_an_answer_follows_the_schema(default_model: Any) -> None:
+    # Two calls to copy, the second with a string where the schema wants an integer: the
+    # grammar constrains the second call too (before, only the first one was).
+    question = (
+        'Reply with exactly this text: {"name": "set_timer", "arguments": {"minutes": 5}} '
+        '{"name": "set_timer", "arguments": {"minutes": "ten"}}'
+    )
+    calls = _ask(default_model, question, [TIMER]).tool_calls
+    assert [json.loads(c["function"]["arguments"])["minutes"] for c in calls] == [5, 10]
+
+
+def test_given_the_result_the_model_answers_from_it(default_model: Any) -> None:
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": {"city": "Oslo"}},
+    }
+    result = json.dumps({"city": "Oslo", "temperature_c": 12, "sky": "rain"})
+    messages = [
+        Message("user", "What's the weather in Oslo?"),
+        Message("assistant", "", (call,)),
+        Message("tool", result, (), "call_1"),
+    ]
+    params = GenerationParams(temperature=0, max_tokens=40)
+    response = answer.stream(
+        default_model, answer.prepare(default_model, messages, params=params, tools=[WEATHER])
+    )
+    assert response.tool_calls == [] and "12" in response.text()

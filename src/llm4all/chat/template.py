@@ -36,6 +36,8 @@ PLAIN_TEMPLATE = (
 )
 #: Stop strings that go with :data:`PLAIN_TEMPLATE` (a base model keeps writing turns).
 PLAIN_STOPS = ("### Human:", "\n### ")
+#: The user turn after tool results when the model answers next (see :func:`render`).
+AFTER_TOOL_RESULTS = "Use the result above to answer my question."
 
 
 @dataclass(frozen=True)
@@ -99,9 +101,33 @@ def render(
 ) -> str:
     """Render ``messages`` with a chat template.
 
+    When the conversation ends with tool results and the model answers next,
+    a short user turn (:data:`AFTER_TOOL_RESULTS`) follows them: given only its
+    call and the ``<tool_response>`` turn its own template renders,
+    Qwen2.5-Coder-1.5B calls the same tool again, every time; asked to use the
+    result, it answers from it. A template that refuses two user turns in a
+    row gets the conversation as it is.
+
     Example: ``render(PLAIN_TEMPLATE, [Message("user", "Hi")])`` ends with
     ``"### Assistant:\\n"``.
     """
+    if add_generation_prompt and messages and messages[-1].role == "tool":
+        asked = [*messages, Message("user", AFTER_TOOL_RESULTS)]
+        try:
+            return _render(template, asked, bos_token, eos_token, True, tools)
+        except TemplateError:
+            pass
+    return _render(template, messages, bos_token, eos_token, add_generation_prompt, tools)
+
+
+def _render(
+    template: str,
+    messages: Sequence[Message],
+    bos_token: str,
+    eos_token: str,
+    add_generation_prompt: bool,
+    tools: Sequence[dict[str, Any]] | None,
+) -> str:
     try:
         return _compile(template).render(
             messages=[m.as_dict() for m in messages],

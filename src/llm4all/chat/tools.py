@@ -298,18 +298,27 @@ def _jsonschema_agrees(arguments: dict[str, Any], schema: dict[str, Any]) -> boo
 #: The first line of a lazy grammar: the regex that starts it (see ``engine/_native.py``).
 LAZY_HEADER = "# llm4all-lazy-trigger: "
 _SPACE = '| " " | "\\n" [ \\t]{0,20}'  # llama.cpp's own; llama-cpp-python's allows one space
-_SPACE_RE = "(?: |\\n[ \\t]{0,20})?"
+#: Whitespace inside a call's head ``{ "name" : "…"``: the trigger, the grammar and the
+#: free text between calls agree on it exactly (a trigger the grammar rejects aborts llama.cpp).
+_HEAD_SPACE = " \t\n\r"
+_HEAD_SPACE_CLASS = "[ \\t\\n\\r]"  # the same, in GBNF and in the trigger's regex
 
 
-def call_grammar(tools: Sequence[dict[str, Any]]) -> str:
+def call_grammar(tools: Sequence[dict[str, Any]], *, parallel: bool = True) -> str:
     """A lazy GBNF grammar: free text until a call of a declared tool begins, then its arguments.
 
     The trigger is ``{"name": "<a declared tool>"`` (whatever precedes it: a
     ``<tool_call>`` tag, a fence, some text); from there the call is generated
     under a grammar built from that tool's parameter schema, so its arguments
     always parse and validate (llama.cpp's server does the same). After the
-    call the answer is free again. A JSON object naming no declared tool never
-    triggers it. The text starts with :data:`LAZY_HEADER` and the trigger.
+    call the answer is free text in which every further call is constrained
+    too: the text between calls is any text in which no call's head occurs
+    (:func:`_free_text_rules`), so where one begins it is a call of a declared
+    tool with valid arguments. ``parallel=False``: only the first call is
+    constrained. A JSON object naming no declared tool never triggers it. The
+    text starts with :data:`LAZY_HEADER` and the trigger.
+
+    Example: ``call_grammar([spec]).splitlines()[0]`` is the trigger's header line.
     """
     from llama_cpp.llama_grammar import SchemaConverter
 
@@ -327,23 +336,26 @@ def call_grammar(tools: Sequence[dict[str, Any]]) -> str:
         optional = not (schema.get("required") or [])
         tail = f"( {arguments} )?" if optional else arguments
         branches.append(f'{json.dumps(json.dumps(name))} space {tail} "}}"')
-        names.append(_ecma_escape(name))
+        names.append(name)
     grammar = converter.format_grammar()  # type: ignore[no-untyped-call]
     rules = dict(line.split(" ::= ", 1) for line in grammar.splitlines())
     rules["space"] = _SPACE
-    rules["root"] = "call rest"
-    rules["call"] = '"{" space "\\"name\\"" space ":" space ( ' + " | ".join(branches) + " )"
-    rules["rest"] = "[^\\x00]*"
+    rules["head-space"] = f"{_HEAD_SPACE_CLASS}*"
+    head = '"{" head-space "\\"name\\"" head-space ":" head-space'
+    rules["call"] = f"{head} ( " + " | ".join(branches) + " )"
+    if parallel:
+        rules["root"] = "call more"
+        rules["more"] = "free0 ( call more )?"
+        rules.update(_free_text_rules(names))
+    else:
+        rules["root"] = "call rest"
+        rules["rest"] = "[^\\x00]*"
+    space = f"{_HEAD_SPACE_CLASS}*"
     trigger = (
         # Not where a JSON key's value begins ("function": {"name": …, a tool list echoed back).
         '(?:|[\\s\\S]*?(?:[^:\\s]|[^"\\s]\\s*:))\\s*(\\{'
-        + _SPACE_RE
-        + '"name"'
-        + _SPACE_RE
-        + ":"
-        + _SPACE_RE
-        + '"(?:'
-        + "|".join(names)
+        + f'{space}"name"{space}:{space}"(?:'
+        + "|".join(_ecma_escape(n) for n in names)
         + ')")[\\s\\S]*'
     )
     body = "\n".join(f"{k} ::= {v}" for k, v in rules.items())
@@ -352,3 +364,88 @@ def call_grammar(tools: Sequence[dict[str, Any]]) -> str:
 
 def _ecma_escape(name: str) -> str:
     return "".join(c if c.isalnum() or c == "_" else "\\" + c for c in name)
+
+
+#: One step of a call's head: a literal character, or ``None`` for any run of head space.
+_Atom = str | None
+_NfaState = tuple[int, int]  # (which name, how far into its head)
+
+
+def _free_text_rules(names: Sequence[str]) -> dict[str, str]:
+    """GBNF rules ``free0``, ``free1``, …: any text in which no call's head occurs.
+
+    A call's head is ``{ "name" : "<declared name>"`` (any :data:`_HEAD_SPACE`
+    around the colon and after the brace). The rules are the states of the
+    automaton that searches for those heads, less the one that has found one:
+    text the automaton would accept is free, and where a head would complete
+    only the ``call`` rule can go on. Example: with ``["now"]``, ``free0``
+    takes ``Done. {"a": 1}`` but not ``{"name": "now"``.
+    """
+    heads: list[list[_Atom]] = [["{", None, *'"name"', None, ":", None, *f'"{n}"'] for n in names]
+    alphabet = sorted({a for h in heads for a in h if a is not None} | set(_HEAD_SPACE))
+
+    def closure(states: set[_NfaState]) -> frozenset[_NfaState]:
+        todo = list(states)
+        while todo:
+            k, i = todo.pop()
+            if i < len(heads[k]) and heads[k][i] is None and (k, i + 1) not in states:
+                states.add((k, i + 1))
+                todo.append((k, i + 1))
+        return frozenset(states)
+
+    fresh = {(k, 0) for k in range(len(heads))}
+    start = closure(set(fresh))
+
+    def step(states: frozenset[_NfaState], c: str | None) -> frozenset[_NfaState]:
+        moved = set(fresh)
+        for k, i in states:
+            atom = heads[k][i] if i < len(heads[k]) else ""
+            if atom is None and c is not None and c in _HEAD_SPACE:
+                moved.add((k, i))
+            elif atom == c:
+                moved.add((k, i + 1))
+        return closure(moved)
+
+    def found(states: frozenset[_NfaState]) -> bool:
+        return any(i == len(heads[k]) for k, i in states)
+
+    number = {start: 0}
+    todo = [start]
+    rules: dict[str, str] = {}
+    while todo:
+        states = todo.pop()
+        by_target: dict[int, list[str]] = {}
+        for c in [*alphabet, None]:  # None: any character not in the alphabet
+            target = step(states, c)
+            if found(target):
+                continue
+            if target not in number:
+                number[target] = len(number)
+                todo.append(target)
+            by_target.setdefault(number[target], []).append(c or "")
+        rules[f"free{number[states]}"] = _state_rule(by_target, alphabet)
+    return rules
+
+
+def _state_rule(by_target: dict[int, list[str]], alphabet: Sequence[str]) -> str:
+    """One automaton state as a GBNF rule: the end of the text, or a character and the next state.
+
+    ``""`` in a target's characters stands for every character outside ``alphabet``.
+    """
+    alternatives = [""]
+    for number, chars in sorted(by_target.items()):
+        if "" in chars:  # the other characters, and the listed ones that go there too
+            excluded = "".join(_gbnf_char(c) for c in alphabet if c not in chars)
+            alternatives.append(f"[^{excluded}] free{number}")
+        else:
+            alternatives.append(f"[{''.join(map(_gbnf_char, chars))}] free{number}")
+    return " | ".join(alternatives)
+
+
+def _gbnf_char(c: str) -> str:
+    """A character for a GBNF character class (escaped unless a letter or digit)."""
+    if c.isascii() and c.isalnum():
+        return c
+    if ord(c) < 0x100:
+        return f"\\x{ord(c):02X}"
+    return f"\\u{ord(c):04X}" if ord(c) < 0x10000 else f"\\U{ord(c):08X}"
