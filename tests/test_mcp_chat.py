@@ -87,7 +87,7 @@ def test_run_without_a_terminal_does_not_run_a_confirm_tool(
     assert res.returncode == 0, res.stderr
     assert f"tool {CALL}" in res.stderr and "no terminal to ask on" in res.stderr
     assert ran(demo) == []  # the server never saw the call
-    assert res.stdout.strip() and "get_weather" not in res.stdout  # an answer, not the call
+    assert "get_weather" not in res.stdout  # no call written out as the answer
 
 
 @pytest.mark.default_model

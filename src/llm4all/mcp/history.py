@@ -91,8 +91,10 @@ def restore(stored: Iterable[tuple[str, str]]) -> list[Message]:
                 run.append((call, _said(content) if not run else ""))
             continue
         close_run()
-        if role == "user" or role == "assistant":
-            out.append(Message(role, content))
+        if role == "user":
+            out.append(Message("user", content))
+        elif role == "assistant":
+            out.append(Message("assistant", content))
     close_run()
     return out
 

@@ -5,7 +5,8 @@ call it makes is shown (``on_call``), checked against the tool's permission —
 ``allow`` runs, ``deny`` is refused, ``confirm`` (the default) runs only when
 ``consent(call)`` says yes, and with no way to ask nothing runs — and its
 result (or the refusal) goes back to the model, until it answers in text or
-``max_rounds`` calls were made. Every front end that runs tools uses it:
+``max_rounds`` calls were made. After a refusal the model is asked once more
+with no tools offered, so it answers rather than trying the other tools. Every front end that runs tools uses it:
 ``llm4all chat``, ``llm4all run``, ``llm4all mcp ask``, the web UI and the
 Python API (``llm4all.mcp.loop``).
 
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from llm4all.chat.template import Message
 
 if TYPE_CHECKING:
-    from llm4all.answer import Prepared, Response
+    from llm4all.answer import Response
     from llm4all.api import Model
     from llm4all.mcp.client import McpTools
     from llm4all.params import GenerationParams
@@ -98,16 +99,19 @@ def answer_with_tools(
     response: Response | None = None
     text = ""
     for _ in range(max_rounds + 2):
-        # Out of rounds, or the model repeats a call it has the result of (Qwen2.5-Coder-1.5B
-        # does): no tools this time, so it answers from the results it has.
+        # Out of rounds, the model repeats a call it has the result of (Qwen2.5-Coder-1.5B
+        # does), or a call was refused (the 0.5B then tries the other tools, one by one):
+        # no tools this time, so it answers from what it has.
         offered = [] if answer_now or len(made) >= max_rounds else specs
         prepared = answer.prepare(model, history, params=p, tools=offered, collections=collections)
         response = answer.stream(model, prepared)
         if on_response is not None:
             on_response(response)
-        text = response.text() if on_token is None else _streamed(response, prepared, on_token)
+        text = _streamed(response, specs, on_token)
         calls = [] if response.cancelled else response.tool_calls
         if not calls:
+            if not offered:  # a call written anyway (small models imitate the history): dropped
+                text = _without_calls(text, specs)
             add(Message("assistant", text))
             return ToolAnswer(text, made, history, response)
         keys = {
@@ -135,34 +139,47 @@ def answer_with_tools(
             )
             _run(tools, call, consent, on_start, on_call)
             made.append(call)
+            answer_now = answer_now or not call.ran
             add(Message("tool", call.result, (), c["id"]))
     add(Message("assistant", text))
     return ToolAnswer(text, made, history, response)  # still calling with no tools offered
 
 
-def _streamed(response: Response, prepared: Prepared, on_token: Callable[[str], None]) -> str:
+def _streamed(
+    response: Response, specs: list[dict[str, Any]], on_token: Callable[[str], None] | None
+) -> str:
     """Run ``response``, passing its content to ``on_token`` and holding back what may be a call.
 
     The splitter is the one the OpenAI route streams with; what it held back and
-    turns out to be no call is given at the end (nothing is lost).
+    turns out to be no call of ``specs`` is given at the end (nothing is lost).
     """
-    if not prepared.tools:
+    if on_token is None:
+        return response.text()
+    if not specs:
         for piece in response:
             on_token(piece)
         return response.text()
     from llm4all.server.tool_stream import ContentSplitter
 
-    splitter = ContentSplitter(prepared.forced)
+    splitter = ContentSplitter(False)
     for piece in response:
         shown = splitter.feed(piece)
         if shown:
             on_token(shown)
     rest = splitter.flush()
-    if not response.tool_calls:
-        rest += splitter.held
+    if splitter.held and _without_calls(splitter.held, specs) == splitter.held:
+        rest += splitter.held  # it only looked like a call
     if rest:
         on_token(rest)
     return response.text()
+
+
+def _without_calls(text: str, specs: list[dict[str, Any]]) -> str:
+    """``text`` with any call of one of ``specs`` taken out."""
+    from llm4all.chat.tools import parse, schemas_of
+
+    parsed = parse(text, forced=False, known=schemas_of(specs))
+    return (parsed.content or "").strip() if parsed.calls else text
 
 
 def _arguments(call: dict[str, Any]) -> dict[str, Any]:
