@@ -204,7 +204,11 @@ def measure(
     asked = args.candidates is None or "catalog" in args.candidates.split(",")
     if catalog_prompt is not None and asked:  # with none, "catalog" is the same as "template"
         todo["catalog"] = catalog_prompt
-    samplings = {k: SAMPLINGS[k] for k in args.sampling} if args.sampling else {"default": {}}
+    samplings = (
+        {k: SAMPLINGS[k] for k in args.sampling if k != "catalog"}
+        if args.sampling
+        else {"default": {}}
+    )
     if args.sampling and "catalog" in args.sampling:
         samplings["catalog"] = model.default_sampling
     results: dict[str, Any] = {
@@ -226,6 +230,8 @@ def measure(
             params = base.replace(**sampling, seed=req.seed, max_tokens=args.max_tokens)
             answer = model.stream_tokens(model.chat_tokens(messages), params).text()
             found = find_refusal(answer, disclaimers=True)
+            if found is not None and found.reason == "declines":  # progress for long runs
+                h.note(f"{label} / {req.id}: {answer!r}")
             rows.append(
                 {
                     "set": req.set,
@@ -292,6 +298,9 @@ def screen(
             "rows": rows,
         }
         h.note(f"{model_name} / {label}: {_expected(rows, labels[0])}")
+        for row in rows:
+            if max(row["p"].values()) >= 0.05:
+                h.note(f"  {row['id']}: {row['p']} {row['opening']!r}")
     model.close()
     return {"samplings": {k: SAMPLINGS.get(k, model.default_sampling) for k in labels}, **results}
 
