@@ -22,7 +22,11 @@ Two drafters:
   it there. Pays off when the answer quotes its input (code edits, LocalDocs
   answers, summaries); costs a dictionary look-up where it finds nothing.
 
-``k`` adapts to the acceptance rate (:class:`DraftLength`). :func:`accept_draft`
+``k`` is chosen per pass from what a pass and a proposal cost on this machine,
+measured as decoding runs (:class:`PassCosts`), and the answer's acceptance
+rate (:class:`DraftLength`): the k with the most expected tokens per second,
+0 (a plain decoding step) where none pays. On two busy CPU cores a pass of 9
+tokens costs ~7.5 of one, so only near-certain proposals pay. :func:`accept_draft`
 is the standard rejection-sampling rule (Leviathan et al. 2023) for drafts
 that come with their own distribution; the engine's verifier above is its
 special case for a deterministic (greedy) drafter, whose distribution is one
