@@ -216,3 +216,60 @@ def test_the_lora_gguf_on_the_base_matches_the_merged_model(
     assert same / len(picks["merged"]) >= 0.9
     # The adapter does change the model, and the way merging does.
     assert abs(scores["lora"] - scores["base"]) > 2 * abs(scores["lora"] - scores["merged"])
+
+
+def _train_and_export(base: str, data: Path, folder: Path, **more: object) -> object:
+    """One optimizer step on ``base``, then an export with its F16 top-1 check (no Q4_K_M)."""
+    from llm4all.models.store import ModelStore
+    from llm4all.train.config import load_config
+    from llm4all.train.export import export_run
+    from llm4all.train.trainer import train
+
+    config_file = folder / "run.toml"
+    config_file.write_text(tiny_config(Path(base), data, folder / "run", max_steps=1, **more))
+    train(load_config(config_file))
+    return export_run(folder / "run", quantize=None, store=ModelStore(folder / "models"))
+
+
+def test_a_gemma3_run_exports_a_gguf_that_agrees_with_transformers(
+    tmp_path: Path, base_model_path: Path, data: Path
+) -> None:
+    """gemma3: the GGUF gets back gemma's ``norm + 1`` and its 262k-token vocabulary."""
+    from llm4all.train.export import AGREEMENT_MIN
+
+    exported = _train_and_export(str(base_model_path), data, tmp_path, format="plain")
+    assert exported.agreement["f16"] >= AGREEMENT_MIN, exported.summary()  # type: ignore[attr-defined]
+
+
+def test_a_hugging_face_folder_as_the_base_exports(
+    tmp_path: Path, fast_model_path: Path, data: Path
+) -> None:
+    """A folder written by save_pretrained: the header comes from the store's GGUF of that model."""
+    from llm4all import hf
+    from llm4all.models.gguf import read_metadata
+    from llm4all.train.export import AGREEMENT_MIN
+
+    model, tokenizer = hf.load_model(fast_model_path)
+    folder = tmp_path / "smollm2-hf"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    assert hf.gguf_template(hf.resolve(folder)) == fast_model_path
+
+    exported = _train_and_export(str(folder), data, tmp_path)
+    assert exported.agreement["f16"] >= AGREEMENT_MIN, exported.summary()  # type: ignore[attr-defined]
+    tuned = read_metadata(exported.files["f16"])  # type: ignore[attr-defined]
+    assert tuned.vocab_size == read_metadata(fast_model_path).vocab_size
+    assert tuned.chat_template == read_metadata(fast_model_path).chat_template
+
+
+def test_a_folder_with_no_gguf_of_its_model_has_no_template(
+    tmp_path: Path, fast_model_path: Path
+) -> None:
+    from llm4all import hf
+
+    model, tokenizer = hf.load_model(fast_model_path)
+    folder = tmp_path / "smollm2-hf"
+    model.config.num_hidden_layers = 1  # a model the store has no GGUF of
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    assert hf.gguf_template(hf.resolve(folder)) is None

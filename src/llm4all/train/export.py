@@ -100,10 +100,13 @@ def export_run(
     result = read_result(run)
     name = name or result["config"].get("name") or run.resolve().name
     base = hf.resolve(result["base"])
-    if base.gguf is None:
+    header = hf.gguf_template(base)
+    if header is None:
         raise UnfinishedRun(
-            f"export needs a GGUF base for the header (tokenizer, template); {result['base']} is a "
-            "Hugging Face folder: convert it with llama.cpp's convert_hf_to_gguf.py first"
+            f"export needs a GGUF of the base for the header (tokenizer, hyper-parameters); "
+            f"{result['base']} is a Hugging Face folder and no model in the store has its "
+            "architecture, shape and vocabulary: add one (`llm4all models add FILE`, any "
+            "quantization) or convert the folder with llama.cpp's convert_hf_to_gguf.py"
         )
     out = run / "export"
     out.mkdir(exist_ok=True)
@@ -119,7 +122,7 @@ def export_run(
     say(f"writing {outtype.upper()} GGUF")
     main = write_merged(
         merged,
-        base.gguf,
+        header,
         out / f"{name}-{outtype}.gguf",
         outtype=outtype,
         name=name,
@@ -130,7 +133,7 @@ def export_run(
     exported.files["lora"] = write_lora(
         adapter_state,
         merged,
-        base.gguf,
+        header,
         out / f"{name}-lora.gguf",
         alpha=alpha,
         name=f"{name} (LoRA of {result['base']})",
