@@ -371,7 +371,8 @@ async def _generate(req: AnswerRequest, loaded: Loaded, stop: asyncio.Event) -> 
     rnd: _Round | None = None
     try:
         while True:
-            # Out of rounds, or a call it has the result of repeated: no tools this time.
+            # Out of rounds, a call it has the result of repeated, or a call refused: no
+            # tools this time (as in llm4all.mcp.loop).
             offered = [] if answer_now or rounds >= MAX_ROUNDS else specs
             rnd = await _round(req, loaded.name, model, params, offered, tools is not None)
             async for item in _stream_round(loaded, rnd, stop):
@@ -389,10 +390,13 @@ async def _generate(req: AnswerRequest, loaded: Loaded, stop: asyncio.Event) -> 
             seen |= keys
             assert tools is not None and req.tools is not None
             said = rnd.recorder.text  # words beside the calls: kept with the first one
+            made: list[ToolCall] = []
             for c in [] if answer_now else calls:
-                async for item in _call(req, req.tools, tools, c, stop, said):
+                async for item in _call(req, req.tools, tools, c, stop, made, said):
                     yield item
                 said = ""
+            # After a refused call the model answers (the 0.5B would try the other tools).
+            answer_now = answer_now or any(not call.ran for call in made)
     finally:  # also when the client went away: cancel the request, keep what was said
         saved = rnd.finish() if rnd is not None and not rnd.finished else None
     yield event("done", message=message_out(saved) if saved else None)
@@ -464,6 +468,7 @@ async def _call(
     tools: McpTools,
     request: dict[str, Any],
     stop: asyncio.Event,
+    made: list[ToolCall],
     said: str = "",
 ) -> AsyncIterator[str]:
     """One tool call: shown, run as its permission says (asking the page for ``confirm``), saved."""
@@ -501,6 +506,7 @@ async def _call(
         except McpError as exc:
             call.result = f"error: {exc}"
         call.ran = True
+    made.append(call)
     saved = req.store.add_message(req.chat.id, "tool", tool_record(call, said))
     yield event("tool_result", call=call_out(call, call_id, "done"), message=message_out(saved))
 
