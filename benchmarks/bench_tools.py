@@ -338,12 +338,16 @@ def llm_cli_loop(port: int, model: str) -> dict[str, Any]:
             text=True,
             timeout=900,
         )
-    out = run.stdout + run.stderr
-    calls = out.count("Tool call: get_weather")
-    answer = out.rsplit("\n\n", 1)[-1].strip()
+    calls = run.stderr.count("Tool call: get_weather")  # --td: calls and results on stderr
+    answer = run.stdout.strip()
     done = run.returncode == 0 and calls >= 1 and ("12" in answer or "rain" in answer.lower())
     outcome = "completed" if done else f"did not complete (rc {run.returncode}, {calls} calls)"
-    return {"outcome": outcome, "calls": calls, "output": out[-2000:]}
+    return {
+        "outcome": outcome,
+        "calls": calls,
+        "answer": answer[-500:],
+        "calls_shown": run.stderr[-1500:],
+    }
 
 
 def _free_port() -> int:
