@@ -169,7 +169,7 @@ def _folder_tokens(folder: Path) -> list[str]:
 
 
 def _gguf_tokens(path: Path) -> list[str]:
-    from transformers.integrations.gguf import read_gguf_metadata
+    from transformers.integrations.gguf.reader import read_gguf_metadata
 
     metadata, _names = read_gguf_metadata(str(path), ("tokenizer.ggml.tokens",))
     return list(metadata.get("tokenizer.ggml.tokens", []))
