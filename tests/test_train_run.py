@@ -19,6 +19,7 @@ import pytest
 
 from llm4all.train.checkpoint import CheckpointError, checkpoints
 from llm4all.train.config import TrainConfig
+from llm4all.train.export import Exported
 
 pytestmark = pytest.mark.slow
 
@@ -218,7 +219,7 @@ def test_the_lora_gguf_on_the_base_matches_the_merged_model(
     assert abs(scores["lora"] - scores["base"]) > 2 * abs(scores["lora"] - scores["merged"])
 
 
-def _train_and_export(base: str, data: Path, folder: Path, **more: object) -> object:
+def _train_and_export(base: str, data: Path, folder: Path, **more: object) -> Exported:
     """One optimizer step on ``base``, then an export with its F16 top-1 check (no Q4_K_M)."""
     from llm4all.models.store import ModelStore
     from llm4all.train.config import load_config
@@ -238,7 +239,7 @@ def test_a_gemma3_run_exports_a_gguf_that_agrees_with_transformers(
     from llm4all.train.export import AGREEMENT_MIN
 
     exported = _train_and_export(str(base_model_path), data, tmp_path, format="plain")
-    assert exported.agreement["f16"] >= AGREEMENT_MIN, exported.summary()  # type: ignore[attr-defined]
+    assert exported.agreement["f16"] >= AGREEMENT_MIN, exported.summary()
 
 
 def test_a_hugging_face_folder_as_the_base_exports(
@@ -256,8 +257,8 @@ def test_a_hugging_face_folder_as_the_base_exports(
     assert hf.gguf_template(hf.resolve(folder)) == fast_model_path
 
     exported = _train_and_export(str(folder), data, tmp_path)
-    assert exported.agreement["f16"] >= AGREEMENT_MIN, exported.summary()  # type: ignore[attr-defined]
-    tuned = read_metadata(exported.files["f16"])  # type: ignore[attr-defined]
+    assert exported.agreement["f16"] >= AGREEMENT_MIN, exported.summary()
+    tuned = read_metadata(exported.files["f16"])
     assert tuned.vocab_size == read_metadata(fast_model_path).vocab_size
     assert tuned.chat_template == read_metadata(fast_model_path).chat_template
 
