@@ -40,7 +40,13 @@ from llm4all.server.settings import ServerSettings
 from llm4all.server.ui_chat import Answering, AnswerRequest, answer_response, message_out
 from llm4all.server.ui_docs import Indexing, check_collections, localdocs_of, opened
 from llm4all.server.ui_docs import router as docs_router
-from llm4all.server.ui_models import Pulls, catalog_model, installed_model, remote_model
+from llm4all.server.ui_models import (
+    Pulls,
+    catalog_model,
+    installed_model,
+    model_param_specs,
+    remote_model,
+)
 from llm4all.server.ui_schemas import (
     ChatCreate,
     ChatDetail,
@@ -58,7 +64,6 @@ from llm4all.server.ui_schemas import (
     StreamEvent,
     UiSettings,
     clean_params,
-    param_specs,
 )
 from llm4all.server.ui_tools import ChatTools
 from llm4all.server.ui_tools import router as tools_router
@@ -414,10 +419,10 @@ def put_settings(
 
 
 @router.get("/params", response_model=list[ParamSpec])
-def get_params(request: Request) -> Any:
-    """The generation parameters a chat can set (from GenerationParams), with server defaults."""
-    settings: ServerSettings = request.app.state.settings
-    return param_specs(settings.defaults)
+def get_params(manager: Manager, model: str | None = None) -> Any:
+    """The generation parameters a chat can set, with the defaults model ``model`` really
+    uses (the server's, with the model's catalog sampling; None: the server's default model)."""
+    return model_param_specs(manager, model)
 
 
 # -- models ---------------------------------------------------------------------------------------

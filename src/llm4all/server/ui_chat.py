@@ -30,8 +30,8 @@ the model is offered the tools; a call it writes is held back from the text
 - ``notice``: one line about a server that could not start;
 
 and the model is asked again with the results, until it answers in text (at
-most :data:`~llm4all.server.ui_tools.MAX_ROUNDS` calls; a call it repeats ends
-the calling). The final answer streams and is saved like any other.
+most :data:`~llm4all.mcp.loop.MAX_ROUNDS` calls; a repeated or refused call ends
+the calling: the same :class:`~llm4all.mcp.loop.Rounds` policy as the terminal's loop). The final answer streams and is saved like any other.
 
 When the chat has LocalDocs collections, the question is searched in them and
 the numbered excerpts go into that turn of the prompt (as with ``ChatSession``);
@@ -64,6 +64,7 @@ from llm4all.api import Model, merge_params
 from llm4all.engine.base import Chunk
 from llm4all.engine.runner import AsyncStream
 from llm4all.localdocs.context import annotate
+from llm4all.mcp.loop import Rounds
 from llm4all.params import GenerationParams
 from llm4all.server.errors import ApiError, translate
 from llm4all.server.generation import SSE_HEADERS, max_tokens_for
@@ -73,7 +74,6 @@ from llm4all.server.settings import ServerSettings
 from llm4all.server.tool_stream import ContentSplitter
 from llm4all.server.tools import new_call_id
 from llm4all.server.ui_tools import (
-    MAX_ROUNDS,
     RESULT_CHARS,
     ChatTools,
     call_of,
@@ -364,39 +364,29 @@ async def _generate(req: AnswerRequest, loaded: Loaded, stop: asyncio.Event) -> 
     if req.chat.model != loaded.name:
         req.store.set_model(req.chat.id, loaded.name)  # the chat remembers who answered
     yield event("start", model=loaded.name)
-    specs = tools.specs() if tools is not None else []
-    rounds = 0
-    seen: set[str] = set()
-    answer_now = False
+    rounds = Rounds(tools.specs() if tools is not None else [])
     rnd: _Round | None = None
     try:
         while True:
-            # Out of rounds, a call it has the result of repeated, or a call refused: no
-            # tools this time (as in llm4all.mcp.loop).
-            offered = [] if answer_now or rounds >= MAX_ROUNDS else specs
+            offered = rounds.offered()
             rnd = await _round(req, loaded.name, model, params, offered, tools is not None)
-            async for item in _stream_round(loaded, rnd, stop):
+            async for item in _stream_round(loaded, rnd, rounds, stop):
                 yield item
             calls = rnd.calls()
             if not calls:
                 break
-            rounds += 1
             if rnd.recorder.message is not None:  # words before a call are not the answer
                 req.store.truncate_from(rnd.recorder.message.id)
             rnd.finished = True
             yield event("reset")
-            keys = {_call_key(c) for c in calls}
-            answer_now = keys <= seen
-            seen |= keys
+            if not rounds.accept(calls):
+                continue
             assert tools is not None and req.tools is not None
             said = rnd.recorder.text  # words beside the calls: kept with the first one
-            made: list[ToolCall] = []
-            for c in [] if answer_now else calls:
-                async for item in _call(req, req.tools, tools, c, stop, made, said):
+            for c in calls:
+                async for item in _call(req, req.tools, tools, c, stop, rounds, said):
                     yield item
                 said = ""
-            # After a refused call the model answers (the 0.5B would try the other tools).
-            answer_now = answer_now or any(not call.ran for call in made)
     finally:  # also when the client went away: cancel the request, keep what was said
         saved = rnd.finish() if rnd is not None and not rnd.finished else None
     yield event("done", message=message_out(saved) if saved else None)
@@ -432,11 +422,14 @@ async def _round(
     return _Round(prompt, recorder)
 
 
-async def _stream_round(loaded: Loaded, rnd: _Round, stop: asyncio.Event) -> AsyncIterator[str]:
-    """Stream one model turn's text to the page; a call it writes is held back, not shown."""
+async def _stream_round(
+    loaded: Loaded, rnd: _Round, rounds: Rounds, stop: asyncio.Event
+) -> AsyncIterator[str]:
+    """Stream one model turn's text to the page; a call it writes is held back, not shown
+    (also one written when no tools were offered: small models imitate the history)."""
     runner = loaded.runner
     assert runner is not None
-    splitter = ContentSplitter(rnd.prompt.forced) if rnd.prompt.tools else None
+    splitter = ContentSplitter(rnd.prompt.forced) if rounds.specs else None
     recorder = rnd.recorder
     shown_at = 0.0
     stream = runner.stream(rnd.prompt.prompt, rnd.prompt.params)
@@ -456,7 +449,7 @@ async def _stream_round(loaded: Loaded, rnd: _Round, stop: asyncio.Event) -> Asy
     finally:
         stream.close()
     if splitter is not None:  # what was held back and is no call is the answer's too
-        rest = splitter.flush() + ("" if rnd.calls() else splitter.held)
+        rest = splitter.flush() + rounds.shown(splitter.held)
         if rest:
             recorder.add(rest)
             yield event("delta", text=rest)
@@ -468,52 +461,31 @@ async def _call(
     tools: McpTools,
     request: dict[str, Any],
     stop: asyncio.Event,
-    made: list[ToolCall],
+    rounds: Rounds,
     said: str = "",
 ) -> AsyncIterator[str]:
     """One tool call: shown, run as its permission says (asking the page for ``confirm``), saved."""
-    from llm4all.mcp.client import McpError
     from llm4all.mcp.history import tool_record
-    from llm4all.mcp.loop import DECLINED, DENIED, ToolCall
+    from llm4all.mcp.loop import DECLINED, execute, new_call, refusal
 
-    name = request["function"]["name"]
-    try:
-        arguments = json.loads(request["function"]["arguments"])
-    except ValueError:
-        arguments = {}
-    tool = tools.find(name)
-    call_id = str(request.get("id") or new_call_id())
-    call = ToolCall(
-        tool.server if tool else "?",
-        name,
-        arguments if isinstance(arguments, dict) else {},
-        tool.permission if tool else "deny",
-        id=call_id,
-    )
+    call = new_call(tools, request)
+    call.id = call.id or new_call_id()
     asking = call.permission == "confirm"
-    yield event("tool_call", call=call_out(call, call_id, "asking" if asking else "running"))
-    if tool is None or call.permission == "deny":
-        call.result = DENIED
+    yield event("tool_call", call=call_out(call, call.id, "asking" if asking else "running"))
+    refused = refusal(call)
+    if refused is not None:
+        call.result = refused
     elif asking and not await chat_tools.consents.ask(
-        req.chat.id, call_id, stop, chat_tools.consent_seconds
+        req.chat.id, call.id, stop, chat_tools.consent_seconds
     ):
         call.result = DECLINED
     else:
         if asking:
-            yield event("tool_call", call=call_out(call, call_id, "running"))
-        try:
-            call.result = await asyncio.to_thread(tools.call, name, call.arguments)
-        except McpError as exc:
-            call.result = f"error: {exc}"
-        call.ran = True
-    made.append(call)
+            yield event("tool_call", call=call_out(call, call.id, "running"))
+        await asyncio.to_thread(execute, tools, call)
+    rounds.done(call)
     saved = req.store.add_message(req.chat.id, "tool", tool_record(call, said))
-    yield event("tool_result", call=call_out(call, call_id, "done"), message=message_out(saved))
-
-
-def _call_key(call: dict[str, Any]) -> str:
-    function = call["function"]
-    return str(function["name"]) + json.dumps(json.loads(function["arguments"]), sort_keys=True)
+    yield event("tool_result", call=call_out(call, call.id, "done"), message=message_out(saved))
 
 
 def call_out(call: ToolCall, call_id: str | None = None, status: str = "done") -> dict[str, Any]:

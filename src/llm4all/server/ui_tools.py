@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from llm4all.mcp.client import McpTools
 
 CONSENT_SECONDS = 120.0  # how long a confirm call waits for the user's answer
-MAX_ROUNDS = 5  # tool calls per answer, as in llm4all.mcp.loop
 RESULT_CHARS = 20_000  # a longer tool result is cut (the page and the prompt both get it)
 
 

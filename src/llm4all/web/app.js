@@ -305,6 +305,7 @@ async function pickModel(name) {
   state.ui = await api.put("/settings", { ...state.ui, default_model: name });
   models.show(name);
   toast(`Chatting with ${name}`);
+  if (!settings.root.hidden) await openSettings(); // the placeholders follow the new model's defaults
 }
 
 async function openSettings() {
