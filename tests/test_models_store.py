@@ -206,6 +206,22 @@ def test_remove(store: ModelStore, tmp_path: Path) -> None:
         store.remove("nothing-like-it")
 
 
+def test_remove_takes_the_folder_rebuilt_for_transformers_along(store: ModelStore) -> None:
+    """``llm4all models rm`` leaves no float copy behind (``.hf/``, written by llm4all.hf)."""
+    from llm4all import hf
+
+    path = store.resolve("tiny-chat").path
+    other = store.root / "other.gguf"
+    rebuilt = {}
+    for name, gguf in (("mine", path), ("theirs", other)):
+        folder = store.root / ".hf" / name
+        folder.mkdir(parents=True)
+        (folder / hf._SOURCE_FILE).write_text(json.dumps({"gguf": str(gguf), "sha256": "x"}))
+        rebuilt[name] = folder
+    store.remove("tiny-chat")
+    assert not rebuilt["mine"].exists() and rebuilt["theirs"].exists()
+
+
 def test_info(store: ModelStore, tmp_path: Path) -> None:
     missing = store.info("tiny-chat")
     assert not missing.installed and missing.metadata is None and missing.entry is not None

@@ -379,6 +379,26 @@ def _alignment(entry: bytes | None) -> int:
     return int(struct.unpack_from("<I", entry, len(entry) - 4)[0])
 
 
+def forget(gguf: Path) -> int:
+    """Delete the folders rebuilt from ``gguf`` (when it leaves the store); how many went.
+
+    They are found by the source each records, in the store's ``.hf`` beside the
+    file and in the cache for files outside the store.
+    """
+    gone = 0
+    target = gguf.resolve()
+    for root in (gguf.parent / ".hf", paths.home() / "cache" / "hf"):
+        for source in root.glob(f"*/{_SOURCE_FILE}"):
+            try:
+                recorded = json.loads(source.read_text("utf-8")).get("gguf")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(recorded, str) and Path(recorded).resolve() == target:
+                shutil.rmtree(source.parent, ignore_errors=True)
+                gone += 1
+    return gone
+
+
 def _cache_root(gguf: Path, store_root: Path) -> Path:
     """Where rebuilt folders of ``gguf`` live: the store's ``.hf`` for its own models."""
     in_store = gguf.resolve().parent == store_root.resolve()

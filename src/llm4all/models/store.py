@@ -570,6 +570,9 @@ def names_a_path(text: str) -> bool:
 
 
 def _unlink_all(path: Path) -> None:
+    from llm4all import hf
+
+    hf.forget(path)  # a float copy rebuilt for transformers goes with its file
     for p in (
         path,
         verified_path(path),
