@@ -100,6 +100,8 @@ def test_collections_put_excerpts_in_the_turn_and_return_references(
         "Events › Travel",
     )
     assert first["excerpt"] == FACT and first["collection"] == "notes"
+    # checked against the answer (which sentences each excerpt supports), as everywhere
+    assert all(isinstance(r["citations"], list) for r in references)
     plain = client.chat.completions.create(**_ask())
     assert "references" not in (plain.model_extra or {})
     assert prompts[-1][-1].content == QUESTION
@@ -121,6 +123,7 @@ def test_a_stream_carries_the_references_in_its_last_chunk(
     assert carrying == [len(chunks) - 1]
     last = chunks[-1]
     assert (last.model_extra or {})["references"][0]["excerpt"] == FACT
+    assert isinstance((last.model_extra or {})["references"][0]["citations"], list)
     assert (last.usage is not None) is include_usage
     assert any(c.choices and c.choices[0].finish_reason for c in chunks)
 

@@ -28,6 +28,7 @@ from llm4all.api import Model
 from llm4all.chat.template import Message
 from llm4all.chat.tools import schemas_of
 from llm4all.engine.base import Chunk, PromptInput, ScoredChunk
+from llm4all.localdocs.context import annotate
 from llm4all.params import GenerationParams
 from llm4all.server.documents import collections_of
 from llm4all.server.errors import ApiError, translate
@@ -216,6 +217,7 @@ def _completion(run: Run, p: Plan) -> dict[str, Any]:
         "usage": run.usage(),
     }
     if p.references is not None:
+        annotate("".join(run.choices[0].text), p.references)  # the first choice's citations
         completion["references"] = p.references
     return completion
 
@@ -289,6 +291,8 @@ async def _events(run: Run, p: Plan, include_usage: bool) -> AsyncIterator[str]:
             run.choices[i].add(chunk)
             if chunk.finish_reason is not None:
                 open_choices -= 1
+                if open_choices == 0 and p.references:  # checked before they go out, at the end
+                    annotate("".join(run.choices[0].text), p.references)
             last = open_choices == 0 and not include_usage
             for event in _chunk_events(out, run, p, i, chunk, tools[i], last):
                 yield event

@@ -238,6 +238,17 @@ class ChatChoice(BaseModel):
     finish_reason: FinishReasonOut
 
 
+class Citation(BaseModel):
+    """A sentence of the answer and this excerpt: cited by the model (``by: model``,
+    ``supported`` says whether the excerpt holds it) or found after the answer
+    (``by: attribution``) when the answer cited nothing that holds it."""
+
+    sentence: str
+    by: Literal["model", "attribution"]
+    supported: bool
+    support: float = Field(description="the share of the sentence's words the excerpt holds")
+
+
 class Reference(BaseModel):
     """A LocalDocs excerpt the answer was given, numbered as the model was asked to cite it."""
 
@@ -252,6 +263,10 @@ class Reference(BaseModel):
     heading: str | None = None
     excerpt: str
     score: float
+    citations: list[Citation] = Field(
+        default_factory=list,
+        description="the answer's sentences this excerpt supports, checked after generation",
+    )
 
 
 class ChatCompletion(BaseModel):
