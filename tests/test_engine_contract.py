@@ -278,7 +278,9 @@ def test_text_prompt_matches_its_tokens(engine: Engine) -> None:
 def test_logprobs_describe_the_sampled_tokens(engine: Engine) -> None:
     needs(engine, "logprobs")
     chunks = list(
-        engine.generate(chat_prompt(engine, "Hi"), GREEDY.replace(max_tokens=6), logprobs=3)
+        engine.generate(
+            chat_prompt(engine, "Hi"), GREEDY.replace(max_tokens=6, repeat_penalty=1.0), logprobs=3
+        )
     )
     assert chunks and all(isinstance(c, ScoredChunk) for c in chunks)
     scored = [c for c in chunks if isinstance(c, ScoredChunk)]

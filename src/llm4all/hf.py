@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 _WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 #: What a rebuilt folder records about the GGUF it came from.
 _SOURCE_FILE = "llm4all-source.json"
+#: Part of a rebuilt folder's name: raised when what a rebuild writes changes (2: no GGUF
+#: quantization_config left in config.json), so older folders are rebuilt.
+_FOLDER_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,8 @@ def resolve(ref: str | os.PathLike[str], store: ModelStore | None = None) -> HFM
     resolved = store.resolve(os.fspath(ref))
     sha256 = _sha256_of(resolved.path)
     folder = (
-        _cache_root(resolved.path, store.root) / f"{sha256[:24]}-{resolved.path.stat().st_size}"
+        _cache_root(resolved.path, store.root)
+        / f"{sha256[:24]}-{resolved.path.stat().st_size}-{_FOLDER_VERSION}"
     )
     if not (folder / _SOURCE_FILE).is_file():
         _rebuild(resolved.path, folder, resolved.chat_template, sha256)
@@ -243,7 +247,12 @@ def _rebuild(gguf: Path, folder: Path, chat_template: str | None, sha256: str) -
             ) from exc
         slim.unlink()
         # save_pretrained refuses a model loaded from a GGUF: rebuild it from its config.
-        model = AutoModelForCausalLM.from_config(loaded.config)  # type: ignore[no-untyped-call]
+        # The weights are plain floats now: without GGUF's quantization_config, which would
+        # make transformers refuse to save a model later loaded from this folder.
+        plain = loaded.config.to_dict()
+        plain.pop("quantization_config", None)
+        config = type(loaded.config).from_dict(plain)
+        model = AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]
         model.load_state_dict(loaded.state_dict())
         del loaded
         if chat_template:
