@@ -452,12 +452,13 @@ class ChatSession:
             stats = AnswerStats.of_completion(completion)
             recorder.finish(completion.finish_reason, **stats.store_fields())
 
-    def _save_question(self, question: Message, prompt_tokens: int) -> AnswerRecorder | None:
-        """Save the question (creating the stored chat); the recorder of its answer."""
-        if self.store is None:
-            return None
-        from llm4all.store.answers import AnswerRecorder
+    def save(self, role: str, content: str, **fields: Any) -> None:
+        """Add one message to the stored chat (created on first use); nothing without a store.
 
+        ``fields`` are :meth:`ChatStore.add_message`'s keywords (``finish_reason``, …).
+        """
+        if self.store is None:
+            return
         if self.chat_id is None:
             chat = self.store.create_chat(
                 model=self.model.name,
@@ -465,7 +466,16 @@ class ChatSession:
                 params=dataclasses.asdict(self.params),
             )
             self.chat_id = chat.id
-        self.store.add_message(self.chat_id, "user", question.content, model=self.model.name)
+        self.store.add_message(self.chat_id, role, content, model=self.model.name, **fields)
+
+    def _save_question(self, question: Message, prompt_tokens: int) -> AnswerRecorder | None:
+        """Save the question (creating the stored chat); the recorder of its answer."""
+        if self.store is None:
+            return None
+        from llm4all.store.answers import AnswerRecorder
+
+        self.save("user", question.content)
+        assert self.chat_id is not None
         return AnswerRecorder(
             self.store,
             self.chat_id,

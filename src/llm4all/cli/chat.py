@@ -389,17 +389,7 @@ class TerminalChat:
         self.session.messages.append(message)
 
     def _save(self, role: str, content: str, **fields: Any) -> None:
-        s = self.session
-        if s.store is None:
-            return
-        if s.chat_id is None:
-            chat = s.store.create_chat(
-                model=s.model.name,
-                system_prompt=s.system_prompt,
-                params=dataclasses.asdict(s.params),
-            )
-            s.chat_id = chat.id
-        s.store.add_message(s.chat_id, role, content, model=s.model.name, **fields)
+        self.session.save(role, content, **fields)
 
     def recap(self) -> None:
         """The last turns of a continued chat, so the user sees where it stands."""
