@@ -201,12 +201,7 @@ def test_a_box_selection_exports_the_ids_inside_it_and_curation_drops_them(
     # Whole pixels: the browser's mouse events carry whole pixels.
     x0, y0 = round(box["x"] + box["width"] * 0.3), round(box["y"] + box["height"] * 0.3)
     x1, y1 = round(box["x"] + box["width"] * 0.6), round(box["y"] + box["height"] * 0.7)
-    page.mouse.move(x0, y0)
-    page.mouse.down()
-    page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=5)
-    page.mouse.move(x1, y1, steps=5)
-    page.mouse.up()
-    # The box in data coordinates, from Plotly's own axes.
+    # The box in data coordinates, from Plotly's own axes as they are when the drag starts.
     lo_x, hi_x, lo_y, hi_y = page.evaluate(
         """([x0, y0, x1, y1]) => {
              const gd = document.getElementById('plot'), L = gd._fullLayout, s = L._size;
@@ -216,6 +211,12 @@ def test_a_box_selection_exports_the_ids_inside_it_and_curation_drops_them(
            }""",
         [x0, y0, x1, y1],
     )
+    plot_before = page.locator("#plot").bounding_box()
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=5)
+    page.mouse.move(x1, y1, steps=5)
+    page.mouse.up()
     data = made.payload
     inside = {
         data["id"][i]
@@ -225,6 +226,8 @@ def test_a_box_selection_exports_the_ids_inside_it_and_curation_drops_them(
     assert inside, "the box should hold some points"
     page.wait_for_function("window.datamap.selected().length > 0")
     selected = {data["id"][i] for i in page.evaluate("window.datamap.selected()")}
+    # The count appearing in the header does not move the plot under the pointer.
+    assert page.locator("#plot").bounding_box() == plot_before
     where = {data["id"][i]: (data["x"][i], data["y"][i]) for i in range(data["n"])}
     assert selected == inside, (
         [where[i] for i in selected - inside],
