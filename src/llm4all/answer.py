@@ -22,6 +22,12 @@ Two steps:
    runner's ``stream``/``submit`` (a server's concurrent requests: the engine's
    own :meth:`~llm4all.engine.Engine.runner`).
 
+An answer from documents that ends citing nothing gets the citation step
+(:func:`citation_request`): the same sequence continued under a grammar that
+allows only `` [n]`` of an excerpt given, so the model names the excerpt it
+used; :func:`with_citation` does it in-process, :class:`CitedStream` on a
+server's runner.
+
 A :class:`Response` carries the text, the tool calls parsed out of it, the
 references, usage, timings and :class:`AnswerStats` — the one definition of
 an answer's statistics, which the chat store, the CLI and the server report.
@@ -29,13 +35,17 @@ an answer's statistics, which the chat store, the CLI and the server report.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from llm4all.chat.prompt import answer_reserve, fit_messages
 from llm4all.chat.template import Message
-from llm4all.engine import ChatInput, Chunk, Completion, PromptInput, Timings, Usage
+from llm4all.engine import ChatInput, Chunk, Completion, PromptInput, Timings, Usage, collect
+from llm4all.engine.runner import AsyncStream, Runner
 from llm4all.params import GenerationParams
 
 if TYPE_CHECKING:
@@ -153,6 +163,7 @@ class Prepared:
     tools: tuple[dict[str, Any], ...] = ()  # OpenAI function definitions shown to the model
     forced: bool = False  # the answer must be exactly one tool call
     parallel_calls: bool = True
+    cite: bool = False  # the citation step may follow (:func:`citation_request`)
 
     @property
     def prompt_tokens(self) -> int:
@@ -218,13 +229,15 @@ def prepare(
     p = params if params is not None else model.params
     msgs = list(messages)
     references: list[dict[str, Any]] = []
+    cite = False
     if collections:
         msgs, references = _with_documents(msgs, collections, localdocs)
-        from llm4all.localdocs.context import answer_tokens
+        from llm4all.localdocs import context
 
-        p = p.replace(max_tokens=answer_tokens(p.max_tokens))
+        p = p.replace(max_tokens=context.answer_tokens(p.max_tokens))
+        cite = bool(references) and context.PROMPT.cite
     if raw:
-        return _plain(model, msgs, p, system_prompt, references, parse_special)
+        return _plain(model, msgs, p, system_prompt, references, parse_special, cite)
     if not any(m.role == "system" for m in msgs):
         system = model.system_prompt_for(system_prompt)
         if system:
@@ -244,6 +257,7 @@ def prepare(
             tuple(tools),
             forced=forced,
             parallel_calls=parallel_calls,
+            cite=cite,
         )
 
     caps = model.engine.capabilities
@@ -293,6 +307,7 @@ def _plain(
     system_prompt: str | None,
     references: list[dict[str, Any]],
     parse_special: bool = True,
+    cite: bool = False,
 ) -> Prepared:
     text = next((m.content for m in reversed(msgs) if m.role == "user"), "")
     if system_prompt:
@@ -301,7 +316,7 @@ def _plain(
     prompt: PromptInput = text
     if engine.capabilities.tokens:
         prompt = engine.tokenize(text, add_special=True, parse_special=parse_special)
-    return Prepared(prompt, params, tuple(msgs), references)
+    return Prepared(prompt, params, tuple(msgs), references, cite=cite)
 
 
 def _estimate(model: Model, messages: Sequence[Message]) -> list[int]:
@@ -357,13 +372,191 @@ def stream(
         engine.check_fits(prepared.prompt_tokens)
     engine.check_params(prepared.params)
     prompt, params = prepared.prompt, prepared.params
-    return Response(
-        lambda go_on: engine.generate(prompt, params, should_continue=go_on, slot=slot),
-        on_done,
-        prepared.prompt_tokens,
-        on_chunk,
-        prepared=prepared,
+
+    def start(go_on: Callable[[], bool]) -> Iterator[Chunk]:
+        chunks = engine.generate(prompt, params, should_continue=go_on, slot=slot)
+        if not prepared.cite:
+            return chunks
+
+        def marked(marker: str) -> None:
+            response.step_marker = marker
+
+        return with_citation(model, prepared, chunks, go_on, slot, on_marker=marked)
+
+    response = Response(start, on_done, prepared.prompt_tokens, on_chunk, prepared=prepared)
+    return response
+
+
+# -- the citation step -----------------------------------------------------------------------
+def citation_request(
+    model: Model,
+    prepared: Prepared,
+    text: str,
+    token_ids: Sequence[int],
+    finish_reason: str | None,
+) -> tuple[list[int], GenerationParams] | None:
+    """The citation step's request for a finished answer from documents, or None when none is due.
+
+    Due when ``prepared.cite`` (the documents prompt's ``cite``), the answer ended
+    by itself (``"stop"``, not the length limit), says something and holds no
+    ``[n]`` marker, was not constrained (a grammar, a JSON schema, tools offered)
+    and the engine takes token ids and grammars (``capabilities``). The request
+    continues the same sequence, the prompt and the answer's tokens (so a prefix
+    cache evaluates only what is new), under
+    :func:`~llm4all.localdocs.context.citation_grammar`: `` [``, one excerpt's
+    number, ``]``, greedy, at most :data:`~llm4all.localdocs.context.CITE_TOKENS`.
+    """
+    from llm4all.localdocs.context import CITE_TOKENS, citation_grammar, has_citation
+
+    if not (prepared.cite and prepared.references) or finish_reason != "stop":
+        return None
+    engine, p = model.engine, prepared.params
+    caps = engine.capabilities
+    if not (caps.tokens and caps.grammar) or isinstance(prepared.prompt, (str, ChatInput)):
+        return None
+    if p.grammar is not None or p.json_schema is not None or prepared.tools:
+        return None
+    if not text.strip() or has_citation(text):
+        return None
+    ids = list(token_ids)
+    if engine.detokenize(ids) != text:  # a stop string cut the text: continue the text itself
+        ids = engine.tokenize(text, add_special=False, parse_special=False)
+    tokens = [*prepared.token_ids, *ids]
+    if model.info.n_ctx and len(tokens) + CITE_TOKENS >= model.info.n_ctx:
+        return None
+    params = GenerationParams(
+        max_tokens=CITE_TOKENS,
+        temperature=0.0,
+        repeat_penalty=1.0,
+        seed=p.seed,
+        grammar=citation_grammar(len(prepared.references)),
     )
+    return tokens, params
+
+
+#: The citation step's whole output: `` [n]`` (anything else is dropped).
+_MARKER = re.compile(r"\s*\[\d+\]")
+
+
+def with_citation(
+    model: Model,
+    prepared: Prepared,
+    chunks: Iterator[Chunk],
+    go_on: Callable[[], bool],
+    slot: int = 0,
+    *,
+    on_marker: Callable[[str], None] | None = None,
+) -> Iterator[Chunk]:
+    """``chunks`` (an answer's stream), then the citation step's marker when one is due.
+
+    The answer streams as it comes; at its end, when :func:`citation_request`
+    says the step is due, the same slot continues with it and the marker
+    (`` [2]``) is streamed as part of the answer. The final chunk comes last,
+    with the answer's finish reason and the step's tokens and seconds added;
+    ``on_marker`` hears the marker the step added, if any. (The server's
+    runners: :class:`CitedStream`.)
+    """
+    ids: list[int] = []
+    texts: list[str] = []
+    final: Chunk | None = None
+    for chunk in chunks:  # to its end: the engine holds its slot until the stream closes
+        ids.extend(chunk.token_ids)
+        texts.append(chunk.text)
+        if chunk.finish_reason is None:
+            yield chunk
+        else:
+            final = chunk
+    if final is None:
+        return
+    request = citation_request(model, prepared, "".join(texts), ids, final.finish_reason)
+    if request is None:
+        yield final
+        return
+    step = collect(model.engine.generate(*request, should_continue=go_on, slot=slot))
+    yield from _cited_end(final, step, on_marker)
+
+
+def _cited_end(
+    final: Chunk, step: Completion, on_marker: Callable[[str], None] | None
+) -> list[Chunk]:
+    """The last chunks of an answer the citation step continued: its own last text, the
+    marker (when the step wrote one), then the final chunk with the step's cost added."""
+    out = [Chunk(final.text, final.token_ids)] if final.text or final.token_ids else []
+    marker = step.text if _MARKER.fullmatch(step.text) else ""
+    if marker:
+        if on_marker is not None:
+            on_marker(marker)
+        out.append(Chunk(marker, step.token_ids))
+    if final.usage is None or final.timings is None:
+        return [*out, Chunk("", finish_reason=final.finish_reason)]
+    added = len(step.token_ids) if marker else 0
+    spent = step.timings.time_to_first_token + step.timings.generation_seconds
+    usage = dataclasses.replace(
+        final.usage, completion_tokens=final.usage.completion_tokens + added
+    )
+    timings = dataclasses.replace(
+        final.timings,
+        generation_seconds=final.timings.generation_seconds + spent,
+        completion_tokens=final.timings.completion_tokens + added,
+    )
+    return [*out, Chunk("", finish_reason=final.finish_reason, usage=usage, timings=timings)]
+
+
+class CitedStream(AsyncStream):
+    """A runner's stream of an answer (``runner.stream(…)``), with the citation step.
+
+    For the server's routes, which stream through a runner: the same as
+    :func:`with_citation`, the step submitted to the same runner (its prefix
+    cache holds the prompt and the answer). ``async for`` it; ``close()``
+    cancels whichever request is running.
+    """
+
+    def __init__(
+        self, model: Model, prepared: Prepared, stream: AsyncStream, runner: Runner
+    ) -> None:
+        super().__init__(asyncio.Queue(), stream.close)
+        self._model, self._prepared = model, prepared
+        self._stream, self._runner = stream, runner
+        self._step: AsyncStream | None = None
+        self._ids: list[int] = []
+        self._texts: list[str] = []
+        self._tail: list[Chunk] = []
+        self._done = False
+
+    def __aiter__(self) -> CitedStream:
+        return self
+
+    async def __anext__(self) -> Chunk:
+        if self._tail:
+            return self._tail.pop(0)
+        if self._done:
+            raise StopAsyncIteration
+        chunk = await self._stream.__anext__()
+        self._ids.extend(chunk.token_ids)
+        self._texts.append(chunk.text)
+        if chunk.finish_reason is None:
+            return chunk
+        self._done = True
+        text = "".join(self._texts)
+        request = citation_request(
+            self._model, self._prepared, text, self._ids, chunk.finish_reason
+        )
+        if request is None:
+            return chunk
+        self._step = self._runner.stream(*request)
+        pieces: list[Chunk] = [c async for c in self._step]
+        last = pieces[-1] if pieces else None
+        if last is None or last.usage is None or last.timings is None:
+            return chunk
+        step = collect(pieces)
+        self._tail = _cited_end(chunk, step, None)
+        return self._tail.pop(0)
+
+    def close(self) -> None:
+        self._done = True
+        self._stream.close()
+        if self._step is not None:
+            self._step.close()
 
 
 class Response:
@@ -396,6 +589,8 @@ class Response:
         self.completion: Completion | None = None
         #: LocalDocs references behind the answer, numbered as the model was asked to cite them.
         self.sources: list[dict[str, Any]] = list(prepared.references) if prepared else []
+        #: The marker the citation step added at the end of the answer (`` [2]``), or "".
+        self.step_marker = ""
         self._citations: list[dict[str, Any]] = []
 
     @property

@@ -60,6 +60,10 @@ class DocumentsPrompt:
     instruction: str = INSTRUCTION
     k: int = TOP_K
     reminder: str = ""
+    #: The citation step: an answer that ends (not at the length limit) without any ``[n]``
+    #: is continued with `` [`` and a grammar allowing only the excerpts' numbers, so the
+    #: model names the excerpt it used (:func:`citation_grammar`; engines with grammars only).
+    cite: bool = True
 
 
 _END_CITE = (
@@ -67,10 +71,13 @@ _END_CITE = (
     "below, and end your answer with the number of the excerpt you used, like [1]."
 )
 _END_REMINDER = "Answer in one or two sentences and end with the [n] of the excerpt you used."
-#: The wordings measured by ``benchmarks/bench_localdocs_sets_answers.py --prompt`` (docs/localdocs.md).
+#: The wordings measured by ``benchmarks/bench_localdocs_sets_answers.py --prompt`` (docs/localdocs.md);
+#: ``-no-step`` ones without the citation step.
 PROMPTS = {
     "shipped": DocumentsPrompt(),
+    "shipped-no-step": DocumentsPrompt(cite=False),
     "end-cite": DocumentsPrompt(_END_CITE, TOP_K, _END_REMINDER),
+    "end-cite-no-step": DocumentsPrompt(_END_CITE, TOP_K, _END_REMINDER, cite=False),
     "end-cite-3": DocumentsPrompt(_END_CITE, 3, _END_REMINDER),
 }
 #: The wording every front end uses.
@@ -230,6 +237,24 @@ def documents_turn(
 def answer_tokens(max_tokens: int | None) -> int:
     """The length limit of an answer from documents: the caller's, else :data:`ANSWER_TOKENS`."""
     return max_tokens if max_tokens is not None else ANSWER_TOKENS
+
+
+#: Most tokens the citation step may add (`` [``, the number's digits, ``]``).
+CITE_TOKENS = 4
+
+
+def has_citation(answer: str) -> bool:
+    """Whether an answer holds any ``[n]`` marker. Example: ``has_citation("Yes [2].") is True``."""
+    return _CITATION.search(answer) is not None
+
+
+def citation_grammar(n_excerpts: int) -> str:
+    """A GBNF grammar for the citation step: `` [``, one excerpt's number, ``]``.
+
+    Example: ``citation_grammar(2) == 'root ::= " [" ("1" | "2") "]"'``.
+    """
+    numbers = " | ".join(f'"{i}"' for i in range(1, n_excerpts + 1))
+    return f'root ::= " [" ({numbers}) "]"'
 
 
 #: A citation is supported when at least this share of its sentence's significant words

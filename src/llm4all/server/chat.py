@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Request
 
 from llm4all import answer
+from llm4all.answer import Prepared
 from llm4all.api import Model
 from llm4all.chat.template import Message
 from llm4all.chat.tools import schemas_of
@@ -73,6 +74,7 @@ class Plan:
     parallel: bool
     references: list[dict[str, Any]] | None = None  # LocalDocs, when the request named collections
     schemas: dict[str, dict[str, Any]] | None = None  # each tool's parameters: calls are checked
+    prepared: Prepared | None = None  # as the answer pipeline built it (the citation step)
 
     @property
     def checked(self) -> dict[str, dict[str, Any]] | set[str]:
@@ -135,6 +137,7 @@ def plan(
         parallel=body.parallel_tool_calls is not False,
         references=prepared.references if collections is not None else None,
         schemas=schemas_of(specs),
+        prepared=prepared,
     )
 
 
@@ -173,6 +176,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
         p.params,
         p.logprobs,
         reuse_prefix=body.cache_prompt is not False,
+        prepared=p.prepared,
     )
     if body.stream:
         return sse_response(_events(run, p, wants_usage(body.stream_options)))

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from fastapi import Request
 from starlette.responses import StreamingResponse
 
+from llm4all.answer import CitedStream, Prepared
 from llm4all.api import Model, merge_params
 from llm4all.engine.base import Chunk, PromptInput, ScoredChunk, TokenLogprob, Usage
 from llm4all.engine.runner import AsyncStream, Runner
@@ -248,8 +249,12 @@ async def start(
     logprobs: int | None,
     *,
     reuse_prefix: bool = True,
+    prepared: Prepared | None = None,
 ) -> Run:
     """Queue one generation per (prompt, params) and wait for every first chunk.
+
+    ``prepared``: the request as the answer pipeline built it; an answer from
+    documents then gets the citation step (:class:`~llm4all.answer.CitedStream`).
 
     Owns ``loaded``'s lease from here on: the returned :class:`Run` gives it
     back on ``close()``, and so does any failure here.
@@ -260,7 +265,10 @@ async def start(
     run: Run | None = None
     try:
         for prompt, p in zip(prompts, params, strict=True):
-            streams.append(runner.stream(prompt, p, logprobs=logprobs, reuse_prefix=reuse_prefix))
+            stream = runner.stream(prompt, p, logprobs=logprobs, reuse_prefix=reuse_prefix)
+            if prepared is not None and prepared.cite:
+                stream = CitedStream(loaded.model, prepared, stream, runner)
+            streams.append(stream)
         firsts = await guarded(request, _first_chunks(streams))
         run = Run(loaded, streams, firsts, prompts)
         return run

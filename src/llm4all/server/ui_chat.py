@@ -433,6 +433,8 @@ async def _stream_round(
     recorder = rnd.recorder
     shown_at = 0.0
     stream = runner.stream(rnd.prompt.prompt, rnd.prompt.params)
+    if rnd.prompt.cite:  # an answer from documents that cites nothing gets the citation step
+        stream = answer.CitedStream(loaded.model, rnd.prompt, stream, runner)
     try:
         async with contextlib.aclosing(_until_stopped(stream, stop)) as chunks:
             async for chunk in chunks:
