@@ -14,6 +14,13 @@ turn across the sets, every model and wording answering each, so a run stopped
 early (the results file is rewritten after every answer) compares them on the
 same questions. The machine is shared: seconds are only comparable within one run.
 
+The citation step (``DocumentsPrompt.cite``) only appends `` [n]`` to an answer
+that ended citing nothing, and answers are greedy, so a wording with the step
+also gives the same wording without it: the answer less the step's marker
+(``Response.step_marker``). Those rows are added as ``<wording>-no-step``
+(``"derived": true``) unless that wording is asked for itself (``--prompt
+shipped --prompt shipped-no-step`` generates both).
+
 Example: ``python benchmarks/bench_localdocs_sets_answers.py --per-set 18 --model qwen2.5-coder-1.5b-instruct --prompt shipped --prompt end-cite``;
 ``--rejudge results/FILE.json`` judges a results file's answers again with the current judge.
 """
@@ -55,13 +62,16 @@ def main() -> None:
     os.environ["LLM4ALL_HOME"] = tempfile.mkdtemp(prefix="llm4all-sets-answers-")
     from llm4all.api import Model
     from llm4all.embeddings import Embedder
-    from llm4all.evaluate.docs import judge, summarise_answers
+    from llm4all.evaluate.docs import judge
     from llm4all.localdocs import LocalDocs, context
 
     machine, load = h.machine_info(), h.load_average()
     embedder = CachedEmbedder(Embedder("all-minilm-l6-v2", n_threads=args.threads))
     sets = args.sets.split(",")
-    prompts = args.prompt or ["shipped"]
+    asked = args.prompt or ["shipped"]
+    derived = {w: f"{w}-no-step" for w in asked
+               if context.PROMPTS[w].cite and f"{w}-no-step" not in asked}  # fmt: skip
+    prompts = [*asked, *derived.values()]
     model_names = args.model or ["qwen2.5-coder-1.5b-instruct"]
     with LocalDocs(embedder_factory=lambda _: embedder) as docs:
         for name in sets:
@@ -81,8 +91,9 @@ def main() -> None:
             for w in prompts:
                 mine = [r for r in rows if r["model"] == m and r["prompt"] == w]
                 out[f"{m} / {w}"] = {
-                    "model": m, "prompt": w, "summary": summarise_answers(mine),
-                    "per_set": {s: summarise_answers([r for r in mine if r["set"] == s])
+                    "model": m, "prompt": w,
+                    "summary": summary(mine),
+                    "per_set": {s: summary([r for r in mine if r["set"] == s])
                                 for s in sets},
                 }  # fmt: skip
         return out
@@ -92,11 +103,12 @@ def main() -> None:
                      "load_before": load, "load_after": h.load_average(),
                      "per_set": args.per_set, "prompts": prompts,
                      "questions_done": len(rows) // max(1, len(models) * len(prompts)),
+
                      "results": results(), "rows": rows})  # fmt: skip
 
     for name, item in order:
         for model_name, model in models.items():
-            for wording in prompts:
+            for wording in asked:
                 context.PROMPT = context.PROMPTS[wording]
                 t0 = time.perf_counter()
                 response = model.stream(item["question"], collections=[name], temperature=0.0,
@@ -107,11 +119,20 @@ def main() -> None:
                        "question": item["question"], "answer": text,
                        "tokens": done.usage.completion_tokens if done else 0,
                        "seconds": round(time.perf_counter() - t0, 1),
+                       "step_marker": response.step_marker,
                        "files": [Path(r["path"]).name for r in response.sources],
                        "sources": [{k: r[k] for k in ("index", "path", "excerpt")}
                                    for r in response.sources],
                        **judge(text, response.sources, item)}  # fmt: skip
                 rows.append(row)
+                if wording in derived:  # the same answer without the step's marker
+                    marker = response.step_marker
+                    bare = text[: len(text) - len(marker)]
+                    rows.append(row | {"prompt": derived[wording], "derived": True,
+                                       "answer": bare, "step_marker": "",
+                                       "tokens": row["tokens"] - (len(model.engine.tokenize(
+                                           marker, add_special=False)) if marker else 0),
+                                       **judge(bare, response.sources, item)})  # fmt: skip
                 save()
                 h.note(f"{model_name} / {wording} {name}: {row['seconds']} s, right {row['right']}, "
                        f"cited {row['cited']}, copied {row['copied']}, good {row['good']}")  # fmt: skip
@@ -125,7 +146,7 @@ def rejudge(path: Path) -> None:
     """Judge the rows of a results file again with the current judge (no generation)."""
     import json
 
-    from llm4all.evaluate.docs import judge, summarise_answers
+    from llm4all.evaluate.docs import judge
 
     data = json.loads(path.read_text("utf-8"))
     items = {q["question"]: q for s in _docsets.SETS for q in _docsets.questions(s)}
@@ -138,8 +159,8 @@ def rejudge(path: Path) -> None:
         groups.setdefault(f"{row['model']} / {row['prompt']}", []).append(row)
     data["rows"] = rows
     data["results"] = {k: {"model": g[0]["model"], "prompt": g[0]["prompt"],
-                           "summary": summarise_answers(g),
-                           "per_set": {s: summarise_answers([r for r in g if r["set"] == s])
+                           "summary": summary(g),
+                           "per_set": {s: summary([r for r in g if r["set"] == s])
                                        for s in dict.fromkeys(r["set"] for r in g)}}
                        for k, g in groups.items()}  # fmt: skip
     out = path.with_name(path.stem + "_rejudged.json")
@@ -148,11 +169,18 @@ def rejudge(path: Path) -> None:
     h.note(f"wrote {out}")
 
 
+def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """``summarise_answers`` of the rows, and how many got their marker from the citation step."""
+    from llm4all.evaluate.docs import summarise_answers
+
+    return summarise_answers(rows) | {"stepped": sum(bool(r.get("step_marker")) for r in rows)}
+
+
 def table(results: dict[str, Any]) -> None:
     keys = ("questions", "good", "good_sourced", "right", "cited", "sourced", "copied",
-            "median_tokens")  # fmt: skip
+            "stepped", "median_tokens")  # fmt: skip
     h.print_table("answers", ["model / prompt", *keys],
-                  [[k, *(str(r["summary"][c]) for c in keys)] for k, r in results.items()])  # fmt: skip
+                  [[k, *(str(r["summary"].get(c, "")) for c in keys)] for k, r in results.items()])  # fmt: skip
 
 
 if __name__ == "__main__":
