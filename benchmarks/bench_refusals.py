@@ -16,7 +16,10 @@ The requests:
 - ``vicuna`` — the 80 vicuna questions (``shared/data/eval``);
 - ``self-instruct`` — the first 40 user-oriented self-instruct instructions,
   with their first input;
-- ``zh`` — the three Chinese questions a review of GPT4All asked.
+- ``zh`` — the three Chinese questions a review of GPT4All asked;
+- ``roleplay`` — only when ``--sets`` or ``--ids`` names it: 16 role-play requests
+  (``benchmarks/data/roleplay_requests.jsonl``), written to check a system prompt chosen on
+  vicuna's role-play questions against requests it was not chosen on.
 
 Only the opening of each answer is generated (``--max-tokens``, 32 by
 default): models decline in their first sentence, and the detector reads only
@@ -40,6 +43,7 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import _harness as h
@@ -118,6 +122,132 @@ CANDIDATES: dict[str, str | None] = {
         "to write or a role to play (write the character's words). Write a response that "
         "appropriately completes the request, starting with the answer itself."
     ),
+    # One worked example of role-play after the catalog's prompt (a demonstration, not a rule:
+    # rules about role-play made the model refuse more).
+    "ta-example-pirate": (
+        f"{_TASK_ANSWER}\n\nExample:\nInstruction: Pretend to be a pirate and greet a new "
+        "sailor.\nResponse: Ahoy, matey! Welcome aboard the Salty Gull. Stow your gear and "
+        "grab a rope: we sail at dawn!"
+    ),
+    "ta-example-astronaut": (
+        f"{_TASK_ANSWER}\n\nExample:\nInstruction: You are an astronaut on the Moon. "
+        "Describe what you see.\nResponse: The ground is grey dust and the sky is black. "
+        "The Earth hangs above the horizon, blue and white, and my boots leave deep prints."
+    ),
+    "ta-examples-two": (
+        f"{_TASK_ANSWER}\n\nExamples:\nInstruction: Pretend to be a pirate and greet a new "
+        "sailor.\nResponse: Ahoy, matey! Welcome aboard the Salty Gull. We sail at dawn!\n\n"
+        "Instruction: What is the capital of France?\nResponse: Paris."
+    ),
+    "ta-example-first-person": (
+        f"{_TASK_ANSWER}\n\nExample:\nInstruction: As a lighthouse keeper, describe your "
+        "night.\nResponse: I climb the stairs at dusk, light the lamp and watch the ships "
+        "pass until morning."
+    ),
+    "ta-ex-astro-story": (
+        f"{_TASK_ANSWER}\n\nExamples:\nInstruction: You are an astronaut on the Moon. "
+        "Describe what you see.\nResponse: The ground is grey dust and the sky is black. "
+        "The Earth hangs above the horizon, blue and white, and my boots leave deep prints.\n\n"
+        "Instruction: Write a story about a brave mouse.\nResponse: Once upon a time, a small "
+        "mouse named Pip lived under the floor of a bakery."
+    ),
+    "ta-ex-story-astro": (
+        f"{_TASK_ANSWER}\n\nExamples:\nInstruction: Write a story about a brave mouse.\n"
+        "Response: Once upon a time, a small mouse named Pip lived under the floor of a "
+        "bakery.\n\nInstruction: You are an astronaut on the Moon. Describe what you see.\n"
+        "Response: The ground is grey dust and the sky is black. The Earth hangs above the "
+        "horizon, blue and white, and my boots leave deep prints."
+    ),
+    "ta-ex-astro-short": (
+        f"{_TASK_ANSWER}\n\nExample:\nInstruction: You are an astronaut on the Moon. "
+        "Describe what you see.\nResponse: Grey dust, a black sky, and the blue Earth above "
+        "the horizon."
+    ),
+    "ta-ex-diver": (
+        f"{_TASK_ANSWER}\n\nExample:\nInstruction: You are a deep-sea diver. Describe what "
+        "you see.\nResponse: The water turns from blue to black as I sink. A glowing fish "
+        "drifts past my lamp, and the sea floor is soft white sand."
+    ),
+    "ta-ex-astro-third": (
+        f"{_TASK_ANSWER}\n\nExample:\nInstruction: You are an astronaut on the Moon. "
+        "Describe what you see.\nResponse: The ground is grey dust and the sky is black. "
+        "The Earth hangs above the horizon, blue and white."
+    ),
+    "task-ex-astro": (
+        "Below is an instruction that describes a task, such as a question to answer, "
+        "a story to write or a role to play. Write a response that appropriately "
+        "completes the request.\n\nExample:\nInstruction: You are an astronaut on the Moon. "
+        "Describe what you see.\nResponse: The ground is grey dust and the sky is black. "
+        "The Earth hangs above the horizon, blue and white, and my boots leave deep prints."
+    ),
+    "ta-ex-mouse-astro-ghost": (
+        f"{_TASK_ANSWER}\n\nExamples:\n"
+        "Instruction: Write a story about a brave mouse.\nResponse: Once upon a time, a small mouse named Pip lived under the floor of a bakery."
+        "\n\n"
+        "Instruction: You are an astronaut on the Moon. Describe what you see.\nResponse: The ground is grey dust and the sky is black. The Earth hangs above the horizon, blue and white, and my boots leave deep prints."
+        "\n\n"
+        "Instruction: Pretend to be a ghost in an old castle. Tell me about your night.\nResponse: At midnight I drift through the great hall, rattle the chains in the tower and watch the moonlight on the empty throne."
+    ),
+    "ta-ex-mouse-ghost-astro": (
+        f"{_TASK_ANSWER}\n\nExamples:\n"
+        "Instruction: Write a story about a brave mouse.\nResponse: Once upon a time, a small mouse named Pip lived under the floor of a bakery."
+        "\n\n"
+        "Instruction: Pretend to be a ghost in an old castle. Tell me about your night.\nResponse: At midnight I drift through the great hall, rattle the chains in the tower and watch the moonlight on the empty throne."
+        "\n\n"
+        "Instruction: You are an astronaut on the Moon. Describe what you see.\nResponse: The ground is grey dust and the sky is black. The Earth hangs above the horizon, blue and white, and my boots leave deep prints."
+    ),
+    "ta-ex-mouse-ghost": (
+        f"{_TASK_ANSWER}\n\nExamples:\n"
+        "Instruction: Write a story about a brave mouse.\nResponse: Once upon a time, a small mouse named Pip lived under the floor of a bakery."
+        "\n\n"
+        "Instruction: Pretend to be a ghost in an old castle. Tell me about your night.\nResponse: At midnight I drift through the great hall, rattle the chains in the tower and watch the moonlight on the empty throne."
+    ),
+    "ta-ex-mouse-astro-pirate": (
+        f"{_TASK_ANSWER}\n\nExamples:\n"
+        "Instruction: Write a story about a brave mouse.\nResponse: Once upon a time, a small mouse named Pip lived under the floor of a bakery."
+        "\n\n"
+        "Instruction: You are an astronaut on the Moon. Describe what you see.\nResponse: The ground is grey dust and the sky is black. The Earth hangs above the horizon, blue and white, and my boots leave deep prints."
+        "\n\n"
+        "Instruction: Pretend to be a pirate and greet a new sailor.\nResponse: Ahoy, matey! Welcome aboard the Salty Gull. We sail at dawn!"
+    ),
+    "ta-ex-ghost-mouse-astro": (
+        f"{_TASK_ANSWER}\n\nExamples:\n"
+        "Instruction: Pretend to be a ghost in an old castle. Tell me about your night.\nResponse: At midnight I drift through the great hall, rattle the chains in the tower and watch the moonlight on the empty throne."
+        "\n\n"
+        "Instruction: Write a story about a brave mouse.\nResponse: Once upon a time, a small mouse named Pip lived under the floor of a bakery."
+        "\n\n"
+        "Instruction: You are an astronaut on the Moon. Describe what you see.\nResponse: The ground is grey dust and the sky is black. The Earth hangs above the horizon, blue and white, and my boots leave deep prints."
+    ),
+    "ta-ex-mouse-astro-ghost-review": (
+        f"{_TASK_ANSWER}\n\nExamples:\n"
+        "Instruction: Write a story about a brave mouse.\nResponse: Once upon a time, a small mouse named Pip lived under the floor of a bakery."
+        "\n\n"
+        "Instruction: You are an astronaut on the Moon. Describe what you see.\nResponse: The ground is grey dust and the sky is black. The Earth hangs above the horizon, blue and white, and my boots leave deep prints."
+        "\n\n"
+        "Instruction: Pretend to be a ghost in an old castle. Tell me about your night.\nResponse: At midnight I drift through the great hall, rattle the chains in the tower and watch the moonlight on the empty throne."
+        "\n\n"
+        "Instruction: Write a review of a new phone.\nResponse: The Nova X is light and fast, and its battery lasts two days. The camera struggles at night, but for its price it is an easy pick."
+    ),
+    "ta-ex-mouse-review-astro-ghost": (
+        f"{_TASK_ANSWER}\n\nExamples:\n"
+        "Instruction: Write a story about a brave mouse.\nResponse: Once upon a time, a small mouse named Pip lived under the floor of a bakery."
+        "\n\n"
+        "Instruction: Write a review of a new phone.\nResponse: The Nova X is light and fast, and its battery lasts two days. The camera struggles at night, but for its price it is an easy pick."
+        "\n\n"
+        "Instruction: You are an astronaut on the Moon. Describe what you see.\nResponse: The ground is grey dust and the sky is black. The Earth hangs above the horizon, blue and white, and my boots leave deep prints."
+        "\n\n"
+        "Instruction: Pretend to be a ghost in an old castle. Tell me about your night.\nResponse: At midnight I drift through the great hall, rattle the chains in the tower and watch the moonlight on the empty throne."
+    ),
+    "ta-ex-mouse-astro-ghost-film": (
+        f"{_TASK_ANSWER}\n\nExamples:\n"
+        "Instruction: Write a story about a brave mouse.\nResponse: Once upon a time, a small mouse named Pip lived under the floor of a bakery."
+        "\n\n"
+        "Instruction: You are an astronaut on the Moon. Describe what you see.\nResponse: The ground is grey dust and the sky is black. The Earth hangs above the horizon, blue and white, and my boots leave deep prints."
+        "\n\n"
+        "Instruction: Pretend to be a ghost in an old castle. Tell me about your night.\nResponse: At midnight I drift through the great hall, rattle the chains in the tower and watch the moonlight on the empty throne."
+        "\n\n"
+        "Instruction: Write a review of a film that just came out.\nResponse: Starfall is a bold, moving science fiction film: the plot twists keep coming, the crew feels real, and the effects are stunning."
+    ),
     "any-task": (
         "You are a helpful assistant for any task, not only programming. You answer "
         "questions on every subject and write stories, poems, letters and code when asked. "
@@ -174,6 +304,11 @@ def requests(quick: bool) -> list[Request]:
         Request("zh", q["id"], q["question"], 3000 + i)
         for i, q in enumerate(_jsonl("seed_article_questions.jsonl"))
     ]
+    # Held out: role-play requests written for checking a prompt chosen on vicuna's role-play
+    # questions; only sent when ``--sets`` or ``--ids`` names them.
+    with (Path(__file__).parent / "data" / "roleplay_requests.jsonl").open(encoding="utf-8") as f:
+        held_out = [json.loads(line) for line in f if line.strip()]
+    out += [Request("roleplay", q["id"], q["text"], 4000 + i) for i, q in enumerate(held_out)]
     if quick:
         by_set: dict[str, list[Request]] = {}
         for r in out:
@@ -183,12 +318,14 @@ def requests(quick: bool) -> list[Request]:
 
 
 def chosen(args: argparse.Namespace) -> list[Request]:
-    """The requests of ``--sets`` and ``--ids`` (all by default)."""
-    return [
-        r
-        for r in requests(args.quick)
-        if (not args.sets or r.set in args.sets) and (not args.ids or r.id in args.ids)
-    ]
+    """The requests of ``--sets`` and ``--ids`` (all but the held-out ``roleplay`` by default)."""
+
+    def wanted(r: Request) -> bool:
+        if args.sets and r.set not in args.sets:
+            return False
+        return r.id in args.ids if args.ids else bool(args.sets) or r.set != "roleplay"
+
+    return [r for r in requests(args.quick) if wanted(r)]
 
 
 def measure(
@@ -358,7 +495,7 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
             counts = [
                 f"{sum(r['refusal'] for r in rows if r['set'] == s)}/"
                 f"{sum(1 for r in rows if r['set'] == s)}"
-                for s in ("story", "vicuna", "self-instruct", "zh")
+                for s in ("story", "vicuna", "self-instruct", "zh", "roleplay")
             ]
             total = f"{sum(r['refusal'] for r in rows)}/{len(rows)}"
             disclaimers = str(sum(r["disclaimer"] for r in rows))
@@ -436,6 +573,7 @@ def main() -> None:
             "vicuna",
             "self-instruct",
             "zh",
+            "roleplay (held out)",
             "all",
             "AI disclaimers",
         ],
