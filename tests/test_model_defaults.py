@@ -30,8 +30,10 @@ from fastapi.testclient import TestClient
 from openai import OpenAI
 
 from llm4all import GenerationParams, Model
+from llm4all.answer import prepare
 from llm4all.chat.template import PLAIN_TEMPLATE, Message
 from llm4all.gpt4all import GPT4All
+from llm4all.models.catalog import CatalogError, load_catalog, parse_catalog
 from llm4all.models.gguf import read_metadata
 from llm4all.models.kinds import kind_from_metadata
 from llm4all.models.store import describe_metadata
@@ -108,6 +110,64 @@ def test_the_users_system_prompt_wins_then_the_catalogs_then_the_templates(
         assert chat.history[0] == Message("system", MARK)
         assert prompt_tokens(chat.send(QUESTION)) == tokens_of(smol, MARK)
         assert model.chat(MINE).history[0] == Message("system", MINE)
+
+
+ADD_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "add",
+        "description": "Add two numbers",
+        "parameters": {
+            "type": "object",
+            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+            "required": ["a", "b"],
+        },
+    },
+}
+
+
+def test_the_shipped_default_model_prompt_ends_with_worked_examples_kept_out_of_tool_calls() -> (
+    None
+):
+    entry = load_catalog().default("chat")
+    assert entry.system_prompt and entry.tools_system_prompt
+    assert entry.system_prompt.startswith(entry.tools_system_prompt + "\n\nExamples:\n")
+    assert entry.system_prompt.count("\nInstruction: ") == entry.system_prompt.count("\nResponse: ")
+    assert entry.to_dict()["tools_system_prompt"] == entry.tools_system_prompt
+
+
+def test_worked_examples_are_shown_in_chats_and_left_out_when_tools_are_offered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast_model_path: Path
+) -> None:
+    data = json.loads(resources.files("llm4all.models").joinpath("catalog.json").read_text())
+    for entry in data["models"]:
+        if entry["name"] == FAST:
+            entry["system_prompt"] = MARK
+            entry["examples"] = [["Name a fruit.", "Apple."]]
+    path = tmp_path / "catalog.json"
+    path.write_text(json.dumps(data))
+    monkeypatch.setenv("LLM4ALL_CATALOG", str(path))
+    shown = f"{MARK}\n\nExamples:\nInstruction: Name a fruit.\nResponse: Apple."
+    with Model(fast_model_path, n_ctx=1024) as model:
+        assert model.system_prompt_for(None) == shown
+        asked = [Message("user", QUESTION)]
+        assert prepare(model, asked).messages[0] == Message("system", shown)
+        with_tools = prepare(model, asked, tools=[ADD_TOOL]).messages[0]
+        assert with_tools == Message("system", MARK)
+        # a stored chat keeps the default it started with: it is swapped the same way
+        stored = [Message("system", shown), *asked]
+        assert prepare(model, stored, tools=[ADD_TOOL]).messages[0] == Message("system", MARK)
+        # the user's own prompt is never changed
+        mine = [Message("system", MINE), *asked]
+        assert prepare(model, mine, tools=[ADD_TOOL]).messages[0] == Message("system", MINE)
+
+
+def test_malformed_catalog_examples_are_one_clear_error() -> None:
+    raw = json.loads(resources.files("llm4all.models").joinpath("catalog.json").read_text())
+    entry = next(e for e in raw["models"] if e.get("examples"))
+    entry["examples"] = [["only an instruction"]]
+    with pytest.raises(CatalogError, match="bad catalog entry"):
+        parse_catalog(json.dumps(raw))
 
 
 def test_without_a_catalog_prompt_the_template_keeps_its_own(fast_model: Model) -> None:

@@ -209,7 +209,8 @@ def prepare(
 
     - The system prompt: a system message in ``messages`` wins; otherwise
       :meth:`Model.system_prompt_for` chooses from ``system_prompt`` (None: the
-      catalog's default; ``""``: none).
+      catalog's default; ``""``: none). With ``tools`` the catalog's default is sent
+      without its worked examples (:meth:`Model.system_prompt_with_tools`).
     - ``collections``: the last user turn is searched in those LocalDocs
       collections (with the earlier user turns) and replaced, in the prompt
       only, by the numbered excerpts and the question; the answer is bounded
@@ -242,6 +243,13 @@ def prepare(
         system = model.system_prompt_for(system_prompt)
         if system:
             msgs.insert(0, Message("system", system))
+    if tools:  # the catalog's worked examples make a model answer instead of calling
+        msgs = [
+            dataclasses.replace(m, content=model.system_prompt_with_tools(m.content))
+            if m.role == "system"
+            else m
+            for m in msgs
+        ]
     if template is None:  # a base model's transcript ends where its next turn begins
         p = model.chat_params(p)
     if tools and not forced and model.engine.capabilities.grammar:

@@ -232,6 +232,18 @@ class Model:
             return given or None
         return self.default_system_prompt
 
+    def system_prompt_with_tools(self, system: str) -> str:
+        """The system prompt to send when tools are offered, for a chat whose prompt is ``system``.
+
+        The catalog's default with worked examples (which show answering directly,
+        and cost the default model 2 of 12 tool calls) gives way to its text alone;
+        any other prompt is kept as it is. Example: for the default model,
+        ``model.system_prompt_with_tools(model.default_system_prompt)`` is the
+        prompt without its ``Examples:``.
+        """
+        plain = getattr(self.entry, "tools_system_prompt", None)
+        return plain if plain and system == self.default_system_prompt else system
+
     def with_system_prompt(self, messages: Sequence[Message]) -> list[Message]:
         """``messages`` with the default system prompt first when they bring none."""
         if any(m.role == "system" for m in messages):

@@ -96,6 +96,19 @@ Source = PypiSource | UrlSource | ConvertedPypiSource
 SAMPLING_KNOBS = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "repeat_last_n")
 
 
+def with_examples(system_prompt: str | None, examples: Sequence[Sequence[str]]) -> str | None:
+    """A catalog system prompt followed by its worked examples (``"examples"``: pairs of
+    instruction and response), as the model is shown them.
+
+    Example: ``with_examples("Answer.", [["Name a colour.", "Red."]])`` →
+    ``"Answer.\\n\\nExamples:\\nInstruction: Name a colour.\\nResponse: Red."``.
+    """
+    if not examples:
+        return system_prompt
+    shown = "\n\n".join(f"Instruction: {ask}\nResponse: {answer}" for ask, answer in examples)
+    return f"{system_prompt or ''}\n\nExamples:\n{shown}".lstrip()
+
+
 @dataclass(frozen=True)
 class CatalogEntry:
     """One model of the catalog."""
@@ -126,6 +139,9 @@ class CatalogEntry:
     #: Sampling defaults measured for this model (``{"min_p": 0.2}``): they replace the
     #: library's defaults for the knobs named here; a user's explicit value always wins.
     sampling: Mapping[str, float] = field(default_factory=dict, hash=False)
+    #: The system prompt when tools are offered: ``system_prompt`` without its worked
+    #: examples, which show answering directly (None: the same as ``system_prompt``).
+    tools_system_prompt: str | None = None
 
     @property
     def ram_required_gb(self) -> float:
@@ -156,6 +172,11 @@ class CatalogEntry:
             **({"matryoshka": True} if self.matryoshka else {}),
             **({"draft": self.draft} if self.draft else {}),
             **({"sampling": dict(self.sampling)} if self.sampling else {}),
+            **(
+                {"tools_system_prompt": self.tools_system_prompt}
+                if self.tools_system_prompt
+                else {}
+            ),
         }
 
 
@@ -271,7 +292,7 @@ def entry_from_json(data: Mapping[str, Any]) -> CatalogEntry:
             quantization=str(data["quantization"]),
             context_length=int(data["context_length"]),
             chat_template=data.get("chat_template"),
-            system_prompt=data.get("system_prompt"),
+            system_prompt=with_examples(data.get("system_prompt"), data.get("examples") or ()),
             description=str(data.get("description", "")),
             license=str(data.get("license", "unknown")),
             kind=data.get("kind", "chat"),
@@ -281,6 +302,7 @@ def entry_from_json(data: Mapping[str, Any]) -> CatalogEntry:
             matryoshka=bool(data.get("matryoshka", False)),
             draft=str(data["draft"]) if data.get("draft") else None,
             sampling={str(k): float(v) for k, v in data.get("sampling", {}).items()},
+            tools_system_prompt=data.get("system_prompt") if data.get("examples") else None,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CatalogError(f"bad catalog entry {data.get('name')!r}: {exc!r}") from exc
