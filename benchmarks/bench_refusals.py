@@ -49,6 +49,7 @@ from typing import Any
 import _harness as h
 from _refusal_screen import Screen
 from llm4all.data import find_refusal
+from llm4all.models.catalog import with_examples
 from llm4all.params import GenerationParams
 
 NAME = "refusals"
@@ -62,6 +63,45 @@ _TASK_ANSWER = (
     "a story to write or a role to play. Write a response that appropriately "
     "completes the request, starting with the answer itself."
 )
+# Worked examples (instruction, response) for the catalog's ``examples`` field, rendered
+# after the prompt exactly as the catalog renders them (``with_examples``).
+_EXAMPLES = {
+    "mouse": (
+        "Write a story about a brave mouse.",
+        "Once upon a time, a small mouse named Pip lived under the floor of a bakery.",
+    ),
+    "astro": (
+        "You are an astronaut on the Moon. Describe what you see.",
+        "The ground is grey dust and the sky is black. The Earth hangs above the horizon, "
+        "blue and white, and my boots leave deep prints.",
+    ),
+    "ghost": (
+        "Pretend to be a ghost in an old castle. Tell me about your night.",
+        "At midnight I drift through the great hall, rattle the chains in the tower and watch "
+        "the moonlight on the empty throne.",
+    ),
+    "pirate": (
+        "Pretend to be a pirate and greet a new sailor.",
+        "Ahoy, matey! Welcome aboard the Salty Gull. We sail at dawn!",
+    ),
+    "review": (
+        "Write a review of a new phone.",
+        "The Nova X is light and fast, and its battery lasts two days. The camera struggles "
+        "at night, but for its price it is an easy pick.",
+    ),
+    "film": (
+        "Write a review of a film that just came out.",
+        "Starfall is a bold, moving science fiction film: the plot twists keep coming, the "
+        "crew feels real, and the effects are stunning.",
+    ),
+}
+
+
+def _shown(*names: str) -> str:
+    """The catalog's prompt followed by the named worked examples."""
+    return with_examples(_TASK_ANSWER, [_EXAMPLES[n] for n in names]) or ""
+
+
 # The candidates. "template" sends no system message; "catalog" sends what the
 # catalog says for the model (the template's default where it says nothing).
 CANDIDATES: dict[str, str | None] = {
@@ -180,74 +220,14 @@ CANDIDATES: dict[str, str | None] = {
         "Describe what you see.\nResponse: The ground is grey dust and the sky is black. "
         "The Earth hangs above the horizon, blue and white, and my boots leave deep prints."
     ),
-    "ta-ex-mouse-astro-ghost": (
-        f"{_TASK_ANSWER}\n\nExamples:\n"
-        "Instruction: Write a story about a brave mouse.\nResponse: Once upon a time, a small mouse named Pip lived under the floor of a bakery."
-        "\n\n"
-        "Instruction: You are an astronaut on the Moon. Describe what you see.\nResponse: The ground is grey dust and the sky is black. The Earth hangs above the horizon, blue and white, and my boots leave deep prints."
-        "\n\n"
-        "Instruction: Pretend to be a ghost in an old castle. Tell me about your night.\nResponse: At midnight I drift through the great hall, rattle the chains in the tower and watch the moonlight on the empty throne."
-    ),
-    "ta-ex-mouse-ghost-astro": (
-        f"{_TASK_ANSWER}\n\nExamples:\n"
-        "Instruction: Write a story about a brave mouse.\nResponse: Once upon a time, a small mouse named Pip lived under the floor of a bakery."
-        "\n\n"
-        "Instruction: Pretend to be a ghost in an old castle. Tell me about your night.\nResponse: At midnight I drift through the great hall, rattle the chains in the tower and watch the moonlight on the empty throne."
-        "\n\n"
-        "Instruction: You are an astronaut on the Moon. Describe what you see.\nResponse: The ground is grey dust and the sky is black. The Earth hangs above the horizon, blue and white, and my boots leave deep prints."
-    ),
-    "ta-ex-mouse-ghost": (
-        f"{_TASK_ANSWER}\n\nExamples:\n"
-        "Instruction: Write a story about a brave mouse.\nResponse: Once upon a time, a small mouse named Pip lived under the floor of a bakery."
-        "\n\n"
-        "Instruction: Pretend to be a ghost in an old castle. Tell me about your night.\nResponse: At midnight I drift through the great hall, rattle the chains in the tower and watch the moonlight on the empty throne."
-    ),
-    "ta-ex-mouse-astro-pirate": (
-        f"{_TASK_ANSWER}\n\nExamples:\n"
-        "Instruction: Write a story about a brave mouse.\nResponse: Once upon a time, a small mouse named Pip lived under the floor of a bakery."
-        "\n\n"
-        "Instruction: You are an astronaut on the Moon. Describe what you see.\nResponse: The ground is grey dust and the sky is black. The Earth hangs above the horizon, blue and white, and my boots leave deep prints."
-        "\n\n"
-        "Instruction: Pretend to be a pirate and greet a new sailor.\nResponse: Ahoy, matey! Welcome aboard the Salty Gull. We sail at dawn!"
-    ),
-    "ta-ex-ghost-mouse-astro": (
-        f"{_TASK_ANSWER}\n\nExamples:\n"
-        "Instruction: Pretend to be a ghost in an old castle. Tell me about your night.\nResponse: At midnight I drift through the great hall, rattle the chains in the tower and watch the moonlight on the empty throne."
-        "\n\n"
-        "Instruction: Write a story about a brave mouse.\nResponse: Once upon a time, a small mouse named Pip lived under the floor of a bakery."
-        "\n\n"
-        "Instruction: You are an astronaut on the Moon. Describe what you see.\nResponse: The ground is grey dust and the sky is black. The Earth hangs above the horizon, blue and white, and my boots leave deep prints."
-    ),
-    "ta-ex-mouse-astro-ghost-review": (
-        f"{_TASK_ANSWER}\n\nExamples:\n"
-        "Instruction: Write a story about a brave mouse.\nResponse: Once upon a time, a small mouse named Pip lived under the floor of a bakery."
-        "\n\n"
-        "Instruction: You are an astronaut on the Moon. Describe what you see.\nResponse: The ground is grey dust and the sky is black. The Earth hangs above the horizon, blue and white, and my boots leave deep prints."
-        "\n\n"
-        "Instruction: Pretend to be a ghost in an old castle. Tell me about your night.\nResponse: At midnight I drift through the great hall, rattle the chains in the tower and watch the moonlight on the empty throne."
-        "\n\n"
-        "Instruction: Write a review of a new phone.\nResponse: The Nova X is light and fast, and its battery lasts two days. The camera struggles at night, but for its price it is an easy pick."
-    ),
-    "ta-ex-mouse-review-astro-ghost": (
-        f"{_TASK_ANSWER}\n\nExamples:\n"
-        "Instruction: Write a story about a brave mouse.\nResponse: Once upon a time, a small mouse named Pip lived under the floor of a bakery."
-        "\n\n"
-        "Instruction: Write a review of a new phone.\nResponse: The Nova X is light and fast, and its battery lasts two days. The camera struggles at night, but for its price it is an easy pick."
-        "\n\n"
-        "Instruction: You are an astronaut on the Moon. Describe what you see.\nResponse: The ground is grey dust and the sky is black. The Earth hangs above the horizon, blue and white, and my boots leave deep prints."
-        "\n\n"
-        "Instruction: Pretend to be a ghost in an old castle. Tell me about your night.\nResponse: At midnight I drift through the great hall, rattle the chains in the tower and watch the moonlight on the empty throne."
-    ),
-    "ta-ex-mouse-astro-ghost-film": (
-        f"{_TASK_ANSWER}\n\nExamples:\n"
-        "Instruction: Write a story about a brave mouse.\nResponse: Once upon a time, a small mouse named Pip lived under the floor of a bakery."
-        "\n\n"
-        "Instruction: You are an astronaut on the Moon. Describe what you see.\nResponse: The ground is grey dust and the sky is black. The Earth hangs above the horizon, blue and white, and my boots leave deep prints."
-        "\n\n"
-        "Instruction: Pretend to be a ghost in an old castle. Tell me about your night.\nResponse: At midnight I drift through the great hall, rattle the chains in the tower and watch the moonlight on the empty throne."
-        "\n\n"
-        "Instruction: Write a review of a film that just came out.\nResponse: Starfall is a bold, moving science fiction film: the plot twists keep coming, the crew feels real, and the effects are stunning."
-    ),
+    "ta-ex-mouse-astro-ghost": _shown("mouse", "astro", "ghost"),
+    "ta-ex-mouse-ghost-astro": _shown("mouse", "ghost", "astro"),
+    "ta-ex-mouse-ghost": _shown("mouse", "ghost"),
+    "ta-ex-mouse-astro-pirate": _shown("mouse", "astro", "pirate"),
+    "ta-ex-ghost-mouse-astro": _shown("ghost", "mouse", "astro"),
+    "ta-ex-mouse-astro-ghost-review": _shown("mouse", "astro", "ghost", "review"),
+    "ta-ex-mouse-review-astro-ghost": _shown("mouse", "review", "astro", "ghost"),
+    "ta-ex-mouse-astro-ghost-film": _shown("mouse", "astro", "ghost", "film"),
     "any-task": (
         "You are a helpful assistant for any task, not only programming. You answer "
         "questions on every subject and write stories, poems, letters and code when asked. "
